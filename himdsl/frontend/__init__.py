@@ -1,0 +1,1 @@
+"""Front end: source text → AST (`parser`), AST → source text (`printer`)."""

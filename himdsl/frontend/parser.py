@@ -1,0 +1,301 @@
+"""Parse `.him` source text into an AST (`Program`) or a syntax diagnostic.
+
+    >>> parse_source("model m\\ndata x : real[2]").statements[1]
+    Data(name='x', type=Type(base='real', dims=[Num(value=2, is_int=True)], categories=None))
+
+The grammar is `grammar/him.lark`, shipped in the wheel as `himdsl.grammar`.
+The transformer only builds dataclasses; every check lives in `himdsl.semantics`.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ..diagnostics import Diagnostic, HimError, Span, error
+from . import ast
+
+_OPENING = {"LPAR", "LSQB"}
+_CLOSING = {"RPAR", "RSQB"}
+
+# Human names for the grammar's terminals, used in "expected ..." messages.
+TOKEN_NAMES = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "a new line",
+    "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`",
+    "LBRACE": "`{`", "RBRACE": "`}`", "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`",
+    "TILDE": "`~`", "MINUS": "`-`", "CIRCUMFLEX": "`^`", "__ANON_0": "`->`",
+    "ADD_OP": "`+` or `-`", "MUL_OP": "`*`, `/` or `@`", "COMPARE_OP": "a comparison",
+    "$END": "the end of the file",
+}
+
+
+class _BracketNewlines:
+    """Postlexer: inside ( ) and [ ] a newline is only whitespace."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in _OPENING:
+                depth += 1
+            elif token.type in _CLOSING:
+                depth = max(0, depth - 1)
+            elif token.type == "_NL" and depth > 0:
+                continue
+            yield token
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    grammar = resources.files("himdsl.grammar").joinpath("him.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, postlex=_BracketNewlines(),
+                maybe_placeholders=True)
+
+
+def grammar_text() -> str:
+    """The Lark grammar shipped with the package."""
+    return resources.files("himdsl.grammar").joinpath("him.lark").read_text()
+
+
+def parse_source(source: str, path: str = "<string>") -> ast.Program:
+    """Parse source text; raise `HimError` with one syntax diagnostic on failure."""
+    try:
+        tree = _lark().parse(source)
+    except UnexpectedInput as exc:
+        raise HimError([syntax_diagnostic(exc, source)], path, source) from None
+    program = _ToAst().transform(tree)
+    program.path, program.source = path, source
+    return program
+
+
+def parse_file(path) -> ast.Program:
+    """Read and parse a `.him` file (OSError propagates to the caller)."""
+    with open(path, encoding="utf-8") as handle:
+        source = handle.read()
+    return parse_source(source, str(path))
+
+
+# ------------------------------------------------------------------ syntax errors
+def syntax_diagnostic(exc: UnexpectedInput, source: str) -> Diagnostic:
+    """Turn a Lark exception into a diagnostic with a readable 'expected' list."""
+    if isinstance(exc, UnexpectedCharacters):
+        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
+        span = Span(exc.line, exc.column, exc.line, exc.column + 1)
+        hint = "strings use double quotes" if char == "'" else None
+        return error("E0001", span, f"unexpected character `{char}`", hint)
+    if isinstance(exc, UnexpectedEOF):
+        line = source.count("\n") + 1
+        col = len(source.rsplit("\n", 1)[-1]) + 1
+        return error("E0002", Span(line, col, line, col + 1), "unexpected end of file",
+                     _expected_hint(exc.expected))
+    assert isinstance(exc, UnexpectedToken)
+    token = exc.token
+    if token.type == "$END":
+        lines = source.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        return error("E0002", Span(line, col, line, col + 1), "unexpected end of file",
+                     _expected_hint(exc.expected))
+    text = "a new line" if token.type == "_NL" else f"`{token.value}`"
+    end = token.end_column if token.type != "_NL" else token.column + 1
+    span = Span(token.line, token.column, token.line, end)
+    return error("E0003", span, f"unexpected {text}", _syntax_hint(token, exc.expected))
+
+
+def _syntax_hint(token: Token, expected) -> str | None:
+    if token.type == "NAME" and "_NL" in expected:
+        return "statements end at a new line or `;`: is something missing before this?"
+    if token.type == "NAME" and token.value in {"real", "int", "cat"}:
+        return None
+    return _expected_hint(expected)
+
+
+def _expected_hint(expected) -> str | None:
+    names = sorted({TOKEN_NAMES.get(t, _keyword_name(t)) for t in expected})
+    if not names:
+        return None
+    if len(names) > 6:
+        names = names[:6] + ["..."]
+    return "expected " + ", ".join(names)
+
+
+def _keyword_name(terminal: str) -> str:
+    return f"`{terminal.lower()}`" if terminal.isalpha() else terminal
+
+
+# ------------------------------------------------------------------ tree → AST
+def _span(meta) -> Span:
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _token_span(token: Token) -> Span:
+    return Span(token.line, token.column, token.end_line, token.end_column)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Builds `himdsl.frontend.ast` nodes; does no checking."""
+
+    def start(self, meta, stmts):
+        return ast.Program(list(stmts))
+
+    def model_stmt(self, meta, items):
+        (name,) = items
+        return ast.ModelName(str(name), _span(meta), _token_span(name))
+
+    def const_stmt(self, meta, items):
+        name, value = items
+        return ast.Const(str(name), value, _span(meta), _token_span(name))
+
+    def data_stmt(self, meta, items):
+        name, typ = items
+        return ast.Data(str(name), typ, _span(meta), _token_span(name))
+
+    def param_stmt(self, meta, items):
+        name, typ = items
+        return ast.Param(str(name), typ, _span(meta), _token_span(name))
+
+    def node_dist(self, meta, items):
+        keyword, name, dist, shape = items
+        return ast.Node(str(keyword), str(name), dist=dist, shape=shape,
+                        span=_span(meta), name_span=_token_span(name))
+
+    def node_def(self, meta, items):
+        keyword, name, value = items
+        return ast.Node(str(keyword), str(name), value=value, span=_span(meta),
+                        name_span=_token_span(name))
+
+    def dist(self, meta, items):
+        name, args = items
+        return self._make_call(meta, name, args)
+
+    def shape(self, meta, items):
+        (dims,) = items
+        return dims
+
+    def dims(self, meta, items):
+        return list(items)
+
+    def type_array(self, meta, items):
+        name, dims = items
+        return ast.Type(str(name), dims or [], None, _span(meta))
+
+    def type_call(self, meta, items):
+        name, arg = items
+        return ast.Type(str(name), [], arg, _span(meta))
+
+    def extern_stmt(self, meta, items):
+        name, params, result, path = items
+        return ast.Extern(str(name), params or [], result, self._string(path), _span(meta),
+                          _token_span(name))
+
+    def extern_params(self, meta, items):
+        return list(items)
+
+    def extern_param(self, meta, items):
+        name, typ = items
+        return ast.ExternArg(str(name), typ, _span(meta))
+
+    def plate_stmt(self, meta, items):
+        name, over, *body = items
+        return ast.Plate(str(name), ast.Name(str(over), _token_span(over)), list(body),
+                         _span(meta), _token_span(name))
+
+    def guide_block(self, meta, items):
+        return ast.Guide(list(items), _span(meta))
+
+    def guide_entry(self, meta, items):
+        name, family = items
+        return ast.GuideEntry(str(name), family, _span(meta))
+
+    def settings_block(self, meta, items):
+        block, *entries = items
+        return ast.Settings(str(block), list(entries), _span(meta))
+
+    def setting(self, meta, items):
+        name, value = items
+        return ast.Setting(str(name), value, _span(meta))
+
+    # ---- expressions
+    def binary(self, meta, items):
+        left, op, right = items
+        return ast.Binary(str(op), left, right, _span(meta))
+
+    def neg(self, meta, items):
+        (operand,) = items
+        return ast.Neg(operand, _span(meta))
+
+    def pow(self, meta, items):
+        left, right = items
+        return ast.Binary("^", left, right, _span(meta))
+
+    def index(self, meta, items):
+        target, index_items = items
+        return ast.Index(target, index_items, _span(meta))
+
+    def index_items(self, meta, items):
+        return list(items)
+
+    def slice(self, meta, items):
+        start, stop, step = (list(items) + [None, None, None])[:3]
+        return ast.Slice(start, stop, step, _span(meta))
+
+    def number(self, meta, items):
+        (token,) = items
+        text = str(token)
+        is_int = not any(c in text for c in ".eE")
+        return ast.Num(int(text) if is_int else float(text), is_int, _token_span(token))
+
+    def string(self, meta, items):
+        (token,) = items
+        return self._string(token)
+
+    def name(self, meta, items):
+        (token,) = items
+        return ast.Name(str(token), _token_span(token))
+
+    def call(self, meta, items):
+        name, args = items
+        return self._make_call(meta, name, args)
+
+    def list(self, meta, items):
+        (list_items,) = items
+        return ast.ListLit(list_items or [], _span(meta))
+
+    def list_items(self, meta, items):
+        return list(items)
+
+    def args(self, meta, items):
+        return list(items)
+
+    def kwarg(self, meta, items):
+        name, value = items
+        return ast.Keyword(name, value, _span(meta))
+
+    def arg_name(self, meta, items):
+        (token,) = items
+        return str(token)
+
+    @staticmethod
+    def _string(token: Token) -> ast.Str:
+        return ast.Str(str(token)[1:-1], _token_span(token))
+
+    @staticmethod
+    def _make_call(meta, name: Token, args) -> ast.Call:
+        positional = [a for a in (args or []) if not isinstance(a, ast.Keyword)]
+        keywords = [a for a in (args or []) if isinstance(a, ast.Keyword)]
+        return ast.Call(str(name), positional, keywords, _span(meta), _token_span(name),
+                        _late_positional(args or []))
+
+
+def _late_positional(args) -> Span:
+    """The span of the first positional argument after a named one, or NOWHERE."""
+    seen_keyword = False
+    for arg in args:
+        if isinstance(arg, ast.Keyword):
+            seen_keyword = True
+        elif seen_keyword:
+            return arg.span
+    return ast.NOWHERE

@@ -1,0 +1,2 @@
+"""Runtime support imported by generated modules: the model base class, layers,
+distributions, extern loading."""
