@@ -77,7 +77,8 @@ def did_you_mean(name: str, candidates) -> str | None:
 def render(diag: Diagnostic, path: str, source: str) -> str:
     """Render one diagnostic: location line, quoted source with caret, notes, hint."""
     lines = source.splitlines()
-    out = [f"{path}:{diag.span.line}:{diag.span.column}: {diag.severity}[{diag.code}]: {diag.message}"]
+    where = f"{path}:{diag.span.line}:{diag.span.column}" if diag.span else path
+    out = [f"{where}: {diag.severity}[{diag.code}]: {diag.message}"]
     out += _excerpt(diag.span, lines)
     for note in diag.notes:
         out.append(f"  = note: {path}:{note.span.line}:{note.span.column}: {note.message}")
@@ -115,7 +116,7 @@ def _excerpt(span: Span, lines: list[str]) -> list[str]:
     width = len(str(span.line))
     end = span.end_column if span.end_line == span.line else len(text) + 1
     carets = "^" * max(1, end - span.column)
-    gutter = " " * (width + 2)
+    gutter = " " * (width + 3)
     return [
         f"{gutter}|",
         f"  {span.line} | {text}",

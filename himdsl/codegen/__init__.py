@@ -1,0 +1,1 @@
+"""Code generation: checked model → readable PyTorch module source."""

@@ -1,0 +1,1 @@
+"""Graph stage: the dependency graph (`build`) and its drawings (`render`)."""

@@ -1,0 +1,17 @@
+"""Likelihood-free variational inference for compiled himdsl models.
+
+    from himdsl.infer import fit, FitSettings
+    result = fit(model, {"x": x}, FitSettings(steps=3000))
+    result.posterior(1000)      # {"beta": np.ndarray [1000, 2]}
+
+See docs/lfvi.md for the algorithm and docs/lfvi-notes.md for the measurements
+behind the defaults.
+"""
+from .families import AUTO_FLOW_MAX_DIMS, GlobalGuide
+from .result import FitResult, TraceRow
+from .settings import FitSettings, LocalGuideSpec, RatioSettings
+from .trainer import NonFiniteLossError, Trainer, fit, resolve_mode
+
+__all__ = ["fit", "Trainer", "FitSettings", "RatioSettings", "LocalGuideSpec", "FitResult",
+           "TraceRow", "NonFiniteLossError", "GlobalGuide", "resolve_mode",
+           "AUTO_FLOW_MAX_DIMS"]

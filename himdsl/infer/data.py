@@ -1,0 +1,181 @@
+"""A uniform view of a compiled model and its data for the trainer.
+
+Every model is seen as a plate of N rows (a model without a plate is one row),
+and every array as [S, M, ...] (S global draws, M rows):
+
+    view = ModelView(model, {"x": x})          # x: [1000, 2]
+    view.n_rows                                 # 1000
+    sim = view.simulate(view.prior_globals(8), view.rows(idx))
+    view.x_features(sim)                        # [8, M, 2]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Block:
+    """One named array flattened into a feature vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "real"
+    categories: int | None = None
+
+    @property
+    def width(self) -> int:
+        """Number of features after flattening (and one-hot encoding)."""
+        return math.prod(self.shape) * (self.categories if self.dtype == "cat" else 1)
+
+    def encode(self, value: Tensor, lead: int) -> Tensor:
+        """[*lead axes, *shape] -> [*lead axes, width] floats."""
+        if self.dtype == "cat":
+            value = F.one_hot(value.long(), self.categories)
+        return value.reshape(*value.shape[:lead], -1).float()
+
+
+def _block(model, name: str) -> Block:
+    info = model.nodes[name]
+    return Block(name, tuple(info.shape), info.dtype, info.categories)
+
+
+class ModelView:
+    """The model, its data on the model's device, and feature encoders."""
+
+    def __init__(self, model, data: dict):
+        self.model = model
+        self.device = model.device
+        self.has_plate = model.plate is not None
+        self.x_blocks = [_block(model, n) for n in model.observed_names]
+        self.c_blocks = [_block(model, n) for n in model.covariate_names]
+        self.z_blocks = [_block(model, n) for n in model.local_names]
+        self.g_shapes = {n: tuple(model.nodes[n].shape) for n in model.global_names}
+        self.data = self._load(data)
+        self.n_rows = self._count_rows()
+        for block in self.z_blocks:
+            if block.dtype != "real":
+                raise ValueError(f"local latent `{block.name}` is {block.dtype}: "
+                                 "only real-valued locals can be inferred")
+
+    # ------------------------------------------------------------ data
+    def _load(self, data: dict) -> dict[str, Tensor]:
+        names = list(self.model.observed_names) + list(self.model.covariate_names)
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"data is missing array(s): {', '.join(missing)}")
+        out = {}
+        for name in names:
+            value = torch.as_tensor(data[name], device=self.device)
+            out[name] = self._with_row_axis(name, value)
+            if not torch.isfinite(out[name].float()).all():
+                raise ValueError(f"data array `{name}` contains NaN or inf")
+        return out
+
+    def _plated(self, name: str) -> bool:
+        return self.has_plate and self.model.nodes[name].plate is not None
+
+    def _with_row_axis(self, name: str, value: Tensor) -> Tensor:
+        """Plate arrays keep their row axis; others get a row axis of one."""
+        shape = tuple(self.model.nodes[name].shape)
+        if self._plated(name):
+            return value.reshape(-1, *shape) if not shape else value.reshape(value.shape[0], *shape)
+        return value.reshape(1, *shape)
+
+    def _count_rows(self) -> int:
+        counts = {v.shape[0] for n, v in self.data.items() if self._plated(n)}
+        if len(counts) > 1:
+            raise ValueError(f"plate arrays have different numbers of rows: {sorted(counts)}")
+        return counts.pop() if counts else 1
+
+    def rows(self, idx: Tensor | None) -> dict[str, Tensor]:
+        """Data rows `idx` (all rows when None): {name: [M, ...]}."""
+        if idx is None:
+            return dict(self.data)
+        return {n: (v[idx] if self._plated(n) else v) for n, v in self.data.items()}
+
+    # ------------------------------------------------------------ model calls
+    def prior_globals(self, num: int) -> dict[str, Tensor]:
+        """Globals drawn from the prior: {name: [num, *shape]}."""
+        return self.model.sample_globals(num) if self.g_shapes else {}
+
+    def covariates(self, rows: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The covariates among `rows`, in the layout `simulate` expects."""
+        return {b.name: self._model_layout(b.name, rows[b.name]) for b in self.c_blocks}
+
+    def _model_layout(self, name: str, value: Tensor) -> Tensor:
+        return value if self._plated(name) else value[0]
+
+    def simulate(self, globals: dict[str, Tensor], rows: dict[str, Tensor], draws: int) -> dict:
+        """One joint draw of locals and observations: {name: [S, M, *shape]}."""
+        m = self._batch_size(rows)
+        out = self.model.simulate(globals, self.covariates(rows) or None,
+                                  rows=m if self.has_plate else None)
+        return {n: self._lead(n, v, draws, m) for n, v in out.items()
+                if n in self.model.nodes and n in self._sim_names()}
+
+    def _sim_names(self) -> set[str]:
+        return set(self.model.local_names) | set(self.model.observed_names)
+
+    def _batch_size(self, rows: dict[str, Tensor]) -> int:
+        plated = [v.shape[0] for n, v in rows.items() if self._plated(n)]
+        return plated[0] if plated else 1
+
+    def _lead(self, name: str, value: Tensor, draws: int, m: int) -> Tensor:
+        """Bring a simulated array to [S, M, *shape] (models without globals or
+        without a plate may omit the S or M axis)."""
+        shape = tuple(self.model.nodes[name].shape)
+        extra = value.dim() - len(shape)
+        if not self.has_plate:
+            value = value.unsqueeze(-len(shape) - 1) if shape else value.unsqueeze(-1)
+            extra += 1
+        if extra == 1:
+            value = value.unsqueeze(0)
+        return value.expand(draws, m, *shape) if value.shape[0] == 1 and draws > 1 else value
+
+    # ------------------------------------------------------------ features
+    def x_features(self, arrays: dict[str, Tensor], lead: int = 2) -> Tensor:
+        """Observed arrays and covariates as one feature vector: [*lead, Fx]."""
+        parts = [b.encode(arrays[b.name], lead) for b in self.x_blocks + self.c_blocks]
+        return torch.cat(parts, -1)
+
+    def z_flat(self, locals: dict[str, Tensor]) -> Tensor:
+        """Local latents flattened: [S, M, Dz] (Dz = 0 without locals)."""
+        if not self.z_blocks:
+            raise ValueError("the model has no local latents")
+        return torch.cat([b.encode(locals[b.name], 2) for b in self.z_blocks], -1)
+
+    def z_unflat(self, flat: Tensor) -> dict[str, Tensor]:
+        """Inverse of `z_flat`."""
+        out, start = {}, 0
+        for b in self.z_blocks:
+            out[b.name] = flat[..., start:start + b.width].reshape(*flat.shape[:-1], *b.shape)
+            start += b.width
+        return out
+
+    @property
+    def z_dim(self) -> int:
+        return sum(b.width for b in self.z_blocks)
+
+    @property
+    def x_dim(self) -> int:
+        return sum(b.width for b in self.x_blocks + self.c_blocks)
+
+    @property
+    def g_dim(self) -> int:
+        return sum(math.prod(s) for s in self.g_shapes.values())
+
+    def g_flat(self, globals: dict[str, Tensor]) -> Tensor:
+        """Globals flattened: [S, Dg]."""
+        s = next(iter(globals.values())).shape[0] if globals else 1
+        parts = [globals[n].reshape(s, -1).float() for n in self.g_shapes]
+        return torch.cat(parts, -1) if parts else torch.zeros(s, 0, device=self.device)
+
+    def with_data(self, rows: dict[str, Tensor], draws: int) -> dict[str, Tensor]:
+        """Data rows laid out like a simulation: {name: [S, M, ...]}."""
+        return {n: v.unsqueeze(0).expand(draws, *v.shape) for n, v in rows.items()}

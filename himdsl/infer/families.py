@@ -1,0 +1,330 @@
+"""Variational families q(β) for the globals, in unconstrained space.
+
+Each family is a distribution over a flat vector u of D unconstrained values with
+a reparameterised sampler and a density:
+
+    q = NormalizingFlow(2)
+    u, log_q = q.rsample(16)          # [16, 2], [16]
+    q.log_prob(u)                     # [16], equal to log_q
+
+`GlobalGuide` groups globals into blocks (one family each) and maps u to the
+constrained globals through the model's bijectors, adding the log-determinant.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+# A joint flow over every `auto` global up to this many unconstrained dimensions,
+# a mean-field normal beyond (docs/lfvi-notes.md, "auto family").
+AUTO_FLOW_MAX_DIMS = 16
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _std_normal_log_prob(z: Tensor) -> Tensor:
+    return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
+
+
+class Family(nn.Module):
+    """A distribution over [D] unconstrained vectors."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def rsample(self, num: int) -> tuple[Tensor, Tensor]:
+        """Reparameterised draws and their log density: ([num, D], [num])."""
+        raise NotImplementedError
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        """log q(u): [num]."""
+        raise NotImplementedError
+
+    def init_moments(self, mean: Tensor, sd: Tensor) -> None:
+        """Start near a distribution with these moments (e.g. the prior's)."""
+        raise NotImplementedError
+
+    def _noise(self, num: int) -> Tensor:
+        return torch.randn(num, self.dim, device=self.loc.device)
+
+
+class MeanFieldNormal(Family):
+    """q(u) = N(loc, diag(scale²))."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def init_moments(self, mean, sd):
+        with torch.no_grad():
+            self.loc.copy_(mean)
+            self.log_scale.copy_(sd.log())
+
+    def rsample(self, num):
+        eps = self._noise(num)
+        return self.loc + self.log_scale.exp() * eps, _std_normal_log_prob(eps) - self.log_scale.sum()
+
+    def log_prob(self, u):
+        eps = (u - self.loc) / self.log_scale.exp()
+        return _std_normal_log_prob(eps) - self.log_scale.sum()
+
+
+class FullRankNormal(Family):
+    """q(u) = N(loc, L Lᵀ) with L lower triangular, positive diagonal."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.off_diag = nn.Parameter(torch.zeros(dim, dim))
+
+    def init_moments(self, mean, sd):
+        with torch.no_grad():
+            self.loc.copy_(mean)
+            self.log_diag.copy_(sd.log())
+
+    def scale_tril(self) -> Tensor:
+        """The Cholesky factor L."""
+        return torch.tril(self.off_diag, -1) + torch.diag(self.log_diag.exp())
+
+    def rsample(self, num):
+        eps = self._noise(num)
+        return self.loc + eps @ self.scale_tril().T, _std_normal_log_prob(eps) - self.log_diag.sum()
+
+    def log_prob(self, u):
+        eps = torch.linalg.solve_triangular(self.scale_tril(), (u - self.loc).T, upper=False).T
+        return _std_normal_log_prob(eps) - self.log_diag.sum()
+
+
+class PointMass(Family):
+    """q(u) = δ(u − loc): MAP estimation; the entropy term is dropped (log q = 0)."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+
+    def init_moments(self, mean, sd):
+        with torch.no_grad():
+            self.loc.copy_(mean)
+
+    def rsample(self, num):
+        return self.loc.expand(num, self.dim), torch.zeros(num, device=self.loc.device)
+
+    def log_prob(self, u):
+        return torch.zeros(u.shape[0], device=u.device)
+
+
+# ---------------------------------------------------------------- spline flow
+def _bins(raw: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
+    """Bin sizes and knot positions on [-bound, bound] from unnormalised sizes."""
+    k = raw.shape[-1]
+    sizes = min_size + (1 - min_size * k) * torch.softmax(raw, -1)
+    knots = F.pad(torch.cumsum(sizes, -1), (1, 0))
+    knots = 2 * bound * knots - bound
+    knots = torch.cat([knots[..., :1] * 0 - bound, knots[..., 1:-1], knots[..., -1:] * 0 + bound], -1)
+    return knots[..., 1:] - knots[..., :-1], knots
+
+
+def _gather(values: Tensor, idx: Tensor) -> Tensor:
+    return values.gather(-1, idx[..., None])[..., 0]
+
+
+def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor,
+              bound: float = 5.0, inverse: bool = False,
+              min_size: float = 1e-3, min_deriv: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """Monotone rational-quadratic spline on [-bound, bound], identity outside
+    (Durkan et al. 2019). Returns the output and log |dy/dx| elementwise."""
+    inside = (x > -bound) & (x < bound)
+    xc = x.clamp(-bound + 1e-6, bound - 1e-6)
+    widths, xk = _bins(raw_w, bound, min_size)
+    heights, yk = _bins(raw_h, bound, min_size)
+    derivs = F.pad(min_deriv + F.softplus(raw_d), (1, 1), value=1.0)
+    knots = yk if inverse else xk
+    idx = (torch.sum(xc[..., None] >= knots[..., :-1], -1) - 1).clamp(0, widths.shape[-1] - 1)
+    x0, w, y0, h = _gather(xk, idx), _gather(widths, idx), _gather(yk, idx), _gather(heights, idx)
+    d0, d1 = _gather(derivs, idx), _gather(derivs[..., 1:], idx)
+    s = h / w
+    if inverse:
+        dy = xc - y0
+        a = dy * (d0 + d1 - 2 * s) + h * (s - d0)
+        b = h * d0 - dy * (d0 + d1 - 2 * s)
+        c = -s * dy
+        t = (2 * c) / (-b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(0)))
+        out = t * w + x0
+    else:
+        t = (xc - x0) / w
+        out = y0 + h * (s * t.pow(2) + d0 * t * (1 - t)) / (s + (d0 + d1 - 2 * s) * t * (1 - t))
+    denom = s + (d0 + d1 - 2 * s) * t * (1 - t)
+    logdet = 2 * torch.log(s) + torch.log(d1 * t.pow(2) + 2 * s * t * (1 - t) + d0 * (1 - t).pow(2)) \
+        - 2 * torch.log(denom)
+    logdet = -logdet if inverse else logdet
+    return torch.where(inside, out, x), torch.where(inside, logdet, torch.zeros_like(logdet))
+
+
+class SplineCoupling(nn.Module):
+    """Transforms the coordinates `moved` by a spline whose knots depend on the rest."""
+
+    def __init__(self, dim: int, moved: list[int], hidden: int = 64, bins: int = 8,
+                 bound: float = 5.0):
+        super().__init__()
+        self.moved = moved
+        self.kept = [i for i in range(dim) if i not in moved]
+        self.bins, self.bound = bins, bound
+        n_in = max(len(self.kept), 1)
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                 nn.GELU(), nn.Linear(hidden, len(moved) * (3 * bins - 1)))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self._deriv_shift = math.log(math.expm1(1 - 1e-3))  # zero output = identity
+
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        cond = x[:, self.kept] if self.kept else torch.zeros(x.shape[0], 1, device=x.device)
+        p = self.net(cond).reshape(x.shape[0], len(self.moved), 3 * self.bins - 1)
+        k = self.bins
+        return p[..., :k], p[..., k:2 * k], p[..., 2 * k:] + self._deriv_shift
+
+    def forward(self, x: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        """(y, log |det dy/dx|) ([n, D], [n]); `inverse` runs y -> x instead."""
+        w, h, d = self._params(x)
+        moved, logdet = rq_spline(x[:, self.moved], w, h, d, self.bound, inverse)
+        out = x.clone()
+        out[:, self.moved] = moved
+        return out, logdet.sum(-1)
+
+
+class NormalizingFlow(Family):
+    """u = loc + scale ⊙ f_K(…f_1(ε)), ε ~ N(0, I), f_k rational-quadratic spline
+    couplings that alternate which half of the coordinates they move."""
+
+    def __init__(self, dim: int, layers: int = 4, hidden: int = 64, bins: int = 8):
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+        self.layers = nn.ModuleList(
+            SplineCoupling(dim, _half(dim, k), hidden, bins) for k in range(layers))
+
+    def init_moments(self, mean, sd):
+        MeanFieldNormal.init_moments(self, mean, sd)
+
+    def rsample(self, num):
+        z = self._noise(num)
+        log_q = _std_normal_log_prob(z)
+        for layer in self.layers:
+            z, logdet = layer(z)
+            log_q = log_q - logdet
+        return self.loc + self.log_scale.exp() * z, log_q - self.log_scale.sum()
+
+    def log_prob(self, u):
+        z = (u - self.loc) / self.log_scale.exp()
+        logdet_total = -self.log_scale.sum().expand(u.shape[0])
+        for layer in reversed(self.layers):
+            z, logdet = layer(z, inverse=True)
+            logdet_total = logdet_total + logdet
+        return _std_normal_log_prob(z) + logdet_total
+
+
+def _half(dim: int, k: int) -> list[int]:
+    """The coordinates coupling layer k moves: alternating halves, interleaved
+    every other pair of layers so every coordinate conditions on every other."""
+    if dim == 1:
+        return [0]
+    order = list(range(dim)) if (k // 2) % 2 == 0 else list(range(0, dim, 2)) + list(range(1, dim, 2))
+    half = dim // 2
+    return sorted(order[:half] if k % 2 == 0 else order[half:])
+
+
+FAMILIES = {"flow": NormalizingFlow, "mvnormal": FullRankNormal,
+            "normal": MeanFieldNormal, "point": PointMass}
+
+
+# ---------------------------------------------------------------- guide over all globals
+class GlobalGuide(nn.Module):
+    """q(β): one family per block of globals, mapped to their supports.
+
+    `families` maps each global to "auto", "flow", "mvnormal", "normal" or "point";
+    all `auto` globals share one block."""
+
+    def __init__(self, model, families: dict[str, str]):
+        super().__init__()
+        self.names = list(model.global_names)
+        self.shapes = {n: tuple(model.nodes[n].shape) for n in self.names}
+        self.bijectors = {n: model.bijector(n) for n in self.names}
+        self.u_shapes = {n: tuple(self.bijectors[n].inverse_shape(torch.Size(self.shapes[n])))
+                         for n in self.names}
+        self.blocks, kinds = self._blocks(families)
+        self.families = nn.ModuleList(FAMILIES[k](sum(math.prod(self.u_shapes[n]) for n in b))
+                                      for b, k in zip(self.blocks, kinds))
+        self.kinds = kinds
+
+    def _blocks(self, families: dict[str, str]) -> tuple[list[list[str]], list[str]]:
+        unknown = set(families) - set(self.names)
+        if unknown:
+            raise ValueError(f"guide names unknown global(s): {', '.join(sorted(unknown))}")
+        chosen = {n: families.get(n, "auto") for n in self.names}
+        auto = [n for n in self.names if chosen[n] == "auto"]
+        blocks = [[n] for n in self.names if chosen[n] != "auto"]
+        kinds = [chosen[b[0]] for b in blocks]
+        bad = [k for k in kinds if k not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown guide family {bad[0]!r}; expected one of "
+                             f"auto, {', '.join(FAMILIES)}")
+        if auto:
+            dims = sum(math.prod(self.u_shapes[n]) for n in auto)
+            blocks.append(auto)
+            kinds.append("flow" if dims <= AUTO_FLOW_MAX_DIMS else "normal")
+        return blocks, kinds
+
+    def init_from_prior(self, prior_draws: dict[str, Tensor]) -> None:
+        """Start each block at the moments of the prior in unconstrained space."""
+        u = self.unconstrain(prior_draws)
+        for block, family in zip(self.blocks, self.families):
+            ub = torch.cat([u[n] for n in block], -1)
+            mean, sd = _robust_moments(ub)
+            family.init_moments(mean, sd)
+
+    def unconstrain(self, globals: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{name: [S, d_u]} unconstrained flat values."""
+        return {n: self.bijectors[n].inv(globals[n]).reshape(globals[n].shape[0], -1)
+                for n in self.names}
+
+    def rsample(self, num: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Globals {name: [S, *shape]}, log q(β) [S] (constrained density) and the
+        flat unconstrained draw u [S, Du]."""
+        us, log_q = [], 0.0
+        for family in self.families:
+            u, lq = family.rsample(num)
+            us.append(u)
+            log_q = log_q + lq
+        u = torch.cat(us, -1)
+        globals, logdet = self.constrain(u)
+        return globals, log_q - logdet, u
+
+    def constrain(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Flat unconstrained u [S, Du] -> globals and log |det dβ/du| [S]."""
+        out, logdet, start = {}, torch.zeros(u.shape[0], device=u.device), 0
+        for name in [n for b in self.blocks for n in b]:
+            width = math.prod(self.u_shapes[name])
+            ui = u[:, start:start + width].reshape(u.shape[0], *self.u_shapes[name])
+            start += width
+            out[name] = self.bijectors[name](ui)
+            ld = self.bijectors[name].log_abs_det_jacobian(ui, out[name])
+            logdet = logdet + ld.reshape(u.shape[0], -1).sum(-1)
+        return out, logdet
+
+    def u_sd(self, u: Tensor) -> Tensor:
+        """Per-coordinate spread of a batch of draws u [S, Du]."""
+        return u.std(0) if u.shape[0] > 1 else torch.zeros_like(u[0])
+
+
+def _robust_moments(u: Tensor) -> tuple[Tensor, Tensor]:
+    """Median and a clipped robust sd per coordinate (heavy-tailed priors)."""
+    med = u.median(0).values
+    q25, q75 = torch.quantile(u, 0.25, 0), torch.quantile(u, 0.75, 0)
+    sd = ((q75 - q25) / 1.349).clamp(1e-2, 10.0)
+    return med, sd

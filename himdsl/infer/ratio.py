@@ -1,0 +1,98 @@
+"""The ratio estimator r(x, z, β): a classifier logit estimating a log density ratio.
+
+    ratio = RatioEstimator(in_dim=6, hidden=(128, 128))
+    ratio.fit_scaling(features)          # standardise inputs from simulations
+    logit = ratio(features)              # [..., 6] -> [...]
+    loss, acc = classifier_loss(logit_p, logit_q, "log")
+
+The network is an MLP plus a low-rank quadratic form of the standardised input:
+log ratios of Gaussian-like models are close to quadratic, and the quadratic part
+lets the MLP only carry the residual (docs/lfvi-notes.md, "quadratic head").
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+LOSSES = ("log", "hinge")
+MAX_QUADRATIC_RANK = 32
+
+
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=nn.GELU) -> nn.Sequential:
+    """A plain MLP with `act` between layers."""
+    layers, width = [], n_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), act()]
+        width = h
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class Standardizer(nn.Module):
+    """Affine input scaling (x − mean) / sd, fitted once from samples."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("sd", torch.ones(dim))
+
+    def fit(self, samples: Tensor) -> None:
+        """Set mean and sd from samples [n, dim]; constant features keep sd 1."""
+        flat = samples.reshape(-1, samples.shape[-1]).float()
+        sd = flat.std(0)
+        self.mean.copy_(flat.mean(0))
+        self.sd.copy_(torch.where(sd > 1e-6, sd, torch.ones_like(sd)))
+
+    def fit_blocks(self, blocks: list[Tensor]) -> None:
+        """Fit consecutive feature blocks, each from its own samples [..., d_i]."""
+        start = 0
+        for block in blocks:
+            width = block.shape[-1]
+            part = Standardizer(width).to(self.mean.device)
+            part.fit(block)
+            self.mean[start:start + width] = part.mean
+            self.sd[start:start + width] = part.sd
+            start += width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.sd
+
+
+class RatioEstimator(nn.Module):
+    """r(u) = MLP(ũ) + ũᵀ A ũ with ũ the standardised input and A of rank ≤ 32."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (128, 128), quadratic: bool = True):
+        super().__init__()
+        self.scale = Standardizer(in_dim)
+        self.net = mlp(in_dim, tuple(hidden), 1)
+        rank = min(in_dim, MAX_QUADRATIC_RANK) if quadratic else 0
+        self.left = nn.Linear(in_dim, rank, bias=False)
+        self.right = nn.Linear(in_dim, rank, bias=False)
+        nn.init.zeros_(self.right.weight)
+
+    def fit_scaling(self, blocks: list[Tensor]) -> None:
+        """Standardise each input block by the moments of its samples [..., d_i]."""
+        self.scale.fit_blocks(blocks)
+
+    def forward(self, u: Tensor) -> Tensor:
+        v = self.scale(u)
+        quad = (self.left(v) * self.right(v)).sum(-1)
+        return self.net(v)[..., 0] + quad
+
+
+def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
+    """Loss of telling p-samples (label 1) from q-samples (label 0), and accuracy.
+
+    `log`: −log σ(r_p) − log(1 − σ(r_q)), minimised by r = log p − log q.
+    `hinge`: relu(1 − r_p) + relu(1 + r_q), minimised by sign(log p − log q)."""
+    if loss == "log":
+        value = F.softplus(-logit_p).mean() + F.softplus(logit_q).mean()
+    elif loss == "hinge":
+        value = F.relu(1 - logit_p).mean() + F.relu(1 + logit_q).mean()
+    else:
+        raise ValueError(f"unknown ratio loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    acc = 0.5 * ((logit_p > 0).float().mean() + (logit_q <= 0).float().mean())
+    return value, acc

@@ -1,0 +1,102 @@
+"""The outcome of a fit: posterior draws, local summaries, a table and the trace.
+
+    result = fit(model, {"x": x})
+    result.posterior(1000)["beta"]        # np.ndarray [1000, 2], constrained
+    result.locals({"x": x})["z_mean"]     # [N, 2]
+    result.summary()["beta[0]"]           # {"mean": .., "sd": .., "5%": .., "50%": .., "95%": ..}
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import ModelView
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """Training progress averaged over the steps since the previous row."""
+
+    step: int
+    elbo: float          # surrogate ELBO / N
+    ratio_loss: float
+    ratio_acc: float     # classifier accuracy of the ratio estimator
+    seconds: float
+
+
+class FitResult:
+    """Trained guides of a model (q's parameters averaged over the final steps)."""
+
+    def __init__(self, model, global_guide, local_guide, trace: list[TraceRow],
+                 mode: str, settings, seconds: float):
+        self.model = model
+        self.global_guide = global_guide
+        self.local_guide = local_guide
+        self.trace = list(trace)
+        self.mode = mode
+        self.settings = settings
+        self.seconds = seconds
+
+    @classmethod
+    def from_trainer(cls, trainer) -> "FitResult":
+        """Snapshot a trainer, loading its parameter averages into copies of the guides."""
+        guides = {k: copy.deepcopy(m) for k, m in trainer._averaged_modules().items()}
+        averages = trainer.state.averages
+        with torch.no_grad():
+            for prefix, mod in guides.items():
+                for name, p in mod.named_parameters():
+                    if f"{prefix}.{name}" in averages:
+                        p.copy_(averages[f"{prefix}.{name}"])
+        return cls(trainer.model, guides["global"], guides.get("local"), trainer.state.trace,
+                   trainer.mode, trainer.settings, trainer.state.seconds)
+
+    @torch.no_grad()
+    def posterior(self, num_draws: int | None = None) -> dict[str, np.ndarray]:
+        """Draws of every global from q(β): {name: [S, *shape]} in its support."""
+        num = num_draws or self.settings.samples
+        if not self.global_guide.names:
+            return {}
+        globals, _, _ = self.global_guide.rsample(num)
+        return {n: v.cpu().numpy() for n, v in globals.items()}
+
+    @torch.no_grad()
+    def locals(self, data: dict, draws: int = 256, chunk: int = 256) -> dict[str, np.ndarray]:
+        """Posterior mean and sd of every local latent for each row of `data`,
+        over β ~ q(β), z ~ q(z | x, β): {"z_mean": [N, *shape], "z_sd": [N, *shape]}."""
+        if self.local_guide is None:
+            return {}
+        view = ModelView(self.model, data)
+        parts = [self._local_moments(view, torch.arange(i, min(i + chunk, view.n_rows),
+                                                        device=view.device), draws)
+                 for i in range(0, view.n_rows, chunk)]
+        mean, sd = (torch.cat(p, 0) for p in zip(*parts))
+        out = {}
+        for suffix, flat in (("mean", mean), ("sd", sd)):
+            for name, value in view.z_unflat(flat).items():
+                out[f"{name}_{suffix}"] = value.cpu().numpy()
+        return out
+
+    def _local_moments(self, view: ModelView, idx, draws: int):
+        globals, _, _ = (self.global_guide.rsample(draws) if view.g_shapes else ({}, None, None))
+        g = view.g_flat(globals) if view.g_shapes else torch.zeros(draws, 0, device=view.device)
+        x = view.x_features(view.with_data(view.rows(idx), draws))
+        z, _ = self.local_guide.rsample(x, g)
+        return z.mean(0), z.std(0)
+
+    def summary(self, num_draws: int | None = None) -> dict[str, dict[str, float]]:
+        """Mean, sd, 5%, 50% and 95% of every scalar of every global: {"beta[0]": {...}}."""
+        table = {}
+        for name, draws in self.posterior(num_draws).items():
+            flat = draws.reshape(draws.shape[0], -1)
+            shape = draws.shape[1:]
+            for j, index in enumerate(itertools.product(*(range(d) for d in shape))):
+                label = f"{name}[{', '.join(map(str, index))}]" if shape else name
+                col = flat[:, j]
+                q05, q50, q95 = np.quantile(col, [0.05, 0.5, 0.95])
+                table[label] = {"mean": float(col.mean()), "sd": float(col.std()),
+                                "5%": float(q05), "50%": float(q50), "95%": float(q95)}
+        return table

@@ -1,0 +1,96 @@
+"""Fit settings: the `guide`, `ratio` and `fit` blocks of a .him file, validated.
+
+    settings = FitSettings(steps=3000, ratio=RatioSettings(mode="empirical"),
+                           guide={"beta": "flow"})
+    settings.validate()          # raises ValueError naming the bad key
+
+Keys spelt as in LANGUAGE.md: steps, batch, particles, lr, ratio_lr, samples,
+seed; ratio: hidden, loss, mode; guide: one family per latent. The remaining
+fields are engineering knobs with measured defaults (docs/lfvi-notes.md).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .families import FAMILIES
+from .ratio import LOSSES
+
+RATIO_MODES = ("auto", "empirical", "contrastive")
+METHODS = ("lfvi", "vi")
+GLOBAL_FAMILIES = ("auto",) + tuple(FAMILIES)
+LOCAL_FAMILIES = ("auto", "gaussian", "implicit")
+
+
+@dataclass
+class RatioSettings:
+    """The `ratio { }` block."""
+
+    hidden: tuple[int, ...] = (128, 128)
+    loss: str = "log"
+    mode: str = "auto"
+
+
+@dataclass
+class LocalGuideSpec:
+    """A local guide: `implicit(hidden = [..], noise = ..)` or `gaussian(hidden = [..])`."""
+
+    family: str = "auto"
+    hidden: tuple[int, ...] = (64, 64)
+    noise: int = 16
+
+
+@dataclass
+class FitSettings:
+    """Everything `fit` needs besides the model and data."""
+
+    steps: int = 3000
+    batch: int = 64
+    particles: int = 32
+    lr: float = 1e-2
+    ratio_lr: float = 1e-3
+    samples: int = 4000
+    seed: int = 0
+    ratio: RatioSettings = field(default_factory=RatioSettings)
+    guide: dict[str, str | LocalGuideSpec] = field(default_factory=dict)
+    method: str = "lfvi"
+    # ---- engineering knobs (not in the language; measured defaults)
+    warmup: float = 0.1        # fraction of steps that train only the ratio
+    ratio_updates: int = 1     # ratio steps per q step (two time scales)
+    spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
+    average: float = 0.25      # average q's parameters over this final fraction
+    final_lr: float = 0.1      # learning rates decay (cosine) to this factor
+    simulations: int = 512     # simulations per ratio step without a plate
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        for key in ("steps", "batch", "particles", "samples", "ratio_updates",
+                    "simulations", "log_every", "checkpoint_every"):
+            _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
+                   f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")
+        for key in ("lr", "ratio_lr"):
+            _check(getattr(self, key) > 0, f"fit setting `{key}` must be positive")
+        for key in ("warmup", "average", "final_lr"):
+            _check(0 <= getattr(self, key) <= 1, f"setting `{key}` must lie in [0, 1]")
+        _check(self.spread >= 0, "setting `spread` must be non-negative")
+        _check(self.method in METHODS, f"unknown method {self.method!r}; expected lfvi or vi")
+        _check(self.ratio.loss in LOSSES, f"unknown ratio loss {self.ratio.loss!r}; expected "
+               f"one of {', '.join(LOSSES)}")
+        _check(self.ratio.mode in RATIO_MODES, f"unknown ratio mode {self.ratio.mode!r}; "
+               f"expected one of {', '.join(RATIO_MODES)}")
+        _check(all(isinstance(h, int) and h >= 1 for h in self.ratio.hidden),
+               "ratio setting `hidden` must be a list of positive layer widths")
+        for name, spec in self.guide.items():
+            family = spec.family if isinstance(spec, LocalGuideSpec) else spec
+            _check(family in GLOBAL_FAMILIES + LOCAL_FAMILIES,
+                   f"unknown guide family {family!r} for `{name}`")
+
+    def to_dict(self) -> dict:
+        """Plain-data copy (for checkpoints and reports)."""
+        return asdict(self)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

@@ -1,0 +1,431 @@
+"""The LFVI training loop: init / step / run, with checkpoints and a progress hook.
+
+    trainer = Trainer(model, {"x": x}, FitSettings(steps=3000))
+    result = trainer.run(callback=lambda row: print(row.step))   # -> FitResult
+
+One step draws S = `particles` globals from q(β) and M = `batch` data rows, so its
+cost does not depend on N. It updates the ratio estimator (`ratio_updates` times)
+and then q(β), q(z | x, β) and point parameters. See docs/lfvi.md.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import ModelView
+from .families import GlobalGuide
+from .local_guide import LOCAL_FAMILIES
+from .ratio import RatioEstimator, classifier_loss
+from .result import FitResult, TraceRow
+from .settings import FitSettings, LocalGuideSpec
+
+Tensor = torch.Tensor
+# `auto` ratio mode: contrastive below this many rows (and always without a plate).
+CONTRASTIVE_MAX_ROWS = 20
+DEFAULT_LOCAL_FAMILY = "gaussian"
+# p-side logits are clamped here in the point-parameter gradient exp(−r).
+MIN_GENERATOR_LOGIT = -10.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN or inf."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands: the step counter, the trace and parameter averages."""
+
+    step: int = 0
+    trace: list[TraceRow] = field(default_factory=list)
+    seconds: float = 0.0
+    averages: dict[str, Tensor] = field(default_factory=dict)
+    averaged_steps: int = 0
+
+
+def resolve_mode(mode: str, view: ModelView) -> str:
+    """`auto` -> contrastive for one observation or tiny N without locals, else empirical."""
+    if mode != "auto":
+        return mode
+    tiny = view.n_rows < CONTRASTIVE_MAX_ROWS and not view.z_blocks
+    return "contrastive" if (not view.has_plate or tiny) else "empirical"
+
+
+class Trainer:
+    """Builds guides, ratio and optimisers for a model and its data, and trains them."""
+
+    def __init__(self, model, data: dict, settings: FitSettings | None = None):
+        self.settings = settings or FitSettings()
+        self.settings.validate()
+        torch.manual_seed(self.settings.seed)
+        self.model = model
+        self.view = ModelView(model, data)
+        self.mode = resolve_mode(self.settings.ratio.mode, self.view)
+        self._check_supported()
+        self.global_guide = GlobalGuide(model, self._global_families()).to(self.view.device)
+        self.local_guide = self._make_local_guide()
+        self.ratio = self._make_ratio()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.state = TrainState()
+        self._init_scaling()
+        self._make_optimisers()
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
+
+    # ------------------------------------------------------------ construction
+    def _check_supported(self) -> None:
+        s, view = self.settings, self.view
+        if s.method == "vi" and not self.model.explicit:
+            raise ValueError("method vi needs a model where every local latent and "
+                             "observation has a density; this one is implicit (use lfvi)")
+        if s.method == "lfvi" and self.mode == "contrastive" and view.z_blocks:
+            raise ValueError("the contrastive ratio infers globals only, and this model has "
+                             f"local latents ({', '.join(b.name for b in view.z_blocks)}); "
+                             "use ratio { mode = empirical }")
+        if s.method == "lfvi" and self.mode == "contrastive" and list(self.model.parameters()):
+            raise ValueError("point-estimated parameters need the empirical ratio; give "
+                             "them a prior or use ratio { mode = empirical }")
+
+    def _global_families(self) -> dict[str, str]:
+        return {n: f for n, f in self.settings.guide.items() if n in self.model.global_names}
+
+    def _local_spec(self) -> LocalGuideSpec:
+        specs = [self.settings.guide[n] for n in self.model.local_names if n in self.settings.guide]
+        spec = specs[0] if specs else LocalGuideSpec()
+        return spec if isinstance(spec, LocalGuideSpec) else LocalGuideSpec(spec)
+
+    def _make_local_guide(self):
+        if not self.view.z_blocks:
+            return None
+        spec = self._local_spec()
+        family = DEFAULT_LOCAL_FAMILY if spec.family == "auto" else spec.family
+        kwargs = {"noise": spec.noise} if family == "implicit" else {}
+        if family == "implicit" and self.settings.method == "vi":
+            raise ValueError("method vi needs local guides with a density (gaussian)")
+        guide = LOCAL_FAMILIES[family](self.view.x_dim, self.view.g_dim, self.view.z_dim,
+                                       tuple(spec.hidden), **kwargs)
+        return guide.to(self.view.device)
+
+    def _make_ratio(self):
+        if self.settings.method == "vi":
+            return None
+        z_dim = self.view.z_dim if self.mode == "empirical" else 0
+        ratio = RatioEstimator(self.view.x_dim + z_dim + self.view.g_dim, self.settings.ratio.hidden)
+        return ratio.to(self.view.device)
+
+    @torch.no_grad()
+    def _init_scaling(self) -> None:
+        """Start q(β) at the prior's moments; standardise network inputs from
+        prior simulations and the data."""
+        view, s = self.view, self.settings
+        prior = view.prior_globals(1024)
+        if view.g_shapes:
+            self.global_guide.init_from_prior(prior)
+            self._u_floor = 0.05 * torch.cat(list(self.global_guide.unconstrain(prior).values()),
+                                             -1).std(0)
+        rows = view.rows(torch.randint(view.n_rows, (min(1024, 64 * view.n_rows),),
+                                       device=view.device) if view.has_plate else None)
+        sim = self._simulate(prior, rows, 1024 if view.g_shapes else 1)
+        g = view.g_flat(prior)
+        x_data = view.x_features(view.with_data(rows, 1))
+        if self.local_guide is not None:
+            self.local_guide.fit_scaling(x_data, g)
+        if self.ratio is not None:
+            x_sim = view.x_features(sim)
+            blocks = [torch.cat([x_sim.reshape(-1, view.x_dim), x_data.reshape(-1, view.x_dim)])]
+            if self.mode == "empirical" and view.z_blocks:
+                blocks.append(view.z_flat(sim))
+            self.ratio.fit_scaling(blocks + [g])
+
+    def _make_optimisers(self) -> None:
+        s = self.settings
+        q_params = list(self.global_guide.parameters())
+        if self.local_guide is not None:
+            q_params += list(self.local_guide.parameters())
+        groups = [{"params": p} for p in (q_params, self.params) if p]
+        self.q_opt = torch.optim.Adam(groups, lr=s.lr) if groups else None
+        self.r_opt = torch.optim.Adam(self.ratio.parameters(), lr=s.ratio_lr) if self.ratio else None
+
+    # ------------------------------------------------------------ sampling helpers
+    def _simulate(self, globals: dict, rows: dict, draws: int) -> dict[str, Tensor]:
+        """A simulation merged with the rows' covariates: {name: [S, M, ...]}."""
+        sim = self.view.simulate(globals, rows, draws)
+        covs = {b.name: rows[b.name] for b in self.view.c_blocks}
+        return {**self.view.with_data(covs, draws), **sim}
+
+    def _batch_rows(self) -> dict[str, Tensor]:
+        view = self.view
+        if not view.has_plate:
+            return view.rows(None)
+        idx = torch.randint(view.n_rows, (min(self.settings.batch, view.n_rows),), device=view.device)
+        return view.rows(idx)
+
+    def _ratio_draws(self) -> int:
+        s = self.settings
+        return s.particles if self.view.has_plate else s.simulations
+
+    @torch.no_grad()
+    def _broad_globals(self, num: int) -> dict[str, Tensor]:
+        """Globals for ratio training: q draws widened by `spread` · sd(q)."""
+        if not self.view.g_shapes:
+            return {}
+        _, _, u = self.global_guide.rsample(num)
+        sd = torch.maximum(self.global_guide.u_sd(u), self._u_floor)
+        u = u + self.settings.spread * sd * torch.randn_like(u)
+        return self.global_guide.constrain(u)[0]
+
+    def _features(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
+        parts = [x] + ([z] if z is not None else []) + [g[:, None, :].expand(*x.shape[:2], -1)]
+        return torch.cat(parts, -1)
+
+    def _joint_logit(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
+        """Estimated log p(x, z | β) − log q(x, z | β) (empirical mode): the network
+        plus, with an explicit local guide, the exact −log q(z | x, β) offset."""
+        logit = self.ratio(self._features(x, z, g))
+        if z is not None and self.local_guide.has_density:
+            logit = logit - self.local_guide.log_prob(z, x, g)
+        return logit
+
+    # ------------------------------------------------------------ one step
+    def ratio_step(self) -> tuple[Tensor, Tensor]:
+        """One update of the ratio estimator: (loss, accuracy)."""
+        view = self.view
+        rows = self._batch_rows()
+        draws = self._ratio_draws() if view.g_shapes else 1
+        with torch.no_grad():
+            globals = self._broad_globals(draws)
+            sim = self._simulate(globals, rows, draws)
+            g = view.g_flat(globals)
+            xp = view.x_features(sim)
+        if self.mode == "contrastive":
+            logit_p = self.ratio(self._features(xp, None, g))
+            logit_q = self.ratio(self._features(xp, None, g.roll(1, 0)))
+        else:
+            logit_p, logit_q = self._empirical_logits(sim, rows, g, draws)
+        loss, acc = classifier_loss(logit_p, logit_q, self.settings.ratio.loss)
+        self.r_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.r_opt.step()
+        return loss.detach(), acc
+
+    def _empirical_logits(self, sim, rows, g, draws) -> tuple[Tensor, Tensor]:
+        view = self.view
+        xp = view.x_features(sim)
+        xq = view.x_features(view.with_data(rows, draws))
+        zp = zq = None
+        if view.z_blocks:
+            zp = view.z_flat(sim)
+            with torch.no_grad():
+                zq, _ = self.local_guide.rsample(xq, g)
+        with torch.no_grad():
+            off_p = self._offset(zp, xp, g)
+            off_q = self._offset(zq, xq, g)
+        return (self.ratio(self._features(xp, zp, g)) - off_p,
+                self.ratio(self._features(xq, zq, g)) - off_q)
+
+    def _offset(self, z, x, g):
+        if z is None or not self.local_guide.has_density:
+            return 0.0
+        return self.local_guide.log_prob(z, x, g)
+
+    def q_step(self) -> Tensor:
+        """One update of q(β), q(z | x, β) and point parameters: the surrogate ELBO / N."""
+        view, n = self.view, self.view.n_rows
+        rows = self._batch_rows()
+        s = self.settings.particles if view.g_shapes else 1
+        globals, log_q, _ = self.global_guide.rsample(s) if view.g_shapes else ({}, 0.0, None)
+        log_prior = self.model.log_prior(globals) if view.g_shapes else 0.0
+        g = view.g_flat(globals)
+        x = view.x_features(view.with_data(rows, s))
+        per_row = self._row_terms(globals, rows, x, g)
+        elbo = log_prior - log_q + n * per_row.mean(-1)
+        loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
+        self.q_opt.zero_grad(set_to_none=True)
+        self._set_requires_grad(self.ratio, False)
+        if loss.requires_grad:
+            loss.backward()
+        self._set_requires_grad(self.ratio, True)
+        if self.params and self.settings.method == "lfvi":
+            self._add_generator_grads(globals, rows, s)
+        self.q_opt.step()
+        return -loss.detach()
+
+    def _row_terms(self, globals, rows, x, g) -> Tensor:
+        """Per-row ELBO terms [S, M]: r(x, z, β) − log q(z | x, β), or the exact
+        log p(x, z | β) − log q(z | x, β) under method vi."""
+        z, log_qz = (self.local_guide.rsample(x, g) if self.local_guide is not None
+                     else (None, None))
+        if self.settings.method == "vi":
+            return self._exact_terms(globals, rows, z, log_qz)
+        if self.mode == "contrastive" or z is None:
+            return self.ratio(self._features(x, None, g))
+        if log_qz is None:
+            return self.ratio(self._features(x, z, g))
+        return self.ratio(self._features(x, z, g)) - log_qz
+
+    def _exact_terms(self, globals, rows, z, log_qz) -> Tensor:
+        view = self.view
+        data = {n: view._model_layout(n, v) for n, v in rows.items()}
+        locals = view.z_unflat(z) if z is not None else {}
+        term = self.model.log_likelihood(globals, locals, data)
+        if z is not None:
+            covs = view.covariates(rows) or None
+            term = term + self.model.log_local_prior(globals, locals, covs) - log_qz
+        return term if term.dim() == 2 else term[:, None]
+
+    def _add_generator_grads(self, globals, rows, s) -> None:
+        """Point parameters w: ∇_w E_ε[−exp(−r(g(ε; w)))] with r frozen (docs/lfvi.md)."""
+        view = self.view
+        globals = {k: v.detach() for k, v in globals.items()}
+        sim = self._simulate(globals, rows, s)
+        g = view.g_flat(globals)
+        x = view.x_features(sim)
+        z = view.z_flat(sim) if view.z_blocks else None
+        self._set_requires_grad(self.ratio, False)
+        logit = self._joint_logit(x, z, g).clamp_min(MIN_GENERATOR_LOGIT)
+        grads = torch.autograd.grad(-torch.exp(-logit).mean(), self.params, allow_unused=True)
+        self._set_requires_grad(self.ratio, True)
+        for p, gr in zip(self.params, grads):
+            if gr is not None:
+                p.grad = gr if p.grad is None else p.grad + gr
+
+    @staticmethod
+    def _set_requires_grad(module, flag: bool) -> None:
+        if module is not None:
+            for p in module.parameters():
+                p.requires_grad_(flag)
+
+    def step(self) -> dict[str, Tensor]:
+        """One training step (device tensors, no host sync): elbo, ratio_loss, ratio_acc."""
+        s, k = self.settings, self.state.step
+        self._set_lr(k)
+        out = {}
+        if self.ratio is not None:
+            for _ in range(s.ratio_updates):
+                out["ratio_loss"], out["ratio_acc"] = self.ratio_step()
+        if self.q_opt is not None and k >= self._warmup_steps():
+            out["elbo"] = self.q_step()
+            self._accumulate_average(k)
+        self._flag_non_finite(out, k)
+        self.state.step = k + 1
+        return out
+
+    # ------------------------------------------------------------ schedules, averages
+    def _warmup_steps(self) -> int:
+        return int(self.settings.warmup * self.settings.steps) if self.ratio is not None else 0
+
+    def _set_lr(self, k: int) -> None:
+        s = self.settings
+        start = self._warmup_steps()
+        frac = min(max((k - start) / max(s.steps - start, 1), 0.0), 1.0)
+        factor = s.final_lr + (1 - s.final_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+        for opt, lr in ((self.q_opt, s.lr), (self.r_opt, s.ratio_lr)):
+            for group in (opt.param_groups if opt else []):
+                group["lr"] = lr * factor
+
+    def _averaged_modules(self) -> dict[str, torch.nn.Module]:
+        mods = {"global": self.global_guide}
+        if self.local_guide is not None:
+            mods["local"] = self.local_guide
+        return mods
+
+    def _accumulate_average(self, k: int) -> None:
+        s = self.settings
+        if k < s.steps * (1 - s.average):
+            return
+        st = self.state
+        st.averaged_steps += 1
+        with torch.no_grad():
+            for prefix, mod in self._averaged_modules().items():
+                for name, p in mod.named_parameters():
+                    key = f"{prefix}.{name}"
+                    prev = st.averages.get(key)
+                    st.averages[key] = p.detach().clone() if prev is None else \
+                        prev + (p.detach() - prev) / st.averaged_steps
+
+    def _flag_non_finite(self, out: dict[str, Tensor], k: int) -> None:
+        for value in out.values():
+            bad = ~torch.isfinite(value) & (self._bad_step < 0)
+            self._bad_step = torch.where(bad, torch.full_like(self._bad_step, k), self._bad_step)
+
+    def _check_finite(self, last: dict[str, Tensor]) -> None:
+        step = int(self._bad_step)
+        if step >= 0:
+            losses = ", ".join(f"{k} = {float(v):.4g}" for k, v in last.items())
+            raise NonFiniteLossError(
+                f"training diverged: a loss became NaN or inf at step {step} (last values: "
+                f"{losses}); try a smaller lr or ratio_lr, or check the model's simulation")
+
+    # ------------------------------------------------------------ loop
+    def run(self, callback=None, checkpoint_path: str | None = None,
+            resume: bool = False) -> FitResult:
+        """Train to `settings.steps`; `callback(row: TraceRow)` at each log point."""
+        if resume and checkpoint_path and os.path.exists(checkpoint_path):
+            self.load_checkpoint(checkpoint_path)
+        s, window, t0 = self.settings, [], time.perf_counter() - self.state.seconds
+        while self.state.step < s.steps:
+            window.append(self.step())
+            k = self.state.step
+            if k % s.log_every == 0 or k == s.steps:
+                row = self._log(window, k, time.perf_counter() - t0)
+                window = []
+                if callback is not None:
+                    callback(row)
+            if checkpoint_path and (k % s.checkpoint_every == 0 or k == s.steps):
+                self.state.seconds = time.perf_counter() - t0
+                self.save_checkpoint(checkpoint_path)
+        self.state.seconds = time.perf_counter() - t0
+        return self.result()
+
+    def _log(self, window: list[dict], step: int, seconds: float) -> TraceRow:
+        means = {key: torch.stack([w[key].float() for w in window if key in w]).mean()
+                 for key in ("elbo", "ratio_loss", "ratio_acc") if any(key in w for w in window)}
+        self._check_finite(means)
+        values = {k: float(v) for k, v in means.items()}
+        row = TraceRow(step, values.get("elbo", float("nan")), values.get("ratio_loss", float("nan")),
+                       values.get("ratio_acc", float("nan")), seconds)
+        self.state.trace.append(row)
+        return row
+
+    def result(self) -> FitResult:
+        """The fit so far, with q's parameters averaged over the final steps."""
+        return FitResult.from_trainer(self)
+
+    # ------------------------------------------------------------ checkpoints
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        mods = {"model": self.model, **self._averaged_modules()}
+        if self.ratio is not None:
+            mods["ratio"] = self.ratio
+        return mods
+
+    def save_checkpoint(self, path: str) -> None:
+        """Write everything needed to resume, atomically (temp file + os.replace)."""
+        blob = {"modules": {k: m.state_dict() for k, m in self._modules().items()},
+                "q_opt": self.q_opt.state_dict() if self.q_opt else None,
+                "r_opt": self.r_opt.state_dict() if self.r_opt else None,
+                "state": self.state, "settings": self.settings.to_dict(),
+                "rng": torch.get_rng_state(), "mode": self.mode}
+        tmp = f"{path}.tmp{os.getpid()}"
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore a checkpoint written by `save_checkpoint` with the same settings."""
+        blob = torch.load(path, map_location=self.view.device, weights_only=False)
+        if blob["settings"] != self.settings.to_dict():
+            raise ValueError(f"checkpoint {path} was written with different settings")
+        for key, mod in self._modules().items():
+            mod.load_state_dict(blob["modules"][key])
+        for opt, key in ((self.q_opt, "q_opt"), (self.r_opt, "r_opt")):
+            if opt is not None:
+                opt.load_state_dict(blob[key])
+        self.state = blob["state"]
+        torch.set_rng_state(blob["rng"])
+
+
+def fit(model, data: dict, settings: FitSettings | None = None, callback=None,
+        checkpoint_path: str | None = None, resume: bool = False) -> FitResult:
+    """Fit `model` to `data` ({name: array}) by LFVI (or VI); see `Trainer`."""
+    return Trainer(model, data, settings).run(callback, checkpoint_path, resume)

@@ -1,0 +1,1 @@
+"""Semantic analysis: names, scopes, roles, types and shapes (`checker`)."""
