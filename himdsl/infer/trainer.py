@@ -123,8 +123,8 @@ class Trainer:
         prior = view.prior_globals(1024)
         if view.g_shapes:
             self.global_guide.init_from_prior(prior)
-            self._u_floor = 0.05 * torch.cat(list(self.global_guide.unconstrain(prior).values()),
-                                             -1).std(0)
+            u_prior = torch.cat(list(self.global_guide.unconstrain(prior).values()), -1)
+            self._u_prior_sd = _robust_sd(u_prior)
         rows = view.rows(torch.randint(view.n_rows, (min(1024, 64 * view.n_rows),),
                                        device=view.device) if view.has_plate else None)
         sim = self._simulate(prior, rows, 1024 if view.g_shapes else 1)
@@ -168,13 +168,15 @@ class Trainer:
 
     @torch.no_grad()
     def _broad_globals(self, num: int) -> dict[str, Tensor]:
-        """Globals for ratio training: q draws widened by `spread` · sd(q)."""
+        """Globals for ratio training: q draws widened by spread · sd(q) · √N, at
+        most the prior's spread (the scale on which one row's likelihood changes;
+        docs/lfvi.md, "where the ratio is trained")."""
         if not self.view.g_shapes:
             return {}
         _, _, u = self.global_guide.rsample(num)
-        sd = torch.maximum(self.global_guide.u_sd(u), self._u_floor)
-        u = u + self.settings.spread * sd * torch.randn_like(u)
-        return self.global_guide.constrain(u)[0]
+        sd = self.settings.spread * self.global_guide.u_sd(u) * math.sqrt(self.view.n_rows)
+        sd = torch.minimum(sd, self._u_prior_sd)
+        return self.global_guide.constrain(u + sd * torch.randn_like(u))[0]
 
     def _features(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
         parts = [x] + ([z] if z is not None else []) + [g[:, None, :].expand(*x.shape[:2], -1)]
@@ -423,6 +425,12 @@ class Trainer:
                 opt.load_state_dict(blob[key])
         self.state = blob["state"]
         torch.set_rng_state(blob["rng"])
+
+
+def _robust_sd(u: Tensor) -> Tensor:
+    """Interquartile spread of draws [S, D] per coordinate, as a normal sd."""
+    q25, q75 = torch.quantile(u, 0.25, 0), torch.quantile(u, 0.75, 0)
+    return ((q75 - q25) / 1.349).clamp(1e-3, 10.0)
 
 
 def fit(model, data: dict, settings: FitSettings | None = None, callback=None,

@@ -1,20 +1,24 @@
 """The interface every compiled model implements, and that the trainer relies on.
 
 A compiled `.him` file is a subclass of `HimModule`. Shapes below use S for global
-draws (particles) and M for plate elements (data rows); models without a plate
-drop the M axis.
+draws (particles, any number of leading axes) and M for plate elements (data
+rows); models without a plate drop the M axis.
 
-    model = load("hier_gauss.him").module()
-    beta = model.sample_globals(16)            # {"beta": [16, 2]}
-    sim = model.simulate(beta, rows=128)       # {"z": [16, 128, 2], "x": [16, 128, 2]}
+    model = himdsl.load("hier_gauss.him").module()
+    g = model.sample_globals(16)               # {"beta": [16, 2]}
+    sim = model.simulate(g, rows=128)          # {"z": [16, 128, 2], "x": [16, 128, 2], ...}
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import biject_to
+
+from . import distributions
+from .externs import ExternSpec, call_extern, load_extern
 
 
 @dataclass(frozen=True)
@@ -22,73 +26,174 @@ class NodeInfo:
     """Metadata of one node of the model."""
 
     name: str
-    role: str  # noise | global | local | deterministic | observed | covariate | param | weight
+    role: str  # noise | global | local | deterministic | observed | covariate | param
     shape: tuple[int, ...]
     plate: str | None = None
     dtype: str = "real"  # real | int | cat
-    categories: int | None = None  # K for cat(K)
+    categories: int | None = None  # K for cat(K): one-hot encoded where a network reads it
     line: int = 0
 
 
+class SimulationError(Exception):
+    """Inputs to `simulate` that do not fit the model; the message is user-facing."""
+
+
 class HimModule(nn.Module):
-    """Base class of compiled models. Subclasses fill the class attributes and
-    implement `_prior_dists`, `simulate` and (for explicit models) the densities."""
+    """Base class of compiled models. Subclasses declare metadata, one `prior_*`
+    method per global, and `simulate` (plus `_run` for explicit densities)."""
 
     model_name: str = "model"
     source_file: str = ""
+    source_dir: str = ""
     nodes: dict[str, NodeInfo] = {}
-    global_names: tuple[str, ...] = ()
+    global_names: tuple[str, ...] = ()  # in prior (topological) order
     local_names: tuple[str, ...] = ()
     observed_names: tuple[str, ...] = ()
     covariate_names: tuple[str, ...] = ()
     plate: str | None = None
-    # True when every local latent and every observation has a density, so
-    # likelihood-based VI (`--method vi`) applies.
+    # True when every local latent and every observation has a density and no
+    # noise or extern is involved, so likelihood-based VI (`--method vi`) applies.
     explicit: bool = False
+    externs: tuple[ExternSpec, ...] = ()
+
+    def __init__(self, extern_dir: str | None = None):
+        super().__init__()
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        folder = extern_dir or self.source_dir
+        self._extern_functions = {spec.name: load_extern(spec, folder) for spec in self.externs}
+        self._extern_specs = {spec.name: spec for spec in self.externs}
 
     # ---------------------------------------------------------------- globals
+    def priors(self, globals: dict[str, torch.Tensor]) -> dict:
+        """{name: prior distribution} of every global given the others' values."""
+        return {name: self._prior(name, globals) for name in self.global_names}
+
     def prior(self, name: str, globals: dict[str, torch.Tensor] | None = None):
         """The prior distribution of global `name` (event shape = its shape)."""
-        return self._prior_dists(globals or {})[name]
+        return self._prior(name, globals if globals is not None else self.sample_globals(1))
 
-    def _prior_dists(self, globals: dict[str, torch.Tensor]) -> dict:
+    def _prior(self, name: str, globals: dict[str, torch.Tensor]):
         raise NotImplementedError
 
-    def sample_globals(self, num_draws: int) -> dict[str, torch.Tensor]:
-        """Draw globals from the prior, in order: {name: [S, *shape]}."""
-        raise NotImplementedError
+    def sample_globals(self, num_draws: int | tuple = 1) -> dict[str, torch.Tensor]:
+        """Draw globals from the prior, parents first: {name: [*S, *shape]}."""
+        batch = (num_draws,) if isinstance(num_draws, int) else tuple(num_draws)
+        values: dict[str, torch.Tensor] = {}
+        for name in self.global_names:
+            values[name] = distributions.sample(self._prior(name, values), batch)
+        return values
 
     def log_prior(self, globals: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log p(β) summed over every global: [S]."""
-        raise NotImplementedError
+        """log p(β) summed over every global: [*S]."""
+        total = 0.0
+        for name in self.global_names:
+            total = total + self._prior(name, globals).log_prob(globals[name])
+        return total
 
-    def bijector(self, name: str):
+    def bijector(self, name: str, globals: dict[str, torch.Tensor] | None = None):
         """The transform from unconstrained space to global `name`'s support."""
-        return biject_to(self.prior(name, self._dummy_globals()).support)
-
-    def _dummy_globals(self) -> dict[str, torch.Tensor]:
-        return {}
+        return biject_to(self.prior(name, globals).support)
 
     @property
     def device(self) -> torch.device:
-        for tensor in list(self.parameters()) + list(self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        return self._anchor.device
 
     # ---------------------------------------------------------------- locals, data
-    def simulate(self, globals: dict[str, torch.Tensor],
+    def simulate(self, globals: dict[str, torch.Tensor] | None = None,
                  covariates: dict[str, torch.Tensor] | None = None,
                  rows: int | None = None) -> dict[str, torch.Tensor]:
-        """One joint draw of every local latent, let and observed array given the
-        globals: {name: [S, M, *shape]} (plate) or {name: [S, *shape]} (no plate).
-        Covariates are [M, *row] (shared by all S) or [S, M, *row]."""
-        raise NotImplementedError
+        """One joint draw of every noise, local latent, let and observed array given
+        the globals: {name: [*S, M, *shape]} (plate) or {name: [*S, *shape]}.
+        Covariates are [M, *row] (shared by all draws) or [*S, M, *row]."""
+        return self._run(globals or {}, covariates or {}, rows, fixed={}, log_probs=None)
 
     def log_local_prior(self, globals, locals, covariates=None) -> torch.Tensor:
-        """log p(z_m | β) summed over local latents: [S, M] (explicit models only)."""
-        raise NotImplementedError
+        """log p(z_m | β) summed over local latents: [*S, M] (explicit models only)."""
+        return self._log_density(globals, locals, covariates or {}, self.local_names)
 
     def log_likelihood(self, globals, locals, data) -> torch.Tensor:
-        """log p(x_m | z_m, β) summed over observations: [S, M] (explicit models only);
-        `data` holds observed arrays and covariates, [M, *row] or [S, M, *row]."""
+        """log p(x_m | z_m, β) summed over observations: [*S, M] (explicit models only);
+        `data` holds observed arrays and covariates, [M, *row] or [*S, M, *row]."""
+        return self._log_density(globals, {**locals, **data}, data, self.observed_names)
+
+    def _log_density(self, globals, fixed, covariates, names) -> torch.Tensor:
+        if not self.explicit:
+            raise NotImplementedError(f"model `{self.model_name}` has no explicit density "
+                                      "(noise, implicit layers or externs): use LFVI")
+        log_probs: dict[str, torch.Tensor] = {}
+        rows = self._rows_of(fixed)
+        self._run(globals, covariates, rows, fixed=fixed, log_probs=log_probs)
+        return sum(log_probs[n] for n in names if n in log_probs)
+
+    def _rows_of(self, arrays: dict) -> int | None:
+        for name in self.observed_names + self.local_names:
+            if name in arrays and self.plate is not None:
+                info = self.nodes[name]
+                return arrays[name].shape[arrays[name].dim() - len(info.shape) - 1]
+        return None
+
+    def _run(self, globals, covariates, rows, fixed, log_probs) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers for generated code
+    def _batch(self, globals: dict, covariates: dict, rows: int | None) -> tuple[tuple, tuple]:
+        """(batch of top-level nodes, batch of plate nodes) from the inputs' shapes."""
+        draws = self._draw_batch(globals, covariates)
+        if self.plate is None:
+            return draws, draws
+        if rows is None:
+            rows = self._covariate_rows(covariates)
+        if rows is None:
+            raise SimulationError(f"model `{self.model_name}`: say how many rows plate "
+                                  f"`{self.plate}` has (rows=..., or give covariates)")
+        return draws, draws + (int(rows),)
+
+    def _draw_batch(self, globals: dict, covariates: dict) -> tuple:
+        for name in self.global_names:
+            if name in globals:
+                value = globals[name]
+                return tuple(value.shape[: value.dim() - len(self.nodes[name].shape)])
+        for name, value in covariates.items():
+            info = self.nodes[name]
+            extra = 1 if info.plate else 0
+            return tuple(value.shape[: value.dim() - len(info.shape) - extra])
+        return ()
+
+    def _covariate_rows(self, covariates: dict) -> int | None:
+        for name, value in covariates.items():
+            info = self.nodes[name]
+            if info.plate:
+                return value.shape[value.dim() - len(info.shape) - 1]
+        return None
+
+    def _dist(self, name: str, shape: tuple, **params):
+        return distributions.make(name, shape, self._anchor, **params)
+
+    def _draw(self, name: str, dist, batch: tuple, fixed: dict, log_probs: dict | None):
+        """A stochastic node: its fixed value (scored into log_probs) or a fresh draw."""
+        if name in fixed:
+            value = fixed[name]
+            if log_probs is not None:
+                log_probs[name] = dist.log_prob(value)
+            return value
+        return distributions.sample(dist, batch)
+
+    def _input(self, name: str, arrays: dict, lift_rows: bool = False):
+        """A global or covariate by name, with a row axis inserted for use in the plate."""
+        if name not in arrays:
+            raise SimulationError(f"model `{self.model_name}`: missing value for `{name}`")
+        value = arrays[name]
+        if not torch.is_tensor(value):
+            value = torch.as_tensor(value)
+        if value.is_floating_point():
+            value = value.to(device=self._anchor.device, dtype=self._anchor.dtype)
+        else:
+            value = value.to(self._anchor.device)
+        if lift_rows:
+            rank = len(self.nodes[name].shape)
+            value = value.reshape(value.shape[: value.dim() - rank] + (1,) + value.shape[value.dim() - rank:])
+        return value
+
+    def _extern(self, name: str, batch: tuple, *args):
+        spec = self._extern_specs[name]
+        return call_extern(self._extern_functions[name], spec, list(args), batch, self._anchor)
