@@ -114,6 +114,131 @@ def graph(model: Path = typer.Argument(..., help="The .him model file."),
     typer.echo(f"wrote {output} ({used})")
 
 
+def load_model(model: Path, overrides: dict | None = None):
+    """Check and compile a model for commands that run it (exit 1 on model errors)."""
+    from .api import Model
+    from .codegen.module import check_codegen
+
+    result = load_frontend(model, overrides, quiet_warnings=True)
+    extra = check_codegen(result.model)
+    if extra:
+        from .diagnostics import render_all
+
+        typer.echo(render_all(extra, result.path, result.source), err=True)
+        raise typer.Exit(EXIT_MODEL_ERROR)
+    return Model(result, overrides or {})
+
+
+def instantiate(model, device=None):
+    """The compiled module; an extern that cannot be loaded is a user error."""
+    from .runtime.externs import ExternError
+
+    try:
+        return model.module(device)
+    except ExternError as exc:
+        fail(f"{model.path}: {exc}", EXIT_MODEL_ERROR)
+
+
+@app.command(name="compile")
+def compile_(model: Path = typer.Argument(..., help="The .him model file."),
+             output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the module to this .py file."),
+             emit: str = typer.Option("python", help="Which stage to show: ast, graph or python."),
+             set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a constant: NAME=VALUE.")) -> None:
+    """Compile a model to a readable PyTorch module (or show the AST or graph)."""
+    if emit not in ("ast", "graph", "python"):
+        fail(f"--emit must be ast, graph or python, got `{emit}`")
+    compiled = load_model(model, parse_overrides(set_))
+    if emit == "python":
+        instantiate(compiled)  # reports a missing extern function now, not at run time
+    text = _stage_text(compiled, emit)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        write_text_atomic(output, text)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc}")
+    typer.echo(f"wrote {output}")
+
+
+def _stage_text(compiled, emit: str) -> str:
+    if emit == "python":
+        return compiled.python()
+    if emit == "graph":
+        import json
+
+        from .graph.render import to_json
+
+        return json.dumps(to_json(compiled.graph), indent=2, sort_keys=True) + "\n"
+    from .frontend.ast_dump import dump_program
+
+    return dump_program(compiled.frontend.program)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file so that a crash never leaves half of it."""
+    import os
+    import tempfile
+
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(temp, path)
+
+
+@app.command()
+def simulate(model: Path = typer.Argument(..., help="The .him model file."),
+             output: Path = typer.Option(..., "-o", "--output", help="Data file to write (.npz)."),
+             rows: Optional[int] = typer.Option(None, "--rows", help="Plate size (default: the covariates' rows)."),
+             draws: int = typer.Option(1, "--draws", min=1, help="Independent data sets (a leading axis when > 1)."),
+             given: Optional[List[str]] = typer.Option(None, "--given", help="Fix a global: NAME=VALUE (JSON list for arrays)."),
+             data: Optional[Path] = typer.Option(None, "--data", help="Covariates (.npz)."),
+             params: Optional[Path] = typer.Option(None, "--params", help="Point-estimated weights by name (.npz)."),
+             posterior: Optional[Path] = typer.Option(None, "--posterior", help="Draw globals and weights from a fit's folder."),
+             seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, same output)."),
+             set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a constant: NAME=VALUE.")) -> None:
+    """Simulate data from the prior (or a fitted posterior): DATA.npz and DATA.truth.npz."""
+    from .runtime.data import DataError, read_npz, write_npz
+    from .runtime.externs import ExternError
+    from .runtime.model import SimulationError
+    from .simulation import simulate_dataset
+
+    if output.suffix != ".npz":
+        fail(f"-o {output}: the data file must end in .npz")
+    compiled = load_model(model, parse_overrides(set_))
+    module = instantiate(compiled)
+    try:
+        covariates = read_npz(data) if data else None
+        weights = read_npz(params) if params else None
+        globals_from = None
+        if posterior is not None:
+            from .infer.io import posterior_sampler
+
+            globals_from, weights = posterior_sampler(module, posterior, weights)
+        arrays, truth = simulate_dataset(compiled, rows, draws, _given(given), covariates, weights, seed,
+                                         module=module, globals_from=globals_from)
+        truth_path = output.with_name(output.stem + ".truth.npz")
+        write_npz(output, arrays)
+        write_npz(truth_path, truth)
+    except (DataError, SimulationError, ExternError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc}")
+    typer.echo(f"wrote {output} ({_shapes(arrays)})")
+    typer.echo(f"wrote {truth_path} ({_shapes(truth)})")
+
+
+def _given(items: list[str] | None) -> dict:
+    values = parse_overrides(items) if items else {}
+    return values
+
+
+def _shapes(arrays: dict) -> str:
+    return ", ".join(f"{name}: {list(value.shape)}" for name, value in arrays.items())
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="himdsl")

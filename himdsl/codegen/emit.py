@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 # Local variable names the generated methods use themselves.
 GENERATED_LOCALS = frozenset({"self", "g", "covariates", "rows", "fixed", "log_probs", "out", "top",
-                              "batch", "torch", "H", "nn", "NodeInfo", "ExternSpec", "HimModule"})
+                              "batch", "draws", "torch", "H", "nn", "NodeInfo", "ExternSpec", "HimModule"})
 
 
 class Emitter:

@@ -189,9 +189,9 @@ class _ModuleWriter:
     # ------------------------------------------------------------ simulation
     def _run(self) -> None:
         e = self.e
-        with e.block("def _run(self, g, covariates, rows, fixed, log_probs):"):
+        with e.block("def _run(self, g, covariates, rows, draws, fixed, log_probs):"):
             e.line('"""Every node, parents first; stochastic nodes in `fixed` are scored, not drawn."""')
-            e.line("top, batch = self._batch(g, covariates, rows)")
+            e.line("top, batch = self._batch(g, covariates, rows, draws)")
             e.line("out = {}")
             top_names = self._emit_scope(plate=None)
             if self.model.plates:

@@ -82,31 +82,26 @@ def _by_line(graph: nx.DiGraph, names) -> list[str]:
 
 
 # ------------------------------------------------------------------ DOT
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _dot_attrs(attrs: dict) -> str:
-    return "[" + ", ".join(f"{k}={_quote(str(v))}" for k, v in attrs.items()) + "]"
+    return f'"{_escape(text)}"'
 
 
 def _dot_node(name: str, attrs: dict) -> str:
+    """`"z2" [label="z2\\n[128]", shape="ellipse", ...]`, styled by the node's role."""
     style = ROLE_STYLES[attrs["role"]]
     styles = ["filled"] + (["dashed"] if style.dashed else []) + (["rounded"] if style.shape == "rounded" else [])
-    dot = {"label": "\\n".join(node_label(name, attrs)),
-           "shape": "box" if style.shape == "rounded" else style.shape,
-           "style": ",".join(styles), "fillcolor": style.fill, "color": style.edge, "fontcolor": style.text}
+    dot = {"shape": "box" if style.shape == "rounded" else style.shape, "style": ",".join(styles),
+           "fillcolor": style.fill, "color": style.edge, "fontcolor": style.text}
     if style.bold:
-        dot["penwidth"] = 2
+        dot["penwidth"] = "2"
     if attrs.get("weights"):
         dot["tooltip"] = "weights: " + ", ".join(attrs["weights"])
-    label = dot.pop("label")
-    return f'{_quote(name)} [label="{_escape_label(label)}", ' + _dot_attrs(dot)[1:]
-
-
-def _escape_label(label: str) -> str:
-    """Escape quotes and backslashes but keep the `\\n` line breaks DOT understands."""
-    return "\\n".join(part.replace("\\", "\\\\").replace('"', '\\"') for part in label.split("\\n"))
+    label = "\\n".join(_escape(line) for line in node_label(name, attrs))
+    return f'{_quote(name)} [label="{label}", ' + ", ".join(f"{k}={_quote(v)}" for k, v in dot.items()) + "]"
 
 
 def _dot_plate(graph: nx.DiGraph, name: str, indent: str) -> list[str]:

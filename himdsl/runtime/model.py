@@ -75,12 +75,20 @@ class HimModule(nn.Module):
     def _prior(self, name: str, globals: dict[str, torch.Tensor]):
         raise NotImplementedError
 
-    def sample_globals(self, num_draws: int | tuple = 1) -> dict[str, torch.Tensor]:
-        """Draw globals from the prior, parents first: {name: [*S, *shape]}."""
+    def sample_globals(self, num_draws: int | tuple = 1, given: dict | None = None) -> dict[str, torch.Tensor]:
+        """Draw globals from the prior, parents first: {name: [*S, *shape]}.
+
+        Globals in `given` (tensors of the global's shape, or [*S, *shape]) are
+        kept, and the globals below them are drawn given their values."""
         batch = (num_draws,) if isinstance(num_draws, int) else tuple(num_draws)
+        given = given or {}
         values: dict[str, torch.Tensor] = {}
         for name in self.global_names:
-            values[name] = distributions.sample(self._prior(name, values), batch)
+            if name in given:
+                value = self._input(name, given)
+                values[name] = value.expand(batch + tuple(self.nodes[name].shape))
+            else:
+                values[name] = distributions.sample(self._prior(name, values), batch)
         return values
 
     def log_prior(self, globals: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -101,11 +109,12 @@ class HimModule(nn.Module):
     # ---------------------------------------------------------------- locals, data
     def simulate(self, globals: dict[str, torch.Tensor] | None = None,
                  covariates: dict[str, torch.Tensor] | None = None,
-                 rows: int | None = None) -> dict[str, torch.Tensor]:
+                 rows: int | None = None, draws: int | tuple | None = None) -> dict[str, torch.Tensor]:
         """One joint draw of every noise, local latent, let and observed array given
         the globals: {name: [*S, M, *shape]} (plate) or {name: [*S, *shape]}.
-        Covariates are [M, *row] (shared by all draws) or [*S, M, *row]."""
-        return self._run(globals or {}, covariates or {}, rows, fixed={}, log_probs=None)
+        Covariates are [M, *row] (shared by all draws) or [*S, M, *row]. The draw
+        axes S come from the globals, else from `draws` (default: none)."""
+        return self._run(globals or {}, covariates or {}, rows, draws, fixed={}, log_probs=None)
 
     def log_local_prior(self, globals, locals, covariates=None) -> torch.Tensor:
         """log p(z_m | β) summed over local latents: [*S, M] (explicit models only)."""
@@ -122,7 +131,7 @@ class HimModule(nn.Module):
                                       "(noise, implicit layers or externs): use LFVI")
         log_probs: dict[str, torch.Tensor] = {}
         rows = self._rows_of(fixed)
-        self._run(globals, covariates, rows, fixed=fixed, log_probs=log_probs)
+        self._run(globals, covariates, rows, None, fixed=fixed, log_probs=log_probs)
         return sum(log_probs[n] for n in names if n in log_probs)
 
     def _rows_of(self, arrays: dict) -> int | None:
@@ -132,13 +141,16 @@ class HimModule(nn.Module):
                 return arrays[name].shape[arrays[name].dim() - len(info.shape) - 1]
         return None
 
-    def _run(self, globals, covariates, rows, fixed, log_probs) -> dict[str, torch.Tensor]:
+    def _run(self, globals, covariates, rows, draws, fixed, log_probs) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers for generated code
-    def _batch(self, globals: dict, covariates: dict, rows: int | None) -> tuple[tuple, tuple]:
+    def _batch(self, globals: dict, covariates: dict, rows: int | None, draws=None) -> tuple[tuple, tuple]:
         """(batch of top-level nodes, batch of plate nodes) from the inputs' shapes."""
-        draws = self._draw_batch(globals, covariates)
+        if draws is not None and not any(n in globals for n in self.global_names):
+            draws = (draws,) if isinstance(draws, int) else tuple(draws)
+        else:
+            draws = self._draw_batch(globals, covariates)
         if self.plate is None:
             return draws, draws
         if rows is None:

@@ -1,0 +1,117 @@
+"""Prior (and posterior) predictive simulation of a model: what `himdsl simulate` does.
+
+    data, truth = simulate_dataset(himdsl.load("hier_gauss.him"), rows=1000, seed=0)
+    data["x"].shape == (1000, 2);  truth["beta"].shape == (2,);  truth["z"].shape == (1000, 2)
+
+With `draws=D > 1` every array gains a leading axis of D independent data sets.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .runtime.data import DataError, as_tensors, to_numpy, validate_data
+from .runtime.model import HimModule
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed torch, numpy and random (externs draw from their global generators)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def simulate_dataset(model, rows: int | None = None, draws: int = 1, given: dict | None = None,
+                     covariates: dict | None = None, params: dict | None = None, seed: int | None = None,
+                     module: HimModule | None = None, globals_from=None) -> tuple[dict, dict]:
+    """(data arrays, truth arrays) as numpy; see the module docstring.
+
+    `given` fixes globals ({name: number or nested list}); `params` sets point
+    estimates by name (`z2.weight`); `globals_from(draws)` supplies globals
+    (posterior predictive). Raises DataError for inputs that do not fit."""
+    seed_everything(seed)
+    module = module if module is not None else model.module()
+    if params:
+        load_point_estimates(module, params)
+    cov = _covariates(module, covariates)
+    rows = _rows(module, rows, cov)
+    with torch.no_grad():
+        globals_ = globals_from(draws) if globals_from else module.sample_globals(draws, _given(module, given))
+        sim = module.simulate(globals_, cov, rows, draws)
+    return _outputs(module, sim, globals_, cov, draws)
+
+
+def _given(module: HimModule, given: dict | None) -> dict:
+    values = {}
+    for name, value in (given or {}).items():
+        if name not in module.global_names:
+            known = ", ".join(module.global_names) or "none"
+            raise DataError(f"--given {name}: `{name}` is not a global latent of `{module.model_name}` "
+                            f"(globals: {known})")
+        tensor = torch.as_tensor(value, dtype=module._anchor.dtype)
+        expected = tuple(module.nodes[name].shape)
+        if tuple(tensor.shape) != expected:
+            raise DataError(f"--given {name}: got shape {list(tensor.shape)}, expected {list(expected)}")
+        values[name] = tensor
+    return values
+
+
+def _covariates(module: HimModule, covariates: dict | None) -> dict:
+    if not module.covariate_names:
+        return {}
+    if not covariates:
+        names = ", ".join(f"`{n}`" for n in module.covariate_names)
+        raise DataError(f"model `{module.model_name}` conditions on covariates {names}: "
+                        "pass them with --data FILE.npz")
+    checked = validate_data(module, covariates, "--data", names=module.covariate_names)
+    return as_tensors(checked, module)
+
+
+def _rows(module: HimModule, rows: int | None, cov: dict) -> int | None:
+    if module.plate is None:
+        return None
+    from_data = module._covariate_rows(cov)
+    if from_data is not None and rows is not None and rows != from_data:
+        raise DataError(f"--rows {rows} disagrees with the covariates, which have {from_data} rows")
+    rows = rows if rows is not None else from_data
+    if rows is None:
+        raise DataError(f"model `{module.model_name}` has plate `{module.plate}`: say how many rows to "
+                        "simulate with --rows N")
+    if rows <= 0:
+        raise DataError(f"--rows must be positive, got {rows}")
+    return rows
+
+
+def load_point_estimates(module: HimModule, params: dict) -> None:
+    """Set `param`s and layer weights by their stable names (`z2.weight`)."""
+    own = dict(module.named_parameters())
+    for name, value in params.items():
+        if name not in own:
+            known = ", ".join(own) or "none"
+            raise DataError(f"--params: the model has no weight `{name}` (weights: {known})")
+        tensor = torch.as_tensor(np.asarray(value), dtype=own[name].dtype)
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise DataError(f"--params: `{name}` has shape {list(tensor.shape)}, expected {list(own[name].shape)}")
+        with torch.no_grad():
+            own[name].copy_(tensor)
+
+
+def _outputs(module: HimModule, sim: dict, globals_: dict, cov: dict, draws: int) -> tuple[dict, dict]:
+    squeeze = (lambda a: a[0]) if draws == 1 else (lambda a: a)
+    data = {name: _as_data(module, name, squeeze(to_numpy(sim[name]))) for name in module.observed_names}
+    data.update({name: to_numpy(value) for name, value in cov.items()})
+    truth = {name: squeeze(to_numpy(value)) for name, value in globals_.items()}
+    truth.update({name: squeeze(to_numpy(sim[name])) for name in module.local_names})
+    truth.update({name: to_numpy(p) for name, p in module.named_parameters()})
+    return data, truth
+
+
+def _as_data(module: HimModule, name: str, array: np.ndarray) -> np.ndarray:
+    info = module.nodes[name]
+    if info.dtype in ("int", "cat"):
+        return np.rint(array).astype(np.int64)
+    return array.astype(np.float32)
