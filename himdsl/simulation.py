@@ -35,12 +35,13 @@ def simulate_dataset(model, rows: int | None = None, draws: int = 1, given: dict
     (posterior predictive). Raises DataError for inputs that do not fit."""
     seed_everything(seed)
     module = module if module is not None else model.module()
+    fixed = _given(module, given)
     if params:
         load_point_estimates(module, params)
     cov = _covariates(module, covariates)
     rows = _rows(module, rows, cov)
     with torch.no_grad():
-        globals_ = globals_from(draws) if globals_from else module.sample_globals(draws, _given(module, given))
+        globals_ = globals_from(draws) if globals_from else module.sample_globals(draws, fixed)
         sim = module.simulate(globals_, cov, rows, draws)
     return _outputs(module, sim, globals_, cov, draws)
 
