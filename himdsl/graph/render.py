@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -177,6 +178,8 @@ def write_graph(graph: nx.DiGraph, path, renderer: str = "auto") -> str:
                           + ", ".join("." + f for f in FORMATS))
     if renderer not in RENDERERS:
         raise RenderError(f"unknown renderer `{renderer}`; expected auto, graphviz or matplotlib")
+    if fmt != "dot" and not nx.is_directed_acyclic_graph(graph):
+        raise RenderError("the graph has a cycle (error E0180): fix the model before drawing it")
     if fmt == "dot":
         path.write_text(to_dot(graph), encoding="utf-8")
         return "dot"
@@ -296,6 +299,16 @@ def layout_graph(graph: nx.DiGraph) -> Layout:
     return Layout(x, {n: (depth - layer[n]) * ROW for n in graph}, size, layer)
 
 
+class _Block(NamedTuple):
+    """A child plate placed as one rigid block: its x-range and its first/last layer."""
+
+    plate: str
+    left: float
+    right: float
+    first: int
+    last: int
+
+
 def _members(graph: nx.DiGraph, plate: str | None) -> list[str]:
     """Every node inside `plate`, nested plates included (None: all nodes)."""
     return [n for n in graph if plate is None or plate in _plate_path(graph, n)]
@@ -310,13 +323,14 @@ def _place_group(graph, plate, rows, layer, size) -> tuple[dict, float]:
         inner, width = _place_group(graph, child, rows, layer, size)
         x.update({n: offset + v for n, v in inner.items()})
         members = _members(graph, child)
-        blocks.append((child, offset, offset + width, min(layer[n] for n in members), max(layer[n] for n in members)))
+        layers = [layer[n] for n in members]
+        blocks.append(_Block(child, offset, offset + width, min(layers), max(layers)))
         offset += width + GAP + max((size[n][0] for n in graph), default=0)
     direct = {n for n in graph if graph.nodes[n]["plate"] == plate}
     for sweep in range(3):
         for i in (range(len(rows)) if sweep != 1 else range(len(rows) - 1, -1, -1)):
             _place_row(graph, [n for n in rows[i] if n in direct], i, rows[i], blocks, x, size)
-    spans = [(left, right) for _, left, right, _, _ in blocks]
+    spans = [(b.left, b.right) for b in blocks]
     if plate is None:
         return _normalise(x, size, spans, 0.0)
     x, width = _normalise(x, size, spans, PAD)
@@ -334,14 +348,14 @@ def _place_row(graph, row, i, full_row, blocks, x, size) -> None:
     if not row:
         return
     wanted = {n: _wanted_x(graph, n, x) for n in row}
-    spans = [b for b in blocks if b[3] <= i <= b[4]]
+    spans = [b for b in blocks if b.first <= i <= b.last]
     segments = [[] for _ in range(len(spans) + 1)]
     for n in row:
         segments[_segment(n, full_row, spans, wanted[n], graph)].append(n)
-    edges = [None] + [b[1] for b in spans] + [None]
-    lefts = [None] + [b[2] for b in spans]
-    for k, seg in enumerate(segments):
-        _pack(seg, wanted, size, x, lefts[k], edges[k + 1])
+    lows = [None] + [b.right for b in spans]
+    highs = [b.left for b in spans] + [None]
+    for seg, low, high in zip(segments, lows, highs):
+        _pack(seg, wanted, size, x, low, high)
 
 
 def _wanted_x(graph: nx.DiGraph, n: str, x: dict) -> float:
@@ -354,9 +368,9 @@ def _wanted_x(graph: nx.DiGraph, n: str, x: dict) -> float:
 def _segment(n, full_row, spans, wanted, graph) -> int:
     """Which gap between the blocks of this layer the node goes in."""
     k = 0
-    for j, (plate, left, right, _, _) in enumerate(spans):
-        inside = [m for m in full_row if plate in _plate_path(graph, m)]
-        before = full_row.index(n) < full_row.index(inside[0]) if inside else wanted < (left + right) / 2
+    for j, block in enumerate(spans):
+        inside = [m for m in full_row if block.plate in _plate_path(graph, m)]
+        before = full_row.index(n) < full_row.index(inside[0]) if inside else wanted < (block.left + block.right) / 2
         if not before:
             k = j + 1
     return k
