@@ -50,7 +50,7 @@ class Family(nn.Module):
         raise NotImplementedError
 
     def _noise(self, num: int) -> Tensor:
-        return torch.randn(num, self.dim, device=self.loc.device)
+        return torch.randn(num, self.dim, device=self.loc.device, dtype=self.loc.dtype)
 
 
 class MeanFieldNormal(Family):
@@ -184,7 +184,7 @@ class SplineCoupling(nn.Module):
         self._deriv_shift = math.log(math.expm1(1 - 1e-3))  # zero output = identity
 
     def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        cond = x[:, self.kept] if self.kept else torch.zeros(x.shape[0], 1, device=x.device)
+        cond = x[:, self.kept] if self.kept else x.new_zeros(x.shape[0], 1)
         p = self.net(cond).reshape(x.shape[0], len(self.moved), 3 * self.bins - 1)
         k = self.bins
         return p[..., :k], p[..., k:2 * k], p[..., 2 * k:] + self._deriv_shift
