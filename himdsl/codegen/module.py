@@ -239,12 +239,23 @@ class _ModuleWriter:
                 self.e.line(f"{var} = self.{symbol.name}")
             return
         if stmt.dist is not None:
-            dist = self._dist_call(stmt.dist, tuple(symbol.shape or ()), gen)
-            value = f"self._draw({symbol.name!r}, {dist}, {batch_var}, fixed, log_probs)"
+            value = self._draw_call(symbol, gen, batch_var)
         else:
             value = gen.source(stmt.value)
         self.e.line(f"# {stmt.keyword} {symbol.name}" + (f" = {print_expr(stmt.value)}" if stmt.value else ""))
         self.e.line(f"{var} = out[{symbol.name!r}] = {value}")
+
+    def _draw_call(self, symbol: Symbol, gen: ExpressionGen, batch_var: str) -> str:
+        from ..runtime.distributions import CONSTANT_SAMPLERS
+
+        call, shape = symbol.stmt.dist, tuple(symbol.shape or ())
+        constant = _constant_arguments(call, gen)
+        if call.func in CONSTANT_SAMPLERS and constant is not None and list(constant) == _params(call):
+            args = ", ".join(f"{k}={v}" for k, v in constant.items())
+            return (f"self._draw_constant({symbol.name!r}, {call.func!r}, {shape!r}, {batch_var}, "
+                    f"fixed, log_probs, {args})")
+        dist = self._dist_call(call, shape, gen)
+        return f"self._draw({symbol.name!r}, {dist}, {batch_var}, fixed, log_probs)"
 
     def _layer_calls(self) -> dict[int, str]:
         """id(call) → the module expression that applies its point-estimated layers."""
@@ -263,6 +274,26 @@ class _ModuleWriter:
                 calls[call_id] = (f"self.{owner}[{first}]({{}})" if last - first == 1 else
                                   f"H.chain(self.{owner}[{first}:{last}], {{}})")
         return calls
+
+
+def _params(call: ast.Call) -> list[str]:
+    """The distribution's parameter names in their order, as bound in `call`."""
+    from ..semantics.builtins import DISTRIBUTIONS
+
+    return list(DISTRIBUTIONS[call.func].params)
+
+
+def _constant_arguments(call: ast.Call, gen: ExpressionGen) -> dict | None:
+    """{param: literal} when every argument of `call` is a scalar constant."""
+    params = _params(call)
+    bound = dict(zip(params, call.args)) | {k.name: k.value for k in call.kwargs}
+    values = {}
+    for name in params:
+        code = gen.gen(bound[name]) if name in bound else None
+        if code is None or code.batched or code.rank != 0:
+            return None
+        values[name] = code.text
+    return values
 
 
 def _positions(layers: list[Layer]) -> dict[int, list[int]]:

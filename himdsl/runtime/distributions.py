@@ -45,3 +45,34 @@ def sample(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
     if tuple(dist.batch_shape) != tuple(batch):
         dist = dist.expand(torch.Size(batch))
     return dist.rsample() if dist.has_rsample else dist.sample()
+
+
+def _normal(shape, like, loc, scale):
+    draw = torch.randn(shape, dtype=like.dtype, device=like.device)
+    return _affine(draw, scale, loc)
+
+
+def _uniform(shape, like, low, high):
+    draw = torch.rand(shape, dtype=like.dtype, device=like.device)
+    return _affine(draw, high - low, low)
+
+
+def _affine(draw: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    if scale != 1:
+        draw.mul_(scale)
+    if shift != 0:
+        draw.add_(shift)
+    return draw
+
+
+# Samplers for distributions whose arguments are all constants (noise, mostly):
+# one kernel for the draw, in-place scaling, no distribution object.
+CONSTANT_SAMPLERS = {"Normal": _normal, "Uniform": _uniform}
+
+
+def sample_constant(name: str, shape: tuple[int, ...], like: torch.Tensor, **params) -> torch.Tensor:
+    """A draw of `name(**params)` (Python numbers) with shape `shape`."""
+    sampler = CONSTANT_SAMPLERS.get(name)
+    if sampler is None:
+        return sample(make(name, (), like, **params), shape)
+    return sampler(shape, like, *params.values())

@@ -190,6 +190,13 @@ class HimModule(nn.Module):
             return value
         return distributions.sample(dist, batch)
 
+    def _draw_constant(self, name: str, dist_name: str, shape: tuple, batch: tuple, fixed: dict,
+                       log_probs: dict | None, **params):
+        """A stochastic node whose distribution has constant arguments (fast path)."""
+        if name in fixed:
+            return self._draw(name, self._dist(dist_name, shape, **params), batch, fixed, log_probs)
+        return distributions.sample_constant(dist_name, tuple(batch) + tuple(shape), self._anchor, **params)
+
     def _input(self, name: str, arrays: dict, lift_rows: bool = False):
         """A global or covariate by name, with a row axis inserted for use in the plate."""
         if name not in arrays:

@@ -72,7 +72,7 @@ class BayesGan(HimModule):
         logits_bias_row = H.lift(logits_bias, 1, 1)
         x = self._input('x', covariates)
         # noise eps
-        eps = out['eps'] = self._draw('eps', self._dist('Normal', (4,), loc=0, scale=1), batch, fixed, log_probs)
+        eps = out['eps'] = self._draw_constant('eps', 'Normal', (4,), batch, fixed, log_probs, loc=0, scale=1)
         # let h = dense(concat(x, eps), H, relu, prior = Normal(0, 1))
         h = out['h'] = H.bayes_dense(H.concat(x, eps, like=self._anchor), h_weight_row, h_bias_row, 'relu')
         # let logits = dense(h, K, prior = Normal(0, 1))

@@ -51,11 +51,11 @@ class DeepImplicit(HimModule):
         out = {}
         # plate n: one element per row
         # noise eps2
-        eps2 = out['eps2'] = self._draw('eps2', self._dist('Normal', (100,), loc=0, scale=1), batch, fixed, log_probs)
+        eps2 = out['eps2'] = self._draw_constant('eps2', 'Normal', (100,), batch, fixed, log_probs, loc=0, scale=1)
         # noise eps1
-        eps1 = out['eps1'] = self._draw('eps1', self._dist('Normal', (100,), loc=0, scale=1), batch, fixed, log_probs)
+        eps1 = out['eps1'] = self._draw_constant('eps1', 'Normal', (100,), batch, fixed, log_probs, loc=0, scale=1)
         # noise eps0
-        eps0 = out['eps0'] = self._draw('eps0', self._dist('Normal', (100,), loc=0, scale=1), batch, fixed, log_probs)
+        eps0 = out['eps0'] = self._draw_constant('eps0', 'Normal', (100,), batch, fixed, log_probs, loc=0, scale=1)
         # latent z2 = dense(eps2, 128, relu)
         z2 = out['z2'] = self.z2(eps2)
         # let h2 = dense(z2, 128, relu)

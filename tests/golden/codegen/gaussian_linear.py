@@ -45,7 +45,7 @@ class GaussianLinear(HimModule):
         out = {}
         theta = self._input('theta', g)
         # noise eps
-        eps = out['eps'] = self._draw('eps', self._dist('Normal', (10,), loc=0, scale=1), top, fixed, log_probs)
+        eps = out['eps'] = self._draw_constant('eps', 'Normal', (10,), top, fixed, log_probs, loc=0, scale=1)
         # observe x = theta + s * eps
         x = out['x'] = theta + 0.31622776601683794 * eps
         return out

@@ -50,7 +50,7 @@ class HierGauss(HimModule):
         # latent z
         z = out['z'] = self._draw('z', self._dist('Normal', (2,), loc=beta_row, scale=1), batch, fixed, log_probs)
         # noise eps
-        eps = out['eps'] = self._draw('eps', self._dist('Normal', (2,), loc=0, scale=1), batch, fixed, log_probs)
+        eps = out['eps'] = self._draw_constant('eps', 'Normal', (2,), batch, fixed, log_probs, loc=0, scale=1)
         # observe x = z + 0.5 * eps
         x = out['x'] = z + 0.5 * eps
         return out

@@ -49,7 +49,7 @@ class LinearRegression(HimModule):
         w_row = H.lift(w, 1, 1)
         f = self._input('f', covariates)
         # noise eps
-        eps = out['eps'] = self._draw('eps', self._dist('Normal', (), loc=0, scale=1), batch, fixed, log_probs)
+        eps = out['eps'] = self._draw_constant('eps', 'Normal', (), batch, fixed, log_probs, loc=0, scale=1)
         # observe y = sum(f * w) + 0.5 * eps
         y = out['y'] = (f * w_row).sum(-1) + 0.5 * eps
         return out

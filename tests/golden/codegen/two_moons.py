@@ -48,9 +48,9 @@ class TwoMoons(HimModule):
         out = {}
         theta = self._input('theta', g)
         # noise a
-        a = out['a'] = self._draw('a', self._dist('Uniform', (), low=-1.5707963267948966, high=1.5707963267948966), top, fixed, log_probs)
+        a = out['a'] = self._draw_constant('a', 'Uniform', (), top, fixed, log_probs, low=-1.5707963267948966, high=1.5707963267948966)
         # noise r
-        r = out['r'] = self._draw('r', self._dist('Normal', (), loc=0.1, scale=0.01), top, fixed, log_probs)
+        r = out['r'] = self._draw_constant('r', 'Normal', (), top, fixed, log_probs, loc=0.1, scale=0.01)
         # let p = stack(r * cos(a) + 0.25, r * sin(a))
         p = out['p'] = H.stack(r * torch.cos(a) + 0.25, r * torch.sin(a), like=self._anchor)
         # let shift = stack(-abs(theta[0] + theta[1]) / sqrt(2), (-theta[0] + theta[1]) / sqrt(2))
