@@ -69,9 +69,30 @@ def warning(code: str, span: Span, message: str, hint: str | None = None, notes=
 
 
 def did_you_mean(name: str, candidates) -> str | None:
-    """`did you mean `x`?` for the closest candidate, or None."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    """`did you mean `x`?` for the closest candidate, or None.
+
+    difflib's ratio misses short names (`h3` for `h2` scores 0.5), so a candidate
+    one or two edits away (at most a third of the name) also counts.
+    """
+    pool = sorted(set(candidates) - {name})
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if not close:
+        limit = max(1, len(name) // 3)
+        near = [(edit_distance(name, c), c) for c in pool]
+        close = [c for d, c in sorted(near) if d <= limit and d < len(name)][:1]
     return f"did you mean `{close[0]}`?" if close else None
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, with a swap of two neighbours counting as one edit."""
+    previous, current = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        before, previous, current = previous, current, [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], before[j - 2] + 1)
+    return current[-1]
 
 
 def render(diag: Diagnostic, path: str, source: str) -> str:

@@ -14,7 +14,7 @@ from importlib import resources
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from ..diagnostics import Diagnostic, HimError, Span, error
+from ..diagnostics import Diagnostic, HimError, Note, Span, error
 from . import ast
 
 _OPENING = {"LPAR", "LSQB"}
@@ -32,26 +32,41 @@ TOKEN_NAMES = {
 
 
 class _BracketNewlines:
-    """Postlexer: inside ( ) and [ ] a newline is only whitespace."""
+    """Postlexer: inside ( ) and [ ] a newline is only whitespace.
+
+    It also keeps the brackets and braces still open, so that a syntax error can
+    point at the `(` or `{` that was never closed. Openers are pushed and closers
+    popped after the token is handed to the parser: when the parser rejects a token,
+    `open` still describes the text before it.
+    """
 
     always_accept = ("_NL",)
 
+    def __init__(self):
+        self.open: list[Token] = []
+
     def process(self, stream):
-        depth = 0
+        self.open = []
         for token in stream:
-            if token.type in _OPENING:
-                depth += 1
-            elif token.type in _CLOSING:
-                depth = max(0, depth - 1)
-            elif token.type == "_NL" and depth > 0:
+            if token.type == "_NL" and self.open and self.open[-1].type in _OPENING:
                 continue
             yield token
+            if token.type in _OPENERS:
+                self.open.append(token)
+            elif token.type in _CLOSERS and self.open:
+                self.open.pop()
+
+
+_OPENERS = _OPENING | {"LBRACE"}
+_CLOSERS = _CLOSING | {"RBRACE"}
+_CLOSER_OF = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+_POSTLEX = _BracketNewlines()
 
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     grammar = resources.files("himdsl.grammar").joinpath("him.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, postlex=_BracketNewlines(),
+    return Lark(grammar, parser="lalr", propagate_positions=True, postlex=_POSTLEX,
                 maybe_placeholders=True)
 
 
@@ -86,22 +101,41 @@ def syntax_diagnostic(exc: UnexpectedInput, source: str) -> Diagnostic:
         span = Span(exc.line, exc.column, exc.line, exc.column + 1)
         hint = "strings use double quotes" if char == "'" else None
         return error("E0001", span, f"unexpected character `{char}`", hint)
-    if isinstance(exc, UnexpectedEOF):
-        line = source.count("\n") + 1
-        col = len(source.rsplit("\n", 1)[-1]) + 1
-        return error("E0002", Span(line, col, line, col + 1), "unexpected end of file",
-                     _expected_hint(exc.expected))
+    expected = set(getattr(exc, "expected", None) or ())
+    if isinstance(exc, UnexpectedEOF) or exc.token.type == "$END":
+        return _unclosed("E0002", _end_of_text(source), "unexpected end of file", expected) or error(
+            "E0002", _end_of_text(source), "unexpected end of file", _expected_hint(expected))
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
-    if token.type == "$END":
-        lines = source.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-        return error("E0002", Span(line, col, line, col + 1), "unexpected end of file",
-                     _expected_hint(exc.expected))
     text = "a new line" if token.type == "_NL" else f"`{token.value}`"
     end = token.end_column if token.type != "_NL" else token.column + 1
     span = Span(token.line, token.column, token.line, end)
-    return error("E0003", span, f"unexpected {text}", _syntax_hint(token, exc.expected))
+    return _unclosed("E0003", span, f"unexpected {text}", expected) or error(
+        "E0003", span, f"unexpected {text}", _syntax_hint(token, expected))
+
+
+def _end_of_text(source: str) -> Span:
+    """Just after the last character that is not white space (1:1 in an empty file)."""
+    text = source.rstrip()
+    line = text.count("\n") + 1
+    col = len(text.rsplit("\n", 1)[-1]) + 1
+    return Span(line, col, line, col + 1)
+
+
+def _unclosed(code: str, span: Span, message: str, expected) -> Diagnostic | None:
+    """An error naming the innermost open bracket when its closer is what the parser wanted."""
+    if not _POSTLEX.open:
+        return None
+    opener = _POSTLEX.open[-1]
+    closer = _CLOSER_OF[opener.type]
+    if closer not in expected or (opener.line, opener.column) >= (span.line, span.column):
+        return None
+    where = f"line {opener.line}" if opener.line != span.line else f"column {opener.column}"
+    rest = sorted({TOKEN_NAMES.get(t, _keyword_name(t)) for t in expected} - {TOKEN_NAMES[closer]})
+    hint = f"add {TOKEN_NAMES[closer]}" + (f" (or {', '.join(rest[:4])}{', ...' * (len(rest) > 4)})"
+                                             if rest and len(rest) <= 6 else "")
+    return error(code, span, f"{message}: the {TOKEN_NAMES[opener.type]} on {where} is never closed", hint,
+                 [Note(_token_span(opener), f"this {TOKEN_NAMES[opener.type]} is never closed")])
 
 
 def _syntax_hint(token: Token, expected) -> str | None:

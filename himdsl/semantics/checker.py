@@ -115,8 +115,8 @@ class _Checker:
         self.model.name = stmt.name
 
     def _add(self, name, role, stmt, span, plates) -> None:
-        if not self._check_name_allowed(name, span):
-            return
+        # a reserved name is reported but still declared, so its uses do not cascade
+        self._check_name_allowed(name, span)
         if name in self.symbols or name in self.plate_spans:
             first = self.symbols[name].span if name in self.symbols else self.plate_spans[name]
             self.report(error("E0100", span, f"`{name}` is declared twice",
@@ -324,17 +324,22 @@ class _Checker:
             self._unknown_distribution(call, ctx)
             return UNKNOWN
         bound = self._bind_dist_args(spec, call)
-        args = {name: self.typer.infer(expr, ctx) for name, expr in bound.items()}
+        if bound is None:  # still type the arguments: their names are used, their errors are real
+            self._infer_all(call, ctx)
+        args = {name: self.typer.infer(expr, ctx) for name, expr in (bound or {}).items()}
         draw = None if shape_exprs is None else self.typer.dims(shape_exprs, "a dimension of the draw shape")
         if bound is None or any(a.shape is None for a in args.values()) or (shape_exprs and draw is None):
             return VType(draw, spec.dtype)
         return self._draw_type(spec, call, args, draw)
 
+    def _infer_all(self, call: ast.Call, ctx: Context) -> None:
+        for arg in list(call.args) + [k.value for k in call.kwargs]:
+            self.typer.infer(arg, ctx)
+
     def _unknown_distribution(self, call: ast.Call, ctx: Context) -> None:
         hint = did_you_mean(call.func, B.DISTRIBUTIONS) or "distributions: " + ", ".join(B.DISTRIBUTIONS)
         self.report(error("E0120", call.func_span, f"unknown distribution `{call.func}`", hint))
-        for arg in list(call.args) + [k.value for k in call.kwargs]:
-            self.typer.infer(arg, ctx)
+        self._infer_all(call, ctx)
 
     def _bind_dist_args(self, spec: B.DistSpec, call: ast.Call) -> dict | None:
         names = {k.name for k in call.kwargs}
@@ -446,10 +451,32 @@ class _Checker:
         symbol.role, symbol.declared, symbol.stmt = "observed", symbol.stmt, stmt
         symbol.span = stmt.name_span
         ctx = Context(name, plates)
-        vtype = self._node_type(stmt, ctx)
+        if self._draw_shape_differs(stmt, declared):  # one error, not a second one per argument
+            self._dist_type(stmt.dist, None, ctx)
+            vtype = UNKNOWN
+        else:
+            vtype = self._node_type(stmt, ctx)
         self._register_layers(ctx)
         symbol.parents.update(ctx.edges)
         self._check_observed_type(stmt, declared, vtype)
+
+    def _draw_shape_differs(self, stmt: ast.Node, declared: VType) -> bool:
+        """Report `observe y ~ D(...) [SHAPE]` whose SHAPE is not the data's row type."""
+        if stmt.shape is None or declared.shape is None:
+            return False
+        try:
+            draw = tuple(evaluate(d, self.typer.constants) for d in stmt.shape)
+        except (NotConstant, ConstError):
+            return False  # typing the shape reports it
+        if draw == declared.shape or not all(isinstance(d, int) and d > 0 for d in draw):
+            return False  # a bad dimension is reported when the shape is typed
+        start, end = stmt.shape[0].span, stmt.shape[-1].span
+        shown = S.show(declared.shape)
+        fix = f"write `{shown}` or leave it out" if declared.shape else "leave it out"
+        self.report(error("E0132", Span(start.line, start.column, end.end_line, end.end_column),
+                          f"`observe {stmt.name}` draws shape {S.show(draw)} but data `{stmt.name}` has "
+                          f"shape {shown}", f"the shape after the distribution is one row of `{stmt.name}`: {fix}"))
+        return True
 
     def _observe_undeclared(self, stmt: ast.Node, symbol: Symbol | None) -> None:
         if symbol is not None:
@@ -465,10 +492,7 @@ class _Checker:
         if declared.shape is None or vtype.shape is None:
             return
         where = stmt.value.span if stmt.value is not None else stmt.dist.span
-        if stmt.shape is not None and vtype.shape != declared.shape:
-            self.report(error("E0132", stmt.span, f"`observe {stmt.name}` draws shape {S.show(vtype.shape)} but "
-                                                  f"data `{stmt.name}` has shape {S.show(declared.shape)}"))
-        elif vtype.shape != declared.shape:
+        if vtype.shape != declared.shape:
             self.report(error("E0131", where, f"`observe {stmt.name}`: the model gives shape {S.show(vtype.shape)}, "
                                               f"but data `{stmt.name}` is declared with shape "
                                               f"{S.show(declared.shape)}"))
