@@ -93,5 +93,19 @@ class Model:
         instance = self.module_class()(folder)
         return instance.to(device) if device is not None else instance
 
+    def simulate(self, rows: int | None = None, draws: int = 1, given: dict | None = None,
+                 covariates: dict | None = None, seed: int | None = None) -> tuple[dict, dict]:
+        """Prior-predictive (data, truth) arrays, as `himdsl simulate` writes them."""
+        from .simulation import simulate_dataset
+
+        return simulate_dataset(self, rows, draws, given, covariates, seed=seed)
+
+    def fit(self, data, device: str = "auto", out: str | None = None, **settings):
+        """Fit to `data` (a dict of arrays or an .npz path); `settings` as `himdsl fit`'s
+        options (steps, batch, particles, lr, samples, seed, method, guide={name: family})."""
+        from .fitting import run_fit
+
+        return run_fit(self, data, settings, device, out)
+
 
 __all__ = ["parse", "check", "load", "Model", "HimError", "ExternError"]

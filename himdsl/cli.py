@@ -214,7 +214,7 @@ def simulate(model: Path = typer.Argument(..., help="The .him model file."),
         weights = read_npz(params) if params else None
         globals_from = None
         if posterior is not None:
-            from .infer.io import posterior_sampler
+            from .fitting import posterior_sampler
 
             globals_from, weights = posterior_sampler(module, posterior, weights)
         arrays, truth = simulate_dataset(compiled, rows, draws, _given(given), covariates, weights, seed,
@@ -226,8 +226,101 @@ def simulate(model: Path = typer.Argument(..., help="The .him model file."),
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write {output}: {exc}")
+    except Exception as exc:  # FitError from --posterior
+        if type(exc).__name__ != "FitError":
+            raise
+        fail(str(exc))
     typer.echo(f"wrote {output} ({_shapes(arrays)})")
     typer.echo(f"wrote {truth_path} ({_shapes(truth)})")
+
+
+@app.command()
+def fit(model: Path = typer.Argument(..., help="The .him model file."),
+        data: Path = typer.Argument(..., help="The data file (.npz, one array per `data` name)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: named after the model)."),
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps."),
+        batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Data rows per step."),
+        particles: Optional[int] = typer.Option(None, "--particles", min=1, help="Global draws per step."),
+        lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate of q and the weights."),
+        samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Posterior draws written."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        guide: Optional[List[str]] = typer.Option(None, "--guide", help="NAME=FAMILY (flow, mvnormal, normal, point; implicit or normal for locals)."),
+        method: str = typer.Option("auto", "--method", help="auto, lfvi or vi (likelihood-based, explicit models only)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a constant: NAME=VALUE.")) -> None:
+    """Fit a model to data by likelihood-free variational inference."""
+    from .fitting import FitError, run_fit, summary_table
+    from .infer import NonFiniteLossError
+    from .runtime.data import DataError
+    from .runtime.externs import ExternError
+    from .runtime.model import SimulationError
+
+    if method not in ("auto", "lfvi", "vi"):
+        fail(f"--method must be auto, lfvi or vi, got `{method}`")
+    compiled = load_model(model, parse_overrides(set_))
+    folder = out or Path(model.stem if model.stem != "model" else model.parent.name or "fit").with_suffix("")
+    folder = Path(str(folder) + "_fit") if out is None else folder
+    overrides = {"steps": steps, "batch": batch, "particles": particles, "lr": lr, "samples": samples,
+                 "seed": seed, "method": method, "guide": _guides(guide)}
+    bar = ProgressBar(steps or compiled.checked.fit.get("steps"))
+    try:
+        result = run_fit(compiled, data, overrides, device, str(folder), resume, bar.update)
+        bar.close()
+        typer.echo(f"ratio mode: {result.info['ratio_mode']}; {result.settings.steps} steps in "
+                   f"{result.seconds:.1f} s on {result.device}")
+        paths = result.save(str(folder))
+    except (DataError, FitError) as exc:
+        bar.close()
+        fail(str(exc))
+    except (NonFiniteLossError, ExternError, SimulationError) as exc:
+        bar.close()
+        checkpoint = folder / "checkpoint.pt"
+        saved = f"; the last good checkpoint is {checkpoint}" if checkpoint.exists() else ""
+        fail(f"{exc}{saved}", EXIT_MODEL_ERROR)
+    except KeyboardInterrupt:
+        bar.close()
+        fail(f"interrupted; continue with `himdsl fit {model} {data} --out {folder} --resume`", 130)
+    typer.echo(summary_table(result.summary()))
+    typer.echo(f"wrote {', '.join(sorted(paths.values()))}")
+
+
+def _guides(items: list[str] | None) -> dict:
+    guides = {}
+    for item in items or []:
+        name, sep, family = item.partition("=")
+        if not sep:
+            fail(f"--guide expects NAME=FAMILY, got `{item}`")
+        guides[name.strip()] = family.strip()
+    return guides
+
+
+class ProgressBar:
+    """A one-line live progress bar on stderr (plain lines when not a terminal)."""
+
+    def __init__(self, total: int | None):
+        self.total = total
+        self.live = sys.stderr.isatty()
+        self.last_line = ""
+
+    def update(self, row) -> None:
+        total = self.total or row.step
+        done = min(1.0, row.step / max(total, 1))
+        bar = "#" * int(28 * done) + "-" * (28 - int(28 * done))
+        rate = row.step / max(row.seconds, 1e-9)
+        line = (f"[{bar}] {row.step}/{total}  ELBO {row.elbo:.4g}  ratio loss {row.ratio_loss:.3f}  "
+                f"acc {row.ratio_acc:.2f}  {rate:.0f} steps/s")
+        if self.live:
+            sys.stderr.write("\r" + line)
+            sys.stderr.flush()
+        elif int(10 * done) != int(10 * (row.step - 1) / max(total, 1)) or row.step == total:
+            sys.stderr.write(line + "\n")
+        self.last_line = line
+
+    def close(self) -> None:
+        if self.live and self.last_line:
+            sys.stderr.write("\n")
+            self.last_line = ""
 
 
 def _given(items: list[str] | None) -> dict:
