@@ -83,8 +83,9 @@ def _cycles(model: CheckedModel, graph: nx.DiGraph) -> list[Diagnostic]:
         members = sorted(component, key=lambda n: graph.nodes[n]["line"])
         if len(members) == 1 and not graph.has_edge(members[0], members[0]):
             continue
-        cycle = _cycle_path(graph, members)
-        listing = " → ".join(f"`{n}` (line {graph.nodes[n]['line']})" for n in cycle)
+        cycle = _cycle_path(graph, members)[::-1]  # edges run parent → child; read child needs parent
+        named = [f"`{n}` (line {graph.nodes[n]['line']})" for n in cycle[:-1]] + [f"`{cycle[-1]}`"]
+        listing = f"{named[0]} needs " + (", which needs ".join(named[1:]) if len(cycle) > 2 else "itself")
         first = model.symbols[members[0]]
         notes = [Note(model.symbols[n].span, f"`{n}` is part of the cycle") for n in members[1:]
                  if n in model.symbols]

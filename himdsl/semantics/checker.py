@@ -127,7 +127,8 @@ class _Checker:
 
     def _check_name_allowed(self, name: str, span: Span) -> bool:
         if name in B.KEYWORDS:
-            self.report(error("E0103", span, f"`{name}` is a keyword and cannot be used as a name"))
+            self.report(error("E0103", span, f"`{name}` is a keyword and cannot be used as a name",
+                              f"rename it, e.g. `{name}_`"))
             return False
         if name in B.RESERVED_NAMES:
             kind = ("distribution" if name in B.DISTRIBUTIONS else
@@ -268,7 +269,7 @@ class _Checker:
         if not os.path.isfile(os.path.join(folder, stmt.path.value)):
             self.report(error("E0161", stmt.path.span,
                               f"extern `{stmt.name}`: file `{stmt.path.value}` not found next to the model",
-                              f"looked for {os.path.join(folder, stmt.path.value)}"))
+                              f"looked for {os.path.join(os.path.dirname(self.program.path), stmt.path.value)}"))
 
     # ------------------------------------------------------------ node types
     def _symbol_type(self, name: str) -> VType:

@@ -384,8 +384,12 @@ class ExpressionTyper:
     def _activation(self, expr) -> str | None:
         if isinstance(expr, ast.Name) and expr.id in B.ACTIVATIONS:
             return expr.id
-        hint = did_you_mean(expr.id, B.ACTIVATIONS) if isinstance(expr, ast.Name) else None
-        self.report(error("E0125", expr.span, "expected an activation: " + ", ".join(B.ACTIVATIONS), hint))
+        known = "expected an activation: " + ", ".join(B.ACTIVATIONS)
+        if isinstance(expr, ast.Name):
+            hint = did_you_mean(expr.id, B.ACTIVATIONS)
+            self.report(error("E0125", expr.span, f"unknown activation `{expr.id}`", hint or known))
+        else:
+            self.report(error("E0125", expr.span, "a layer's last argument must be an activation", known))
         return None
 
     def _dense(self, call, ctx, prior) -> VType:

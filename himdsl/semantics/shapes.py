@@ -50,7 +50,7 @@ def matmul(a: Shape, b: Shape) -> Shape:
     left = (1,) + a if len(a) == 1 else a
     right = b + (1,) if len(b) == 1 else b
     if left[-1] != right[-2]:
-        raise ShapeError(f"`@` of {show(a)} and {show(b)}: inner sizes {left[-1]} and {right[-2]} differ")
+        raise ShapeError(f"{show(a)} @ {show(b)}: inner sizes {left[-1]} and {right[-2]} differ")
     batch = broadcast(left[:-2], right[:-2])
     out = batch + (left[-2], right[-1])
     if len(a) == 1:
