@@ -19,6 +19,8 @@ Tensor = torch.Tensor
 
 LOSSES = ("log", "hinge")
 MAX_QUADRATIC_RANK = 32
+# Product units of the ratio network: None = as many as inputs (at most 32), 0 = none.
+PRODUCT_UNITS: int | None = None
 
 
 def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=nn.GELU) -> nn.Sequential:
@@ -62,15 +64,26 @@ class Standardizer(nn.Module):
 
 
 class RatioEstimator(nn.Module):
-    """r(u) = MLP(ũ) + ũᵀ A ũ with ũ the standardised input and A of rank ≤ 32."""
+    """r(u) = MLP([ũ, π]) + a low-rank quadratic form of [ũ, π], where ũ is the
+    standardised input and π = (Aũ) ⊙ (Bũ) are learnt pairwise products.
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (128, 128), quadratic: bool = True):
+    The quadratic form makes Gaussian log ratios exact; the product units give it
+    the cubic and quartic terms of e.g. a regression likelihood (y − f·w)²
+    (docs/lfvi-notes.md, "ratio network")."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (128, 128), quadratic: bool = True,
+                 products: int | None = None):
         super().__init__()
         self.scale = Standardizer(in_dim)
-        self.net = mlp(in_dim, tuple(hidden), 1)
-        rank = min(in_dim, MAX_QUADRATIC_RANK) if quadratic else 0
-        self.left = nn.Linear(in_dim, rank, bias=False)
-        self.right = nn.Linear(in_dim, rank, bias=False)
+        products = PRODUCT_UNITS if products is None else products
+        n_prod = min(in_dim, MAX_QUADRATIC_RANK) if products is None else products
+        self.prod_a = nn.Linear(in_dim, n_prod, bias=False)
+        self.prod_b = nn.Linear(in_dim, n_prod, bias=False)
+        width = in_dim + n_prod
+        self.net = mlp(width, tuple(hidden), 1)
+        rank = min(width, MAX_QUADRATIC_RANK) if quadratic else 0
+        self.left = nn.Linear(width, rank, bias=False)
+        self.right = nn.Linear(width, rank, bias=False)
         nn.init.zeros_(self.right.weight)
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
@@ -79,6 +92,7 @@ class RatioEstimator(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         v = self.scale(u)
+        v = torch.cat([v, self.prod_a(v) * self.prod_b(v)], -1)
         quad = (self.left(v) * self.right(v)).sum(-1)
         return self.net(v)[..., 0] + quad
 

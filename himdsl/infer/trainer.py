@@ -368,18 +368,27 @@ class Trainer:
             self.load_checkpoint(checkpoint_path)
         s, window, t0 = self.settings, [], time.perf_counter() - self.state.seconds
         while self.state.step < s.steps:
-            window.append(self.step())
+            window.append(self._guarded_step(window))
             k = self.state.step
+            row = None
             if k % s.log_every == 0 or k == s.steps:
                 row = self._log(window, k, time.perf_counter() - t0)
                 window = []
-                if callback is not None:
-                    callback(row)
             if checkpoint_path and (k % s.checkpoint_every == 0 or k == s.steps):
                 self.state.seconds = time.perf_counter() - t0
                 self.save_checkpoint(checkpoint_path)
+            if row is not None and callback is not None:
+                callback(row)
         self.state.seconds = time.perf_counter() - t0
         return self.result()
+
+    def _guarded_step(self, window: list[dict]) -> dict[str, Tensor]:
+        """A step; an error caused by an earlier NaN is reported as that NaN."""
+        try:
+            return self.step()
+        except (ValueError, RuntimeError):
+            self._check_finite(window[-1] if window else {})
+            raise
 
     def _log(self, window: list[dict], step: int, seconds: float) -> TraceRow:
         means = {key: torch.stack([w[key].float() for w in window if key in w]).mean()

@@ -1,0 +1,95 @@
+"""Trainer mechanics: settings validation, ratio-mode choice, progress callback,
+NaN detection, checkpoint resume, likelihood-based VI, result shapes."""
+import numpy as np
+import pytest
+import torch
+
+from himdsl.infer import (FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit,
+                          resolve_mode)
+from himdsl.infer.data import ModelView
+from tests.infer.models import (GaussianLinear, HierGauss, LinReg, hier_gauss_data,
+                                linreg_data, sbibm_task)
+
+TINY = dict(steps=40, batch=16, particles=4, simulations=32, log_every=10)
+
+
+def test_settings_validation_names_the_key():
+    with pytest.raises(ValueError, match="steps"):
+        FitSettings(steps=0).validate()
+    with pytest.raises(ValueError, match="ratio mode"):
+        FitSettings(ratio=RatioSettings(mode="joint")).validate()
+    with pytest.raises(ValueError, match="ratio loss"):
+        FitSettings(ratio=RatioSettings(loss="l2")).validate()
+    with pytest.raises(ValueError, match="guide family"):
+        FitSettings(guide={"beta": "spline"}).validate()
+
+
+def test_auto_mode_empirical_with_plate_contrastive_without():
+    data, _ = hier_gauss_data(n=100)
+    assert resolve_mode("auto", ModelView(HierGauss(), data)) == "empirical"
+    obs, _ = sbibm_task("gaussian_linear")
+    assert resolve_mode("auto", ModelView(GaussianLinear(), obs)) == "contrastive"
+    few, _ = linreg_data(n=5)
+    assert resolve_mode("auto", ModelView(LinReg(), few)) == "contrastive"
+
+
+def test_contrastive_mode_refuses_local_latents():
+    data, _ = hier_gauss_data(n=100)
+    with pytest.raises(ValueError, match="local latents"):
+        Trainer(HierGauss(), data, FitSettings(ratio=RatioSettings(mode="contrastive")))
+
+
+def test_callback_gets_trace_rows_and_result_has_shapes():
+    data, _ = hier_gauss_data(n=50)
+    rows = []
+    result = fit(HierGauss(), data, FitSettings(**TINY), callback=rows.append)
+    assert [r.step for r in rows] == [10, 20, 30, 40]
+    assert all(np.isfinite(r.ratio_loss) and 0 <= r.ratio_acc <= 1 for r in rows)
+    assert result.posterior(7)["beta"].shape == (7, 2)
+    local = result.locals(data, draws=8)
+    assert local["z_mean"].shape == (50, 2) and local["z_sd"].shape == (50, 2)
+    assert set(result.summary()) == {"beta[0]", "beta[1]"}
+    assert result.mode == "empirical"
+
+
+class NaNGauss(HierGauss):
+    def simulate(self, globals, covariates=None, rows=None):
+        sim = super().simulate(globals, covariates, rows)
+        return {"z": sim["z"], "x": sim["x"] * float("nan")}
+
+
+def test_non_finite_loss_names_the_step():
+    data, _ = hier_gauss_data(n=50)
+    with pytest.raises(NonFiniteLossError, match="at step 0"):
+        fit(NaNGauss(), data, FitSettings(**TINY))
+
+
+def test_nan_in_data_is_reported():
+    data, _ = hier_gauss_data(n=50)
+    data["x"][3, 1] = float("nan")
+    with pytest.raises(ValueError, match="`x` contains NaN"):
+        fit(HierGauss(), data, FitSettings(**TINY))
+
+
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path):
+    data, _ = hier_gauss_data(n=50)
+    settings = dict(TINY, checkpoint_every=20)
+    straight = fit(HierGauss(), data, FitSettings(**settings))
+
+    def stop_at_20(row):
+        if row.step == 20:
+            raise KeyboardInterrupt
+    path = str(tmp_path / "fit.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        fit(HierGauss(), data, FitSettings(**settings), callback=stop_at_20, checkpoint_path=path)
+    resumed = fit(HierGauss(), data, FitSettings(**settings), checkpoint_path=path, resume=True)
+    for a, b in zip(straight.global_guide.parameters(), resumed.global_guide.parameters()):
+        assert torch.equal(a, b)
+    assert [r.step for r in resumed.trace] == [10, 20, 30, 40]
+
+
+def test_method_vi_fits_an_explicit_model():
+    data, truth = linreg_data(n=200)
+    result = fit(LinReg(), data, FitSettings(steps=600, method="vi", guide={"w": "mvnormal"}))
+    w = result.posterior(2000)["w"]
+    assert np.all(np.abs(w.mean(0) - truth["w_mean"]) < 0.5 * truth["w_sd"] + 0.01)
