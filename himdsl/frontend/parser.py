@@ -101,7 +101,7 @@ def syntax_diagnostic(exc: UnexpectedInput, source: str) -> Diagnostic:
         span = Span(exc.line, exc.column, exc.line, exc.column + 1)
         hint = "strings use double quotes" if char == "'" else None
         return error("E0001", span, f"unexpected character `{char}`", hint)
-    expected = set(getattr(exc, "expected", None) or ())
+    expected = _plausible(set(getattr(exc, "expected", None) or ()))
     if isinstance(exc, UnexpectedEOF) or exc.token.type == "$END":
         return _unclosed("E0002", _end_of_text(source), "unexpected end of file", expected) or error(
             "E0002", _end_of_text(source), "unexpected end of file", _expected_hint(expected))
@@ -110,8 +110,29 @@ def syntax_diagnostic(exc: UnexpectedInput, source: str) -> Diagnostic:
     text = "a new line" if token.type == "_NL" else f"`{token.value}`"
     end = token.end_column if token.type != "_NL" else token.column + 1
     span = Span(token.line, token.column, token.line, end)
-    return _unclosed("E0003", span, f"unexpected {text}", expected) or error(
-        "E0003", span, f"unexpected {text}", _syntax_hint(token, expected))
+    unclosed = _unclosed("E0003", span, f"unexpected {text}", expected) if _ends_bracket(token) else None
+    return unclosed or error("E0003", span, f"unexpected {text}", _syntax_hint(token, expected))
+
+
+def _ends_bracket(token: Token) -> bool:
+    """Whether a rejected token suggests the innermost `(` or `[` lacks its closer:
+    a closer of another kind, or a token on a later line (newlines inside brackets
+    are skipped, so the next statement runs into the open call). An open `{` is
+    only blamed at the end of the file: `}` is acceptable after most statements."""
+    if not _POSTLEX.open or _POSTLEX.open[-1].type not in _OPENING:
+        return False
+    return token.type in _CLOSERS or token.line > _POSTLEX.open[-1].line
+
+
+def _plausible(expected: set) -> set:
+    """LALR's expected set merges contexts; drop what cannot follow here (a new line
+    or `;` inside brackets, a closer for a bracket that is not open)."""
+    innermost = _POSTLEX.open[-1].type if _POSTLEX.open else None
+    wanted = _CLOSER_OF.get(innermost)
+    drop = {c for c in _CLOSERS if c != wanted}
+    if innermost in _OPENING:
+        drop |= {"_NL", "SEMICOLON"}
+    return expected - drop
 
 
 def _end_of_text(source: str) -> Span:
@@ -147,7 +168,9 @@ def _syntax_hint(token: Token, expected) -> str | None:
 
 
 def _expected_hint(expected) -> str | None:
-    names = sorted({TOKEN_NAMES.get(t, _keyword_name(t)) for t in expected})
+    first = {"RPAR": 0, "RSQB": 0, "RBRACE": 0, "COMMA": 1}  # the usual fix comes first
+    ordered = sorted(expected, key=lambda t: (first.get(t, 2), TOKEN_NAMES.get(t, _keyword_name(t))))
+    names = list(dict.fromkeys(TOKEN_NAMES.get(t, _keyword_name(t)) for t in ordered))
     if not names:
         return None
     if len(names) > 6:
@@ -287,6 +310,10 @@ class _ToAst(Transformer):
         return self._string(token)
 
     def name(self, meta, items):
+        (token,) = items
+        return ast.Name(str(token), _token_span(token))
+
+    def keyword_atom(self, meta, items):
         (token,) = items
         return ast.Name(str(token), _token_span(token))
 

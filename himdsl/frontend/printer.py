@@ -81,7 +81,7 @@ def _wrap(expr, minimum: int) -> str:
 
 def _expr(expr) -> str:
     if isinstance(expr, ast.Num):
-        return repr(expr.value) if not expr.is_int else str(expr.value)
+        return _number(expr)
     if isinstance(expr, ast.Str):
         return f'"{expr.value}"'
     if isinstance(expr, ast.Name):
@@ -96,6 +96,14 @@ def _expr(expr) -> str:
     if isinstance(expr, ast.Index):
         return f"{_wrap(expr.target, _PRECEDENCE['atom'])}[{', '.join(_index_item(i) for i in expr.items)}]"
     return "[" + ", ".join(_expr(i) for i in expr.items) + "]"
+
+
+def _number(num: ast.Num) -> str:
+    if num.is_int:
+        return str(num.value)
+    if num.value == float("inf"):  # a literal too large for a float, e.g. 1e400
+        return "1e999"
+    return repr(num.value)
 
 
 def _binary(expr: ast.Binary) -> str:

@@ -427,6 +427,10 @@ class _Checker:
         if name in self.plate_spans:
             self.report(error("E0101", span, f"`{name}` is a plate, not a value"))
             return
+        if name in B.KEYWORDS:
+            self.report(error("E0101", span, f"`{name}` is a keyword, not a value",
+                              did_you_mean(name, self.symbols) or "keywords start statements"))
+            return
         candidates = list(self.symbols) + [n for n in self.observes]
         self.report(error("E0101", span, f"undefined name `{name}`", did_you_mean(name, candidates)))
 

@@ -445,5 +445,5 @@ def _features(vtype: VType) -> int:
 
 def notes_hint(info) -> str:
     """`declared as lotka_volterra(theta : real[4])`."""
-    params = ", ".join(f"{n} : {S.show(s)}" for n, s, _ in info.params)
+    params = ", ".join(f"{n} : {dtype}{S.show(s) if s else ''}" for n, s, dtype in info.params)
     return f"declared as `{info.name}({params})`"

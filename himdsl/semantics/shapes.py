@@ -20,7 +20,9 @@ class ShapeError(Exception):
 
 
 def show(shape: Shape) -> str:
-    """`[3, 4]` for (3, 4), `scalar` for ()."""
+    """`[3, 4]` for (3, 4), `scalar` for (), `unknown` for None (after an error)."""
+    if shape is None:
+        return "unknown"
     return "scalar" if shape == () else "[" + ", ".join(map(str, shape)) + "]"
 
 
