@@ -448,3 +448,58 @@ def test_scope_roles():
 def test_statement_order_does_not_matter():
     source = "plate n over x {\n  observe x = h\n  let h = dense(e, 2)\n  noise e ~ Normal(0, 1) [3]\n}\ndata x : real[2]\n"
     assert shapes(source)["h"] == ((2,), "real")
+
+
+# ------------------------------------------------------------------ regressions (bugs found by these tests)
+@pytest.mark.parametrize("source", ["", "\n", "\n\n\n", "# only a comment", "  \n# c\n;\n"])
+def test_empty_programs(source):
+    result = run_frontend(source, "<m>")
+    assert result.program is not None and result.program.statements == []
+    assert [d.code for d in result.diagnostics] == ["W0204"]
+
+
+@pytest.mark.parametrize("dist", ["Normal(0, 1, 2)", "Normal(loc = 0, scal = 1)", "Normal(loc = 0, 1)"])
+def test_bad_distribution_arguments_are_diagnostics(dist):
+    found = errors(f"data x : real\nlatent m ~ {dist}\nplate n over x {{\n observe x ~ Normal(m, 1)\n}}\n")
+    assert [d.code for d in found] == ["E0121"]
+
+
+@pytest.mark.parametrize("source", [
+    "guide {\n    noise ~ flow\n}",
+    "fit {\n    data = 1\n}",
+    "let y = Bernoulli(noise)",
+    "let y = f(noise, noise = 1)",
+    "const x = 1e400",
+])
+def test_keywords_and_huge_numbers_round_trip(source):
+    round_trip(source)
+
+
+def test_keyword_as_value_is_named():
+    [diag] = errors("data x : real\nplate n over x {\n observe x = noise\n}\n")
+    assert diag.message == "`noise` is a keyword, not a value"
+
+
+def test_unknown_extern_parameter_type_is_a_diagnostic():
+    found = errors('let y = f()\nextern f(a : cat(q)) -> real from "f.py"\n')
+    assert "E0123" in [d.code for d in found]
+
+
+@pytest.mark.parametrize("source, line, column, message", [
+    ("let y = dense(x,\n 2\nlet z = 1", 3, 1, "unexpected `let`: the `(` on line 1 is never closed"),
+    ("let y = [1, 2)", 1, 14, "unexpected `)`: the `[` on column 9 is never closed"),
+    ("plate n over x {\n let a = 1\n", 2, 11, "unexpected end of file: the `{` on line 1 is never closed"),
+    ("let y = dense(x y)", 1, 17, "unexpected `y`"),
+    ("guide {\n  a ~ ~ }", 2, 7, "unexpected `~`"),
+])
+def test_syntax_errors_name_the_unclosed_bracket(source, line, column, message):
+    with pytest.raises(HimError) as info:
+        parse_source(source)
+    [diag] = info.value.diagnostics
+    assert (diag.span.line, diag.span.column, diag.message) == (line, column, message)
+
+
+def test_reserved_name_does_not_cascade():
+    found = errors("data x : real[2]\nplate n over x {\n noise e ~ Normal(0, 1) [2]\n"
+                   " let Normal = e * 2\n observe x = Normal\n}\n")
+    assert [d.code for d in found] == ["E0103"]

@@ -153,7 +153,10 @@ class _Checker:
                               "this version fits models with one level of plates"))
         if self._check_name_allowed(stmt.name, stmt.name_span):
             if stmt.name in self.plate_spans or stmt.name in self.symbols:
-                self.report(error("E0100", stmt.name_span, f"`{stmt.name}` is declared twice"))
+                first = self.plate_spans.get(stmt.name) or self.symbols[stmt.name].span
+                self.report(error("E0100", stmt.name_span, f"`{stmt.name}` is declared twice",
+                                  "every name in a model must be unique, plates included",
+                                  [Note(first, f"`{stmt.name}` is first declared here")]))
             self.plate_spans[stmt.name] = stmt.name_span
         self.model.plates[stmt.name] = PlateInfo(stmt.name, stmt.over.id, plates[-1] if plates else None,
                                                  stmt.span)
