@@ -1,0 +1,129 @@
+"""`himdsl fit` from the command line and from Python: the files it writes, and
+bad data, flags and devices reported without a traceback. Accuracy is tested in
+tests/infer; these runs are short."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import himdsl
+from himdsl.cli import app
+
+runner = CliRunner()
+HIER = "examples/hier_gauss/model.him"
+SHORT = ["--steps", "20", "--samples", "300", "--batch", "16", "--particles", "4"]
+
+
+def _run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def hier_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    data, truth = himdsl.load(HIER).simulate(rows=60, seed=3)
+    path = folder / "data.npz"
+    np.savez(path, **data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hier_fit(hier_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "out"
+    code, text = _run("fit", HIER, hier_data, "--out", out, *SHORT)
+    return code, text, out
+
+
+def test_fit_writes_every_output_file(hier_fit):
+    code, text, out = hier_fit
+    assert code == 0, text
+    assert "ratio mode: empirical" in text and "beta[0]" in text
+    posterior = np.load(out / "posterior.npz")
+    assert posterior["beta"].shape == (300, 2)
+    local = np.load(out / "locals.npz")
+    assert local["z_mean"].shape == (60, 2) and local["z_sd"].shape == (60, 2)
+    assert (local["z_sd"] > 0).all()
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["name"] for r in rows] == ["beta[0]", "beta[1]"]
+    assert set(rows[0]) == {"name", "mean", "sd", "5%", "50%", "95%"}
+    trace = list(csv.DictReader(open(out / "trace.csv")))
+    assert list(trace[0]) == ["step", "elbo", "ratio_loss", "ratio_accuracy", "seconds"]
+    assert int(trace[-1]["step"]) == 20
+    record = json.loads((out / "fit.json").read_text())
+    assert record["settings"]["steps"] == 20 and record["device"].startswith("cpu")
+    assert record["versions"]["himdsl"] == himdsl.__version__
+    assert (out / "posterior.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_resume_continues_from_the_checkpoint(hier_data, hier_fit):
+    _, _, out = hier_fit
+    code, text = _run("fit", HIER, hier_data, "--out", out, *SHORT, "--resume")
+    assert code == 0, text
+    trace = list(csv.DictReader(open(out / "trace.csv")))
+    assert int(trace[-1]["step"]) == 20
+
+
+def test_posterior_predictive_simulation(hier_fit, tmp_path):
+    _, _, out = hier_fit
+    code, text = _run("simulate", HIER, "-o", tmp_path / "pp.npz", "--posterior", out, "--rows", 5,
+                      "--draws", 3)
+    assert code == 0, text
+    betas = np.load(tmp_path / "pp.truth.npz")["beta"]
+    posterior = np.load(out / "posterior.npz")["beta"]
+    assert all(any(np.allclose(b, p) for p in posterior) for b in betas)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.zeros((5, 2))}, "missing array `x`"),
+    ({"x": np.zeros((5, 3))}, "array `x` has shape [5, 3]; expected [N, 2]"),
+    ({"x": np.array([[0.0, np.inf]] * 5)}, "array `x` contains inf at index [0, 1]"),
+])
+def test_bad_data_is_reported_with_the_array_name(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    code, text = _run("fit", HIER, path, "--out", tmp_path / "o", *SHORT)
+    assert code == 2 and message in text and "Traceback" not in text, text
+
+
+def test_labels_outside_their_range_are_reported(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((4, 5)), y=np.array([0, 1, 3, 1]))
+    code, text = _run("fit", "examples/bayes_gan/model.him", path, "--out", tmp_path / "o", *SHORT)
+    assert code == 2 and "label 3; `cat(2)` labels must lie in 0..1" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda"], "no CUDA device is available"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["--guide", "beta=magic"], "expected one of auto, flow, mvnormal, normal, point"),
+    (["--guide", "nope=flow"], "`nope` is not a latent variable"),
+    (["--method", "vi"], "method vi needs a model where every local latent"),
+    (["--method", "best"], "--method must be auto, lfvi or vi"),
+    (["--steps", "0"], "Invalid value for '--steps'"),
+])
+def test_bad_flags_exit_2(hier_data, tmp_path, args, message):
+    code, text = _run("fit", HIER, hier_data, "--out", tmp_path / "o", *SHORT, *args)
+    if message == "no CUDA device is available":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    assert code == 2 and message in text, text
+
+
+def test_missing_data_file(tmp_path):
+    code, text = _run("fit", HIER, tmp_path / "none.npz", "--out", tmp_path / "o")
+    assert code == 2 and "no such file" in text
+
+
+def test_python_api_fit(hier_data):
+    data = dict(np.load(hier_data))
+    fit = himdsl.load(HIER).fit(data, steps=15, samples=200, batch=16, particles=4)
+    assert fit.posterior()["beta"].shape == (200, 2)
+    assert fit.locals()["z_mean"].shape == (60, 2)
+    assert [row["name"] for row in fit.summary()] == ["beta[0]", "beta[1]"]
