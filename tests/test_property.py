@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(ROOT.glob("examples/*/model.him"))
 SOURCES = [(p, p.read_text()) for p in EXAMPLES]
 
-FAST = settings(derandomize=True, deadline=None, max_examples=250,
+FAST = settings(derandomize=True, deadline=None, max_examples=150,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # ------------------------------------------------------------------ (a) generated programs
@@ -260,7 +260,7 @@ def test_tokeniser_is_lossless():
         assert "".join(tokens(source)) == source
 
 
-@settings(derandomize=True, deadline=None, max_examples=400,
+@settings(derandomize=True, deadline=None, max_examples=300,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SOURCES), st.integers(1, 3), st.data())
 def test_mutated_examples_never_raise(example, edits, data):
