@@ -102,6 +102,10 @@ class _ModuleWriter:
         e.line(f"plate = {_first_plate(model)!r}")
         e.line(f"explicit = {_is_explicit(model)}")
         e.line(f"global_names = {tuple(self._globals())!r}")
+        encodings = {name: f"one-hot({attrs['categories']})" for name, attrs in self.graph.nodes(data=True)
+                     if attrs["dtype"] == "cat" and attrs["categories"]}
+        e.line("# labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot")
+        e.line(f"encodings = {encodings!r}")
         for attr, roles in (("local_names", ("local",)), ("observed_names", ("observed",)),
                             ("covariate_names", ("covariate",))):
             names = tuple(n for n in self.order if model.symbols[n].role in roles)

@@ -51,6 +51,7 @@ class HimModule(nn.Module):
     observed_names: tuple[str, ...] = ()
     covariate_names: tuple[str, ...] = ()
     plate: str | None = None
+    encodings: dict[str, str] = {}  # cat(K) arrays: {name: "one-hot(K)"}
     # True when every local latent and every observation has a density and no
     # noise or extern is involved, so likelihood-based VI (`--method vi`) applies.
     explicit: bool = False

@@ -20,6 +20,8 @@ class BayesGan(HimModule):
     plate = 'n'
     explicit = False
     global_names = ('h.weight', 'h.bias', 'logits.weight', 'logits.bias')
+    # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
+    encodings = {'y': 'one-hot(2)'}
     local_names = ()
     observed_names = ('y',)
     covariate_names = ('x',)

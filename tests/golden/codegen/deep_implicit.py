@@ -20,6 +20,8 @@ class DeepImplicit(HimModule):
     plate = 'n'
     explicit = False
     global_names = ()
+    # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
+    encodings = {}
     local_names = ('z2', 'z1')
     observed_names = ('x',)
     covariate_names = ()

@@ -20,6 +20,8 @@ class HierGauss(HimModule):
     plate = 'n'
     explicit = False
     global_names = ('beta',)
+    # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
+    encodings = {}
     local_names = ('z',)
     observed_names = ('x',)
     covariate_names = ()

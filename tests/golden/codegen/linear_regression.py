@@ -20,6 +20,8 @@ class LinearRegression(HimModule):
     plate = 'n'
     explicit = False
     global_names = ('w',)
+    # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
+    encodings = {}
     local_names = ()
     observed_names = ('y',)
     covariate_names = ('f',)

@@ -20,6 +20,8 @@ class TwoMoons(HimModule):
     plate = None
     explicit = False
     global_names = ('theta',)
+    # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
+    encodings = {}
     local_names = ()
     observed_names = ('x',)
     covariate_names = ()
