@@ -317,6 +317,15 @@ class GlobalGuide(nn.Module):
             logdet = logdet + ld.reshape(u.shape[0], -1).sum(-1)
         return out, logdet
 
+    def log_prob(self, globals: dict[str, Tensor]) -> Tensor:
+        """log q(β) of constrained globals: [S]."""
+        flat = self.unconstrain(globals)
+        log_q = 0.0
+        for block, family in zip(self.blocks, self.families):
+            log_q = log_q + family.log_prob(torch.cat([flat[n] for n in block], -1))
+        u = torch.cat([flat[n] for b in self.blocks for n in b], -1)
+        return log_q - self.constrain(u)[1]
+
     def u_sd(self, u: Tensor) -> Tensor:
         """Per-coordinate spread of a batch of draws u [S, Du]."""
         return u.std(0) if u.shape[0] > 1 else torch.zeros_like(u[0])

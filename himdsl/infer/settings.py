@@ -57,6 +57,9 @@ class FitSettings:
     warmup: float = 0.1        # fraction of steps that train only the ratio
     ratio_updates: int = 1     # ratio steps per q step (two time scales)
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
+    anneal: float = 0.0        # likelihood tempered 0 -> 1 over this fraction of q steps
+    cover: float = 1.0         # weight of the mode-covering KL(p ‖ q) term (contrastive)
+    prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
     simulations: int = 512     # simulations per ratio step without a plate
@@ -71,9 +74,9 @@ class FitSettings:
                    f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")
         for key in ("lr", "ratio_lr"):
             _check(getattr(self, key) > 0, f"fit setting `{key}` must be positive")
-        for key in ("warmup", "average", "final_lr"):
+        for key in ("warmup", "anneal", "average", "final_lr", "prior_mix"):
             _check(0 <= getattr(self, key) <= 1, f"setting `{key}` must lie in [0, 1]")
-        _check(self.spread >= 0, "setting `spread` must be non-negative")
+        _check(self.spread >= 0 and self.cover >= 0, "settings `spread`, `cover` must be >= 0")
         _check(self.method in METHODS, f"unknown method {self.method!r}; expected lfvi or vi")
         _check(self.ratio.loss in LOSSES, f"unknown ratio loss {self.ratio.loss!r}; expected "
                f"one of {', '.join(LOSSES)}")

@@ -176,7 +176,16 @@ class Trainer:
         _, _, u = self.global_guide.rsample(num)
         sd = self.settings.spread * self.global_guide.u_sd(u) * math.sqrt(self.view.n_rows)
         sd = torch.minimum(sd, self._u_prior_sd)
-        return self.global_guide.constrain(u + sd * torch.randn_like(u))[0]
+        globals = self.global_guide.constrain(u + sd * torch.randn_like(u))[0]
+        return self._mix_prior(globals) if self.mode == "contrastive" else globals
+
+    def _mix_prior(self, globals: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Replace a `prior_mix` fraction of the draws by prior draws, so the ratio
+        keeps learning where q has no mass (modes q has not found yet)."""
+        num = next(iter(globals.values())).shape[0]
+        k = int(self.settings.prior_mix * num)
+        prior = self.view.prior_globals(k)
+        return {n: torch.cat([v[: num - k], prior[n].to(v.dtype)]) for n, v in globals.items()}
 
     def _features(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
         parts = [x] + ([z] if z is not None else []) + [g[:, None, :].expand(*x.shape[:2], -1)]
@@ -242,8 +251,10 @@ class Trainer:
         g = view.g_flat(globals)
         x = view.x_features(view.with_data(rows, s))
         per_row = self._row_terms(globals, rows, x, g)
-        elbo = log_prior - log_q + n * per_row.mean(-1)
+        elbo = log_prior - log_q + self._temperature() * n * per_row.mean(-1)
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
+        if self.mode == "contrastive" and self.settings.cover > 0 and self.settings.method == "lfvi":
+            loss = loss + self.settings.cover * self._forward_kl(rows) / n
         self.q_opt.zero_grad(set_to_none=True)
         self._set_requires_grad(self.ratio, False)
         if loss.requires_grad:
@@ -253,6 +264,22 @@ class Trainer:
             self._add_generator_grads(globals, rows, s)
         self.q_opt.step()
         return -loss.detach()
+
+    def _forward_kl(self, rows) -> Tensor:
+        """Mode-covering term: KL(p ‖ q) up to a constant, −Σ w̄ log q(β), by
+        self-normalised importance sampling from ½ q + ½ prior, with the posterior
+        density p(β) exp(Σ r(x, β)) given by the contrastive ratio."""
+        view, s = self.view, self.settings.simulations
+        with torch.no_grad():
+            from_q, _, _ = self.global_guide.rsample(s - s // 2)
+            prior = view.prior_globals(s // 2)
+            draws = {k: torch.cat([from_q[k], prior[k].to(from_q[k].dtype)]) for k in from_q}
+            proposal = torch.logaddexp(self.global_guide.log_prob(draws), self.model.log_prior(draws))
+            x = view.x_features(view.with_data(rows, s))
+            log_post = self.model.log_prior(draws) + view.n_rows * self.ratio(
+                self._features(x, None, view.g_flat(draws))).mean(-1)
+            weights = torch.softmax(log_post - proposal, 0)
+        return -(weights * self.global_guide.log_prob(draws)).sum()
 
     def _row_terms(self, globals, rows, x, g) -> Tensor:
         """Per-row ELBO terms [S, M]: r(x, z, β) − log q(z | x, β), or the exact
@@ -317,6 +344,13 @@ class Trainer:
     # ------------------------------------------------------------ schedules, averages
     def _warmup_steps(self) -> int:
         return int(self.settings.warmup * self.settings.steps) if self.ratio is not None else 0
+
+    def _temperature(self) -> float:
+        """Likelihood weight: rises linearly from 0 to 1 over the first `anneal`
+        fraction of the q steps, so q passes through tempered posteriors."""
+        s = self.settings
+        ramp = s.anneal * (s.steps - self._warmup_steps())
+        return min(1.0, (self.state.step - self._warmup_steps() + 1) / ramp) if ramp >= 1 else 1.0
 
     def _set_lr(self, k: int) -> None:
         s = self.settings

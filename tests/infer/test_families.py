@@ -101,3 +101,11 @@ def test_auto_family_by_dimension_and_explicit_choice():
     assert AUTO_FLOW_MAX_DIMS >= 10
     with pytest.raises(ValueError, match="unknown guide family"):
         GlobalGuide(HierGauss(), {"beta": "spline"})
+
+
+def test_global_guide_log_prob_matches_sampling_density():
+    torch.manual_seed(1)
+    guide = GlobalGuide(TwoMoons(), {})
+    _randomise(guide, 0.1)
+    globals, log_q, _ = guide.rsample(100)
+    assert torch.allclose(guide.log_prob(globals), log_q, atol=1e-3)
