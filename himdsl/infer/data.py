@@ -106,9 +106,10 @@ class ModelView:
 
     def covariates(self, rows: dict[str, Tensor]) -> dict[str, Tensor]:
         """The covariates among `rows`, in the layout `simulate` expects."""
-        return {b.name: self._model_layout(b.name, rows[b.name]) for b in self.c_blocks}
+        return {b.name: self.model_layout(b.name, rows[b.name]) for b in self.c_blocks}
 
-    def _model_layout(self, name: str, value: Tensor) -> Tensor:
+    def model_layout(self, name: str, value: Tensor) -> Tensor:
+        """A data array as the model takes it: arrays outside the plate lose the row axis."""
         return value if self._plated(name) else value[0]
 
     def simulate(self, globals: dict[str, Tensor], rows: dict[str, Tensor], draws: int) -> dict:

@@ -296,7 +296,7 @@ class Trainer:
 
     def _exact_terms(self, globals, rows, z, log_qz) -> Tensor:
         view = self.view
-        data = {n: view._model_layout(n, v) for n, v in rows.items()}
+        data = {n: view.model_layout(n, v) for n, v in rows.items()}
         locals = view.z_unflat(z) if z is not None else {}
         term = self.model.log_likelihood(globals, locals, data)
         if z is not None:

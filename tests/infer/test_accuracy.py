@@ -56,7 +56,7 @@ def test_point_parameters_recovered_by_generator_gradient():
 ])
 def test_sbibm_c2st(task, model, bound):
     data, reference = models.sbibm_task(task)
-    result = fit(model(), data, FitSettings())
+    result = fit(model(), data, FitSettings(steps=1500, simulations=256))
     assert result.mode == "contrastive"
     rng = np.random.default_rng(0)
     draws = result.posterior(2000)["theta"]
