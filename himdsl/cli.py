@@ -58,7 +58,7 @@ def load_frontend(model: Path, overrides: dict | None = None, quiet_warnings: bo
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {model}: {exc}")
     if result.diagnostics and (not result.ok or not quiet_warnings):
-        typer.echo(result.rendered(), err=True)
+        typer.echo(result.rendered() + ("\n" if result.ok else ""), err=True)
     if not result.ok:
         typer.echo(f"\n{model}: {summary_line(result.diagnostics)}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
