@@ -91,6 +91,13 @@ class ExpressionTyper:
             self.report(error("E0140", exc.span, exc.message))
         return None
 
+    def _list_dims(self, expr: ast.Expr, what: str, usage: str) -> tuple[int, ...] | None:
+        """Constant dims written as a list literal (`[64, 64]`), or None after an error."""
+        if not isinstance(expr, ast.ListLit):
+            self.report(error("E0124", expr.span, usage))
+            return None
+        return self.dims(expr.items, what)
+
     def dims(self, exprs: list[ast.Expr], what: str) -> tuple[int, ...] | None:
         """A shape written as constant dims (`[D + 1, 2]`)."""
         values = [self.const_int(e, what) for e in exprs]
@@ -307,11 +314,7 @@ class ExpressionTyper:
         if not self._arity(call, 2):
             return UNKNOWN
         arg = self.infer(call.args[0], ctx)
-        target = call.args[1]
-        if not isinstance(target, ast.ListLit):
-            self.report(error("E0124", target.span, "`reshape` needs the new shape as a list: `[D1, D2]`"))
-            return UNKNOWN
-        dims = self.dims(target.items, "a dimension")
+        dims = self._list_dims(call.args[1], "a dimension", "`reshape` needs the new shape as a list: `[D1, D2]`")
         if arg.shape is None or dims is None:
             return UNKNOWN
         try:
@@ -408,11 +411,9 @@ class ExpressionTyper:
         if not self._arity(call, 3, 4):
             return UNKNOWN
         arg = self.infer(call.args[0], ctx)
-        widths = call.args[1]
-        if not isinstance(widths, ast.ListLit):
-            self.report(error("E0124", widths.span, "`mlp` needs its hidden widths as a list: `[64, 64]`"))
+        hidden = self._list_dims(call.args[1], "a hidden width", "`mlp` needs its hidden widths as a list: `[64, 64]`")
+        if hidden is None:
             return UNKNOWN
-        hidden = self.dims(widths.items, "a hidden width")
         out = self.const_int(call.args[2], "the output size of `mlp`")
         act = self._activation(call.args[3]) if len(call.args) == 4 else "identity"
         if arg.shape is None or hidden is None or out is None or act is None:
