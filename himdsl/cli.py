@@ -333,8 +333,27 @@ def _shapes(arrays: dict) -> str:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="himdsl")
+    """Console-script entry point. A bug in himdsl (never a user mistake, which
+    gets its own message) is reported in one line, its traceback saved to a file."""
+    try:
+        app(prog_name="himdsl", standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as exc:  # an internal error: keep the terminal readable
+        path = _save_traceback()
+        sys.stderr.write(f"himdsl: internal error ({type(exc).__name__}: {exc}). This is a bug in himdsl; "
+                         f"the traceback is in {path}\n")
+        sys.exit(3)
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import traceback
+
+    handle, path = tempfile.mkstemp(prefix="himdsl-crash-", suffix=".txt")
+    with open(handle, "w") as stream:
+        traceback.print_exc(file=stream)
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover
