@@ -248,8 +248,15 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
         guide: Optional[List[str]] = typer.Option(None, "--guide", help="NAME=FAMILY (flow, mvnormal, normal, point; implicit or normal for locals)."),
         method: str = typer.Option("auto", "--method", help="auto, lfvi or vi (likelihood-based, explicit models only)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                              help="CPU threads for torch (default: torch's choice; use 1 "
+                                                   "on a busy machine)."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a constant: NAME=VALUE.")) -> None:
     """Fit a model to data by likelihood-free variational inference."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     from .fitting import FitError, run_fit, summary_table
     from .infer import NonFiniteLossError
     from .runtime.data import DataError
