@@ -139,6 +139,9 @@ def prepare_data(module, data) -> dict:
 def run_fit(model, data, overrides: dict | None = None, device: str = "auto", out: str | None = None,
             resume: bool = False, progress=None) -> Fit:
     """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given."""
+    if not model.checked.by_role("observed"):
+        raise FitError(f"model `{model.name}` observes no data, so there is nothing to fit: "
+                       "tie a `data` array to the model with `observe NAME = ...`")
     settings = settings_for(model, overrides)
     target = resolve_device(device)
     module = model.module(target)
