@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from . import __version__
@@ -232,6 +233,12 @@ def simulate(model: Path = typer.Argument(..., help="The .him model file."),
         fail(str(exc))
     typer.echo(f"wrote {output} ({_shapes(arrays)})")
     typer.echo(f"wrote {truth_path} ({_shapes(truth)})")
+    for name, value in arrays.items():
+        bad = int(value.size - np.isfinite(value).sum()) if value.dtype.kind == "f" else 0
+        if bad:
+            typer.echo(f"warning: simulated array `{name}` has {bad} NaN or inf value(s); the model's "
+                       "simulation is undefined there (e.g. log or sqrt of a negative number), and "
+                       "`himdsl fit` will reject this file", err=True)
 
 
 @app.command()

@@ -136,3 +136,10 @@ def test_cli_bad_options_exit_2_with_a_message(tmp_path, args, message):
 def test_cli_missing_covariates_are_named(tmp_path):
     code, text = _run("simulate", "examples/linear_regression/model.him", "-o", tmp_path / "x.npz", "--rows", 3)
     assert code == 2 and "covariates `f`" in text
+
+
+def test_cli_warns_when_the_simulation_is_undefined(tmp_path):
+    model = tmp_path / "m.him"
+    model.write_text("data x : real[2]\nplate n over x {\n  noise e ~ Normal(0, 1) [2]\n  observe x = log(e)\n}\n")
+    code, text = _run("simulate", model, "-o", tmp_path / "d.npz", "--rows", 50, "--seed", 0)
+    assert code == 0 and "warning: simulated array `x` has" in text and "NaN or inf" in text
