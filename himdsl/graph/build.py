@@ -32,7 +32,7 @@ def build_graph(model: CheckedModel) -> nx.DiGraph:
         for parent, edge in symbol.parents.items():
             if parent in graph and symbol.name in graph:
                 graph.add_edge(parent, symbol.name, differentiable=edge.differentiable,
-                               through_extern=edge.through_extern)
+                               blocked_only_by_externs=edge.blocked_only_by_externs)
     return graph
 
 
@@ -60,7 +60,7 @@ def _add_layer(graph: nx.DiGraph, layer) -> None:
         graph.add_node(name, role="global", plate=None, shape=list(shape), dtype="real",
                        categories=None, line=line, weights=[])
         graph.add_edge(name, layer.owner, differentiable=layer.differentiable,
-                       through_extern=layer.through_extern)
+                       blocked_only_by_externs=layer.through_extern or layer.differentiable)
 
 
 def topological_order(graph: nx.DiGraph) -> list[str]:
@@ -134,7 +134,7 @@ def _trainability(graph, start, how, observed, span, what) -> Diagnostic | None:
     if not _reach(graph, start, lambda d: True) & observed:
         return warning("W0172", span, f"{what} has no effect on any observed data",
                        "it cannot be estimated; remove it or use it")
-    without_extern = _reach(graph, start, lambda d: d["differentiable"] or not d["through_extern"])
+    without_extern = _reach(graph, start, lambda d: d["differentiable"] or not d["blocked_only_by_externs"])
     if how != "extern" and without_extern & observed:
         return warning("W0171", span, f"{what} reaches the data only through non-differentiable operations "
                                       "(argmax, comparisons, `where` conditions, floor/sign)",

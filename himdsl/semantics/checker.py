@@ -440,10 +440,10 @@ class _Checker:
     @staticmethod
     def _add_edge(ctx: Context, parent: str, span: Span) -> None:
         owner_edges = ctx.edges
-        edge = owner_edges.setdefault(parent, Edge(differentiable=False, through_extern=True))
+        edge = owner_edges.setdefault(parent, Edge())
         edge.differentiable |= ctx.differentiable
         if not ctx.differentiable and not ctx.through_extern:
-            edge.through_extern = False
+            edge.blocked_only_by_externs = False
         edge.spans.append(span)
 
     # ------------------------------------------------------------ observations

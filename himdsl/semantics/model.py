@@ -19,10 +19,12 @@ ROLES = ("noise", "global", "local", "deterministic", "observed", "covariate", "
 
 @dataclass
 class Edge:
-    """How a parent reaches a child: through a differentiable path or not."""
+    """How a parent reaches a child. `differentiable`: at least one use passes
+    gradients. `blocked_only_by_externs`: every use that blocks gradients does so
+    because it is an argument of an extern (vacuously true when none blocks)."""
 
     differentiable: bool = False
-    through_extern: bool = False
+    blocked_only_by_externs: bool = True
     spans: list[Span] = field(default_factory=list)
 
 
