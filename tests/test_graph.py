@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from himdsl.cli import app
 from himdsl.driver import run_frontend
-from himdsl.graph import render
+from himdsl.graph import draw, render
 from himdsl.graph.build import GRAPH_ROLES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -186,7 +186,7 @@ def test_dot_styles_and_quoting(graphs):
 
 # ------------------------------------------------------------------ layout
 def test_layers_put_noise_next_to_its_child(graphs):
-    layer = render.layer_nodes(graphs["deep_implicit"])
+    layer = draw.layer_nodes(graphs["deep_implicit"])
     assert layer == {"eps2": 0, "z2": 1, "h2": 2, "eps1": 2, "z1": 3, "h1": 4, "eps0": 4, "x": 5}
 
 
@@ -203,8 +203,8 @@ def node_rect(lay, n):
                          ids=["bayes_gan", "deep_implicit", "hier_gauss", "two_moons", "two_plates"])
 def test_layout_is_tidy(graphs, source):
     graph = graphs[source] if source in graphs else run_frontend(source).raise_for_errors().graph
-    lay = render.layout_graph(graph)
-    boxes = render.plate_boxes(graph, lay)
+    lay = draw.layout_graph(graph)
+    boxes = draw.plate_boxes(graph, lay)
     rects = {n: node_rect(lay, n) for n in graph}
     names = sorted(graph)
     assert not [(a, b) for a in names for b in names if a < b and overlaps(rects[a], rects[b])]

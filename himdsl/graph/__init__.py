@@ -1,1 +1,1 @@
-"""Graph stage: the dependency graph (`build`) and its drawings (`render`)."""
+"""Graph stage: the dependency graph (`build`), its text formats (`render`) and pictures (`draw`)."""
