@@ -1,6 +1,6 @@
 """Full-size accuracy of himdsl.infer on the known-answer models (docs/accuracy.md).
 
-    python benchmarks/lfvi_accuracy.py [hier_gauss linreg two_moons gaussian_linear point]
+    python benchmarks/lfvi_accuracy.py [hier_gauss linreg two_moons gaussian_linear point] [--seed N]
 
 Prints one JSON line per model: the errors the targets are stated in, and seconds.
 """
@@ -70,12 +70,16 @@ def point(settings: FitSettings) -> dict:
 BENCHMARKS = {f.__name__: f for f in (hier_gauss, linreg, two_moons, gaussian_linear, point)}
 
 
-def main(names: list[str]) -> None:
+def main(args: list[str]) -> None:
     torch.set_num_threads(1)
-    for name in names or list(BENCHMARKS):
+    seed = 0
+    if "--seed" in args:
+        at = args.index("--seed")
+        seed, args = int(args[at + 1]), args[:at] + args[at + 2:]
+    for name in args or list(BENCHMARKS):
         start = time.perf_counter()
-        out = BENCHMARKS[name](FitSettings())
-        out = {"model": name, **out, "seconds": round(time.perf_counter() - start, 1)}
+        out = BENCHMARKS[name](FitSettings(seed=seed))
+        out = {"model": name, "seed": seed, **out, "seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(out), flush=True)
 
 

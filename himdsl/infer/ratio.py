@@ -21,10 +21,13 @@ LOSSES = ("log", "hinge")
 MAX_QUADRATIC_RANK = 32
 # Product units of the ratio network: None = as many as inputs (at most 32), 0 = none.
 PRODUCT_UNITS: int | None = None
+# Hidden activation of the ratio and local-guide networks (smooth, so that ∂r/∂β is).
+ACTIVATION = nn.SiLU
 
 
-def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=nn.GELU) -> nn.Sequential:
-    """A plain MLP with `act` between layers."""
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequential:
+    """A plain MLP with `act` (default `ACTIVATION`) between layers."""
+    act = act or ACTIVATION
     layers, width = [], n_in
     for h in hidden:
         layers += [nn.Linear(width, h), act()]
@@ -43,6 +46,8 @@ class Standardizer(nn.Module):
 
     def fit(self, samples: Tensor) -> None:
         """Set mean and sd from samples [n, dim]; constant features keep sd 1."""
+        if samples.shape[-1] == 0:  # e.g. the globals of a model that has none
+            return
         flat = samples.reshape(-1, samples.shape[-1]).float()
         sd = flat.std(0)
         self.mean.copy_(flat.mean(0))

@@ -45,7 +45,7 @@ class FitSettings:
 
     steps: int = 3000
     batch: int = 64
-    particles: int = 32
+    particles: int = 16
     lr: float = 1e-2
     ratio_lr: float = 1e-3
     samples: int = 4000
