@@ -5,25 +5,16 @@ than the full benchmark (benchmarks/lfvi_accuracy.py, default settings), so each
 tolerance below is the CI-sized measurement (docs/accuracy.md, "CI-sized runs") plus
 a margin, not the issue's target; the full-size numbers against the targets are in
 docs/accuracy.md. Every fit is seeded (FitSettings.seed = 0, one thread), so a run
-is deterministic on a given platform; the margins cover BLAS differences between
+is deterministic on a given platform (one thread: tests/infer/conftest.py); the margins cover BLAS differences between
 machines. Budget: the whole file is sized to about 4 CPU minutes.
 """
 import numpy as np
 import pytest
-import torch
 
 from himdsl.infer import FitSettings, fit
 from tests.infer import models
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _errors(draws, mean, sd):
