@@ -94,11 +94,13 @@ class Model:
         return instance.to(device) if device is not None else instance
 
     def simulate(self, rows: int | None = None, draws: int = 1, given: dict | None = None,
-                 covariates: dict | None = None, seed: int | None = None) -> tuple[dict, dict]:
-        """Prior-predictive (data, truth) arrays, as `himdsl simulate` writes them."""
+                 covariates: dict | None = None, seed: int | None = None,
+                 params: dict | None = None) -> tuple[dict, dict]:
+        """Prior-predictive (data, truth) arrays, as `himdsl simulate` writes them;
+        `params` sets point-estimated weights by name (`z2.weight`)."""
         from .simulation import simulate_dataset
 
-        return simulate_dataset(self, rows, draws, given, covariates, seed=seed)
+        return simulate_dataset(self, rows, draws, given, covariates, params, seed)
 
     def fit(self, data, device: str = "auto", out: str | None = None, **settings):
         """Fit to `data` (a dict of arrays or an .npz path); `settings` as `himdsl fit`'s

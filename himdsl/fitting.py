@@ -65,20 +65,29 @@ def _apply_overrides(settings: FitSettings, overrides: dict, model) -> FitSettin
     if method and method != "auto":
         settings = replace(settings, method=method)
     for name, family in (overrides.get("guide") or {}).items():
-        symbol = model.checked.symbols.get(name)
-        if symbol is None or symbol.role not in ("global", "local"):
-            latents = ", ".join(s.name for s in model.checked.by_role("global", "local")) or "none"
-            raise FitError(f"--guide {name}={family}: `{name}` is not a latent variable (latents: {latents})")
-        local = symbol.role == "local"
-        allowed = tuple(LOCAL_FAMILY_NAMES) if local else ("auto", "flow", "mvnormal", "normal", "point")
-        if family not in allowed:
-            raise FitError(f"--guide {name}={family}: expected one of {', '.join(allowed)}")
-        settings.guide[name] = _guide_entry(family, {}, local)
+        settings.guide[name] = _guide_override(model, name, family)
     try:
         settings.validate()
     except ValueError as exc:
         raise FitError(str(exc)) from None
     return settings
+
+
+def _guide_override(model, name: str, family: str):
+    """The guide entry for `--guide NAME=FAMILY` (a global, a local, or a Bayesian
+    layer's weight such as `h.weight`)."""
+    globals_ = [s.name for s in model.checked.by_role("global")]
+    globals_ += [w for layer in model.checked.layers if layer.bayesian
+                 for w in (layer.weight_name, layer.bias_name)]
+    locals_ = [s.name for s in model.checked.by_role("local")]
+    if name not in globals_ + locals_:
+        latents = ", ".join(globals_ + locals_) or "none"
+        raise FitError(f"--guide {name}={family}: `{name}` is not a latent variable (latents: {latents})")
+    local = name in locals_
+    allowed = tuple(LOCAL_FAMILY_NAMES) if local else ("auto", "flow", "mvnormal", "normal", "point")
+    if family not in allowed:
+        raise FitError(f"--guide {name}={family}: expected one of {', '.join(allowed)}")
+    return _guide_entry(family, {}, local)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -127,3 +127,44 @@ def test_python_api_fit(hier_data):
     assert fit.posterior()["beta"].shape == (200, 2)
     assert fit.locals()["z_mean"].shape == (60, 2)
     assert [row["name"] for row in fit.summary()] == ["beta[0]", "beta[1]"]
+
+
+def test_fit_model_without_globals_writes_weights_and_locals(tmp_path):
+    """deep_implicit: no globals; hidden units inferred, layer weights point-estimated."""
+    model = himdsl.load("examples/deep_implicit/model.him")
+    data, _ = model.simulate(rows=40, seed=0)
+    fit = model.fit(data, steps=6, batch=8, samples=50)
+    paths = fit.save(str(tmp_path))
+    assert "posterior" in paths and np.load(paths["posterior"]).files == []
+    local = np.load(paths["locals"])
+    assert local["z1_mean"].shape == (40, 128) and local["z2_sd"].shape == (40, 128)
+    weights = np.load(paths["weights"])
+    assert weights["z1.weight"].shape == (228, 128)
+    assert not (tmp_path / "posterior.png").exists()
+
+
+def test_model_without_observations_cannot_be_fit(tmp_path):
+    model = tmp_path / "m.him"
+    model.write_text("latent a ~ Normal(0, 1)\n")
+    data = tmp_path / "d.npz"
+    np.savez(data, a=np.zeros(1))
+    code, text = _run("fit", model, data, "--out", tmp_path / "o")
+    assert code == 2 and "observes no data, so there is nothing to fit" in text
+
+
+def test_guide_override_accepts_bayesian_layer_weights():
+    from himdsl.fitting import FitError, settings_for
+
+    model = himdsl.load("examples/bayes_gan/model.him")
+    settings = settings_for(model, {"guide": {"h.weight": "point"}})
+    assert settings.guide["h.weight"] == "point"
+    with pytest.raises(FitError, match=r"latents: h.weight, h.bias, logits.weight, logits.bias"):
+        settings_for(model, {"guide": {"w": "point"}})
+
+
+def test_model_simulate_takes_point_estimates():
+    model = himdsl.load("examples/deep_implicit/model.him")
+    _, truth = model.simulate(rows=3, seed=0)
+    weights = {k: v * 0 for k, v in truth.items() if "." in k}
+    data, _ = model.simulate(rows=3, seed=0, params=weights)
+    np.testing.assert_allclose(data["x"], 0.0)
