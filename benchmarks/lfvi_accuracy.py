@@ -64,7 +64,7 @@ def point(settings: FitSettings) -> dict:
     """Point parameters a = 1.5, b = −0.7 learnt by the generator gradient."""
     model = models.PointRegression()
     fit(model, models.point_regression_data(), settings)
-    return {"a": round(float(model.a), 4), "b": round(float(model.b), 4)}
+    return {"a": round(float(model.a.detach()), 4), "b": round(float(model.b.detach()), 4)}
 
 
 BENCHMARKS = {f.__name__: f for f in (hier_gauss, linreg, two_moons, gaussian_linear, point)}

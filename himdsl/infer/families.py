@@ -155,7 +155,10 @@ def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor,
         a = dy * (d0 + d1 - 2 * s) + h * (s - d0)
         b = h * d0 - dy * (d0 + d1 - 2 * s)
         c = -s * dy
-        t = (2 * c) / (-b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(0)))
+        # Floor the discriminant above 0: sqrt's derivative at 0 is inf, and autograd's
+        # 0 · inf gives NaN gradients even for inputs outside the window (unused
+        # torch.where branch); two_moons diverged from this (docs/lfvi-notes.md).
+        t = (2 * c) / (-b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(1e-12)))
         out = t * w + x0
     else:
         t = (xc - x0) / w
