@@ -31,6 +31,15 @@ DEFAULT_LOCAL_FAMILY = "gaussian"
 MIN_GENERATOR_LOGIT = -10.0
 
 
+# Width (in prior sds, unconstrained) of the band of globals the ratio is trained on
+# around a point-mass q (MAP): measured on bayes_gan_classification (crabs test error
+# 0.46 with no band, 0.04 with 0.3).
+POINT_BAND = 0.3
+# Gradient-norm clip of the ratio estimator's updates (guards against the rare
+# blow-up of the classifier on draws far from q).
+RATIO_GRAD_CLIP = 10.0
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced NaN or inf."""
 
@@ -179,7 +188,10 @@ class Trainer:
         if u is None or u.shape[0] != num:
             _, _, u = self.global_guide.rsample(num)
         u = u.detach()
-        sd = self.settings.spread * self.global_guide.u_sd(u) * math.sqrt(self.view.n_rows)
+        q_sd = self.global_guide.u_sd(u)
+        sd = self.settings.spread * q_sd * math.sqrt(self.view.n_rows)
+        # a point mass has no spread of its own: train the ratio over a band around it
+        sd = torch.where(q_sd > 0, sd, POINT_BAND * self._u_prior_sd)
         sd = torch.minimum(sd, self._u_prior_sd)
         globals = self.global_guide.constrain(u + sd * torch.randn_like(u))[0]
         return self._mix_prior(globals) if self.mode == "contrastive" else globals
@@ -224,6 +236,7 @@ class Trainer:
         loss, acc = classifier_loss(logit_p, logit_q, self.settings.ratio.loss)
         self.r_opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.ratio.parameters(), RATIO_GRAD_CLIP)
         self.r_opt.step()
         return loss.detach(), acc
 
