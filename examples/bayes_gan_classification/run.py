@@ -5,8 +5,8 @@ against a Bayesian neural net, each with a mean-field q ("VI") and a point mass
     python examples/bayes_gan_classification/run.py            # the full experiment
     python examples/bayes_gan_classification/run.py --quick    # a smoke run (crabs, few steps)
 
-model.him  Bayesian GAN: y = argmax(MLP(concat(x, eps))), N(0, 1) priors on every
-           weight (implicit likelihood) -> LFVI
+../bayes_gan/model.him  Bayesian GAN: y = argmax(MLP(concat(x, eps))), N(0, 1) priors
+           on every weight (implicit likelihood) -> LFVI
 bnn.him    Bayesian NN, same layers, y ~ Categorical(logits = MLP(x)) -> likelihood VI
            (method = vi)
 
@@ -36,6 +36,7 @@ from himdsl.runtime.data import as_tensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
+BGAN_MODEL = os.path.join(HERE, "..", "bayes_gan", "model.him")  # the same model as examples/bayes_gan
 
 # The paper's Table 1 (test error): Bayesian GAN + VI, + MAP, Bayesian NN + VI, + MAP.
 PAPER = {"crabs": (0.03, 0.12, 0.02, 0.05), "pima": (0.232, 0.240, 0.242, 0.320),
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             overrides = {"D": d, "K": k, "H": args.hidden}
             if kind == "bgan":
                 overrides["E"] = args.noise
-            model = himdsl.load(os.path.join(HERE, "model.him" if kind == "bgan" else "bnn.him"), overrides)
+            model = himdsl.load(BGAN_MODEL if kind == "bgan" else os.path.join(HERE, "bnn.him"), overrides)
             method = "lfvi" if kind == "bgan" else "vi"
             fit = fit_with(model, {"x": xtr, "y": ytr}, family, args.map_width, steps=args.steps,
                            particles=args.particles, batch=args.batch, lr=args.lr, seed=args.seed,
