@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .infer import FitResult, FitSettings, LocalGuideSpec, RatioSettings, Trainer
+from .infer import FitResult, FitSettings, FlowSpec, LocalGuideSpec, RatioSettings, Trainer
 from .runtime.data import as_tensors, read_npz, to_numpy, validate_data, write_npz
 
 OUTPUT_FILES = {
@@ -53,7 +53,8 @@ def settings_for(model, overrides: dict | None = None) -> FitSettings:
 
 def _guide_entry(family: str, options: dict, local: bool):
     if not local:
-        return family
+        return FlowSpec(**{k: tuple(v) if k == "hidden" else v for k, v in options.items()}) \
+            if family == "flow" and options else family
     spec = LocalGuideSpec(LOCAL_FAMILY_NAMES[family])
     return replace(spec, **{k: tuple(v) if k == "hidden" else v for k, v in options.items()})
 

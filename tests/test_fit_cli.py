@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,35 @@ def test_guide_override_accepts_bayesian_layer_weights():
     assert settings.guide["h.weight"] == "point"
     with pytest.raises(FitError, match=r"latents: h.weight, h.bias, logits.weight, logits.bias"):
         settings_for(model, {"guide": {"w": "point"}})
+
+
+def test_guide_block_names_bayesian_layer_weights(tmp_path):
+    from himdsl.fitting import settings_for
+
+    source = Path("examples/bayes_gan/model.him").read_text()
+    path = tmp_path / "bgan.him"
+    path.write_text(source + "guide { h.weight ~ point; logits.bias ~ normal }\n")
+    settings = settings_for(himdsl.load(path), {})
+    assert settings.guide["h.weight"] == "point"
+    assert settings.guide["logits.bias"] == "normal"
+    path.write_text(source + "guide { h.wieght ~ point }\n")
+    code, text = _run("check", path)
+    assert code == 1 and "guide: `h.wieght` is not declared" in text and "`h.weight`" in text
+
+
+def test_flow_options_in_the_guide_block_shape_the_flow(tmp_path):
+    from himdsl.fitting import settings_for
+    from himdsl.infer import GlobalGuide
+
+    path = tmp_path / "m.him"
+    path.write_text("model m\ndata x : real[2]\nlatent beta ~ Normal(0, 1) [2]\n"
+                    "observe x ~ Normal(beta, 1) [2]\n"
+                    "guide { beta ~ flow(layers = 2, hidden = [16]) }\n")
+    model = himdsl.load(path)
+    flow = GlobalGuide(model.module(), settings_for(model, {}).guide).families[0]
+    assert len(flow.layers) == 2
+    widths = [m.out_features for m in flow.layers[0].net if hasattr(m, "out_features")]
+    assert widths[:-1] == [16]
 
 
 def test_model_simulate_takes_point_estimates():

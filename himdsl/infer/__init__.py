@@ -7,11 +7,11 @@
 See docs/lfvi.md for the algorithm and docs/lfvi-notes.md for the measurements
 behind the defaults.
 """
-from .families import AUTO_FLOW_MAX_DIMS, GlobalGuide
+from .families import AUTO_FLOW_MAX_DIMS, FlowSpec, GlobalGuide
 from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec, RatioSettings
 from .trainer import NonFiniteLossError, Trainer, fit, resolve_mode
 
-__all__ = ["fit", "Trainer", "FitSettings", "RatioSettings", "LocalGuideSpec", "FitResult",
+__all__ = ["fit", "Trainer", "FitSettings", "RatioSettings", "LocalGuideSpec", "FlowSpec", "FitResult",
            "TraceRow", "NonFiniteLossError", "GlobalGuide", "resolve_mode",
            "AUTO_FLOW_MAX_DIMS"]

@@ -13,6 +13,7 @@ constrained globals through the model's bijectors, adding the log-determinant.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -170,18 +171,26 @@ def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor,
     return torch.where(inside, out, x), torch.where(inside, logdet, torch.zeros_like(logdet))
 
 
+def _conditioner(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
+    """The MLP (GELU) that maps a coupling's kept coordinates to spline knots."""
+    layers, width = [], n_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.GELU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, n_out))
+
+
 class SplineCoupling(nn.Module):
     """Transforms the coordinates `moved` by a spline whose knots depend on the rest."""
 
-    def __init__(self, dim: int, moved: list[int], hidden: int = 64, bins: int = 8,
-                 bound: float = 5.0):
+    def __init__(self, dim: int, moved: list[int], hidden: tuple[int, ...] = (64, 64),
+                 bins: int = 8, bound: float = 5.0):
         super().__init__()
         self.moved = moved
         self.kept = [i for i in range(dim) if i not in moved]
         self.bins, self.bound = bins, bound
         n_in = max(len(self.kept), 1)
-        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden),
-                                 nn.GELU(), nn.Linear(hidden, len(moved) * (3 * bins - 1)))
+        self.net = _conditioner(n_in, tuple(hidden), len(moved) * (3 * bins - 1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self._deriv_shift = math.log(math.expm1(1 - 1e-3))  # zero output = identity
@@ -205,7 +214,8 @@ class NormalizingFlow(Family):
     """u = loc + scale ⊙ f_K(…f_1(ε)), ε ~ N(0, I), f_k rational-quadratic spline
     couplings that alternate which half of the coordinates they move."""
 
-    def __init__(self, dim: int, layers: int = 4, hidden: int = 64, bins: int = 8):
+    def __init__(self, dim: int, layers: int = 4, hidden: tuple[int, ...] = (64, 64),
+                 bins: int = 8):
         super().__init__(dim)
         self.loc = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
@@ -242,6 +252,18 @@ def _half(dim: int, k: int) -> list[int]:
     return sorted(order[:half] if k % 2 == 0 else order[half:])
 
 
+@dataclass
+class FlowSpec:
+    """`flow(layers = 4, hidden = [64, 64])`: a flow guide with its options."""
+
+    layers: int = 4
+    hidden: tuple[int, ...] = (64, 64)
+    family: str = "flow"
+
+    def options(self) -> dict:
+        return {"layers": self.layers, "hidden": tuple(self.hidden)}
+
+
 FAMILIES = {"flow": NormalizingFlow, "mvnormal": FullRankNormal,
             "normal": MeanFieldNormal, "point": PointMass}
 
@@ -250,8 +272,8 @@ FAMILIES = {"flow": NormalizingFlow, "mvnormal": FullRankNormal,
 class GlobalGuide(nn.Module):
     """q(β): one family per block of globals, mapped to their supports.
 
-    `families` maps each global to "auto", "flow", "mvnormal", "normal" or "point";
-    all `auto` globals share one block."""
+    `families` maps each global to "auto", "flow", "mvnormal", "normal" or "point",
+    or to a `FlowSpec` (a flow with options); all `auto` globals share one block."""
 
     def __init__(self, model, families: dict[str, str]):
         super().__init__()
@@ -260,9 +282,12 @@ class GlobalGuide(nn.Module):
         self.bijectors = {n: model.bijector(n) for n in self.names}
         self.u_shapes = {n: tuple(self.bijectors[n].inverse_shape(torch.Size(self.shapes[n])))
                          for n in self.names}
+        options = {n: f.options() for n, f in families.items() if isinstance(f, FlowSpec)}
+        families = {n: "flow" if isinstance(f, FlowSpec) else f for n, f in families.items()}
         self.blocks, kinds = self._blocks(families)
-        self.families = nn.ModuleList(FAMILIES[k](sum(math.prod(self.u_shapes[n]) for n in b))
-                                      for b, k in zip(self.blocks, kinds))
+        self.families = nn.ModuleList(
+            FAMILIES[k](sum(math.prod(self.u_shapes[n]) for n in b), **options.get(b[0], {}))
+            for b, k in zip(self.blocks, kinds))
         self.kinds = kinds
 
     def _blocks(self, families: dict[str, str]) -> tuple[list[list[str]], list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .families import FAMILIES
+from .families import FAMILIES, FlowSpec
 from .ratio import LOSSES
 
 RATIO_MODES = ("auto", "empirical", "contrastive")
@@ -51,7 +51,7 @@ class FitSettings:
     samples: int = 4000
     seed: int = 0
     ratio: RatioSettings = field(default_factory=RatioSettings)
-    guide: dict[str, str | LocalGuideSpec] = field(default_factory=dict)
+    guide: dict[str, str | FlowSpec | LocalGuideSpec] = field(default_factory=dict)
     method: str = "lfvi"
     # ---- engineering knobs (not in the language; measured defaults)
     warmup: float = 0.1        # fraction of steps that train only the ratio
@@ -85,7 +85,7 @@ class FitSettings:
         _check(all(isinstance(h, int) and h >= 1 for h in self.ratio.hidden),
                "ratio setting `hidden` must be a list of positive layer widths")
         for name, spec in self.guide.items():
-            family = spec.family if isinstance(spec, LocalGuideSpec) else spec
+            family = spec if isinstance(spec, str) else spec.family
             _check(family in GLOBAL_FAMILIES + LOCAL_FAMILIES,
                    f"unknown guide family {family!r} for `{name}`")
 

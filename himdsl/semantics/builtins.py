@@ -81,6 +81,8 @@ RESERVED_NAMES = frozenset(FUNCTIONS | set(DISTRIBUTIONS) | set(ACTIVATIONS))
 
 GUIDE_FAMILIES = ("auto", "flow", "mvnormal", "normal", "point", "implicit")
 GUIDE_OPTIONS = {"implicit": ("hidden", "noise"), "flow": ("layers", "hidden")}
+# options of a local latent's guide (`normal` is then an amortised conditional Gaussian)
+LOCAL_GUIDE_OPTIONS = {"implicit": ("hidden", "noise"), "normal": ("hidden",)}
 RATIO_KEYS = {"hidden": "list", "loss": ("log", "hinge"), "mode": ("auto", "empirical", "contrastive")}
 FIT_KEYS = {
     "steps": "int", "batch": "int", "particles": "int", "lr": "real", "ratio_lr": "real",

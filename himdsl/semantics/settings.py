@@ -68,7 +68,7 @@ def _family(entry: ast.GuideEntry, is_local: bool, constants, diags):
         return None, {}
     options = {}
     if isinstance(expr, ast.Call):
-        allowed_options = B.GUIDE_OPTIONS.get(name, ())
+        allowed_options = (B.LOCAL_GUIDE_OPTIONS if is_local else B.GUIDE_OPTIONS).get(name, ())
         for arg in expr.args:
             diags.append(error("E0150", arg.span, f"guide options are named: `{name}(hidden = [64, 64])`"))
         for kw in expr.kwargs:
