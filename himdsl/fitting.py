@@ -24,6 +24,7 @@ import torch
 from . import __version__
 from .infer import FitResult, FitSettings, FlowSpec, LocalGuideSpec, RatioSettings, Trainer
 from .runtime.data import as_tensors, read_npz, to_numpy, validate_data, write_npz
+from .simulation import seed_everything
 
 OUTPUT_FILES = {
     "posterior": "posterior.npz", "locals": "locals.npz", "summary": "summary.csv",
@@ -153,6 +154,9 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
         raise FitError(f"model `{model.name}` observes no data, so there is nothing to fit: "
                        "tie a `data` array to the model with `observe NAME = ...`")
     settings = settings_for(model, overrides)
+    # externs draw from numpy's and Python's generators too (LANGUAGE.md: `--seed`
+    # seeds them); the trainer seeds only torch
+    seed_everything(settings.seed)
     target = resolve_device(device)
     module = model.module(target)
     arrays = prepare_data(module, data)
