@@ -321,6 +321,11 @@ class GlobalGuide(nn.Module):
         return {n: self.bijectors[n].inv(globals[n]).reshape(globals[n].shape[0], -1)
                 for n in self.names}
 
+    def flat_u(self, globals: dict[str, Tensor]) -> Tensor:
+        """Constrained globals -> the flat unconstrained draw u [S, Du] (block order)."""
+        flat = self.unconstrain(globals)
+        return torch.cat([flat[n] for b in self.blocks for n in b], -1)
+
     def rsample(self, num: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Globals {name: [S, *shape]}, log q(β) [S] (constrained density) and the
         flat unconstrained draw u [S, Du]."""

@@ -102,6 +102,20 @@ class RatioEstimator(nn.Module):
         return self.net(v)[..., 0] + quad
 
 
+def pair_loss(logit_true: Tensor, logit_other: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
+    """Loss of telling which of two globals generated x, from r(x, β_true) −
+    r(x, β_other), and accuracy. With `log` it is minimised by r(x, β) =
+    log p(x | β) + c(x) for any c: the ratio never has to learn the marginal of x."""
+    diff = logit_true - logit_other
+    if loss == "log":
+        value = F.softplus(-diff).mean()
+    elif loss == "hinge":
+        value = F.relu(1 - diff).mean()
+    else:
+        raise ValueError(f"unknown ratio loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    return value, (diff > 0).float().mean()
+
+
 def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
     """Loss of telling p-samples (label 1) from q-samples (label 0), and accuracy.
 

@@ -63,6 +63,8 @@ class FitSettings:
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
     simulations: int = 512     # simulations per ratio step without a plate
+    contrast: str = "single"   # contrastive loss: "single" (one-sample) or "pair" (ranking)
+    ratio_ema: float = 0.0     # the q step reads an EMA of the ratio's parameters (0 = off)
     log_every: int = 50
     checkpoint_every: int = 500
 
@@ -74,7 +76,7 @@ class FitSettings:
                    f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")
         for key in ("lr", "ratio_lr"):
             _check(getattr(self, key) > 0, f"fit setting `{key}` must be positive")
-        for key in ("warmup", "anneal", "average", "final_lr", "prior_mix"):
+        for key in ("warmup", "anneal", "average", "final_lr", "prior_mix", "ratio_ema"):
             _check(0 <= getattr(self, key) <= 1, f"setting `{key}` must lie in [0, 1]")
         _check(self.spread >= 0 and self.cover >= 0, "settings `spread`, `cover` must be >= 0")
         _check(self.method in METHODS, f"unknown method {self.method!r}; expected lfvi or vi")

@@ -9,6 +9,7 @@ and then q(β), q(z | x, β) and point parameters. See docs/lfvi.md.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -19,7 +20,7 @@ import torch
 from .data import ModelView
 from .families import GlobalGuide
 from .local_guide import LOCAL_FAMILIES
-from .ratio import RatioEstimator, classifier_loss
+from .ratio import RatioEstimator, classifier_loss, pair_loss
 from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec
 
@@ -38,6 +39,10 @@ POINT_BAND = 0.3
 # Gradient-norm clip of the ratio estimator's updates (guards against the rare
 # blow-up of the classifier on draws far from q).
 RATIO_GRAD_CLIP = 10.0
+
+
+# Settings a resumed fit may change: `steps` continues a run to a new length.
+RESUMABLE_CHANGES = ("steps", "samples", "log_every", "checkpoint_every")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,6 +85,7 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.state = TrainState()
         self._init_scaling()
+        self.ratio_avg = self._make_ratio_average()
         self._make_optimisers()
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
 
@@ -148,6 +154,25 @@ class Trainer:
                 blocks.append(view.z_flat(sim))
             self.ratio.fit_scaling(blocks + [g])
 
+    def _make_ratio_average(self):
+        """An exponential moving average of the ratio's parameters, which the q step
+        reads: it damps the optimiser's noise in r (docs/lfvi-notes.md)."""
+        if self.ratio is None or self.settings.ratio_ema <= 0:
+            return self.ratio
+        avg = copy.deepcopy(self.ratio)
+        for p in avg.parameters():
+            p.requires_grad_(False)
+        return avg
+
+    @torch.no_grad()
+    def _update_ratio_average(self) -> None:
+        if self.ratio_avg is self.ratio:
+            return
+        k = self.state.step
+        decay = min(self.settings.ratio_ema, (1 + k) / (10 + k))
+        torch._foreach_lerp_(list(self.ratio_avg.parameters()), list(self.ratio.parameters()),
+                             1 - decay)
+
     def _make_optimisers(self) -> None:
         s = self.settings
         q_params = list(self.global_guide.parameters())
@@ -178,13 +203,13 @@ class Trainer:
         return s.particles if self.view.has_plate else s.simulations
 
     @torch.no_grad()
-    def _broad_globals(self, num: int, u: Tensor | None = None) -> dict[str, Tensor]:
-        """Globals for ratio training: q draws widened by spread · sd(q) · √N, at
-        most the prior's spread (the scale on which one row's likelihood changes;
-        docs/lfvi.md, "where the ratio is trained"). `u`: q's unconstrained draws of
-        this step when the q step already made them (saves a second pass of the flow)."""
-        if not self.view.g_shapes:
-            return {}
+    def _broad_u(self, num: int, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Unconstrained globals for ratio training, [num, Du], and their widening sd:
+        q draws widened by spread · sd(q) · √N, at most the prior's spread (the scale
+        on which one row's likelihood changes; docs/lfvi.md, "where the ratio is
+        trained"); in contrastive mode a `prior_mix` fraction are prior draws, so the
+        ratio keeps learning where q has no mass. `u`: q's unconstrained draws of
+        this step when the q step already made them (saves a pass of the flow)."""
         if u is None or u.shape[0] != num:
             _, _, u = self.global_guide.rsample(num)
         u = u.detach()
@@ -193,16 +218,17 @@ class Trainer:
         # a point mass has no spread of its own: train the ratio over a band around it
         sd = torch.where(q_sd > 0, sd, POINT_BAND * self._u_prior_sd)
         sd = torch.minimum(sd, self._u_prior_sd)
-        globals = self.global_guide.constrain(u + sd * torch.randn_like(u))[0]
-        return self._mix_prior(globals) if self.mode == "contrastive" else globals
+        u = u + sd * torch.randn_like(u)
+        k = int(self.settings.prior_mix * num) if self.mode == "contrastive" else 0
+        if k:
+            u[num - k:] = self.global_guide.flat_u(self.view.prior_globals(k))
+        return u, sd
 
-    def _mix_prior(self, globals: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Replace a `prior_mix` fraction of the draws by prior draws, so the ratio
-        keeps learning where q has no mass (modes q has not found yet)."""
-        num = next(iter(globals.values())).shape[0]
-        k = int(self.settings.prior_mix * num)
-        prior = self.view.prior_globals(k)
-        return {n: torch.cat([v[: num - k], prior[n].to(v.dtype)]) for n, v in globals.items()}
+    def _broad_globals(self, num: int, u: Tensor | None = None) -> dict[str, Tensor]:
+        """Globals for ratio training (see `_broad_u`)."""
+        if not self.view.g_shapes:
+            return {}
+        return self.global_guide.constrain(self._broad_u(num, u)[0])[0]
 
     def _features(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
         parts = [x] + ([z] if z is not None else []) + [g[:, None, :].expand(*x.shape[:2], -1)]
@@ -211,7 +237,7 @@ class Trainer:
     def _joint_logit(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
         """Estimated log p(x, z | β) − log q(x, z | β) (empirical mode): the network
         plus, with an explicit local guide, the exact −log q(z | x, β) offset."""
-        logit = self.ratio(self._features(x, z, g))
+        logit = self.ratio_avg(self._features(x, z, g))
         if z is not None and self.local_guide.has_density:
             logit = logit - self.local_guide.log_prob(z, x, g)
         return logit
@@ -229,15 +255,19 @@ class Trainer:
             g = view.g_flat(globals)
             xp = view.x_features(sim)
         if self.mode == "contrastive":
+            # the other globals of the batch: independent of xp, so each pair is exchangeable
             logit_p = self.ratio(self._features(xp, None, g))
             logit_q = self.ratio(self._features(xp, None, g.roll(1, 0)))
+            judge = pair_loss if self.settings.contrast == "pair" else classifier_loss
         else:
             logit_p, logit_q = self._empirical_logits(sim, rows, g, draws)
-        loss, acc = classifier_loss(logit_p, logit_q, self.settings.ratio.loss)
+            judge = classifier_loss
+        loss, acc = judge(logit_p, logit_q, self.settings.ratio.loss)
         self.r_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.ratio.parameters(), RATIO_GRAD_CLIP)
         self.r_opt.step()
+        self._update_ratio_average()
         return loss.detach(), acc
 
     def _empirical_logits(self, sim, rows, g, draws) -> tuple[Tensor, Tensor]:
@@ -279,7 +309,7 @@ class Trainer:
         per_row = self._row_terms(globals, rows, x, g)
         elbo = log_prior - log_q + self._temperature() * n * per_row.mean(-1)
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
-        if self.mode == "contrastive" and self.settings.cover > 0 and self.settings.method == "lfvi":
+        if self._uses_cover():
             loss = loss + self.settings.cover * self._forward_kl(rows) / n
         self.q_opt.zero_grad(set_to_none=True)
         self._set_requires_grad(self.ratio, False)
@@ -290,6 +320,14 @@ class Trainer:
             self._add_generator_grads(globals, rows, s)
         self.q_opt.step()
         return -loss.detach()
+
+    def _uses_cover(self) -> bool:
+        """The covering term needs Σ_n r over every row: contrastive mode with the
+        whole data set in each batch (a minibatch estimate of Σ_n r makes its
+        importance weights useless)."""
+        s, view = self.settings, self.view
+        full_batch = not view.has_plate or s.batch >= view.n_rows
+        return self.mode == "contrastive" and s.cover > 0 and s.method == "lfvi" and full_batch
 
     def _forward_kl(self, rows) -> Tensor:
         """Mode-covering term: KL(p ‖ q) up to a constant, −Σ w̄ log q(β), by
@@ -305,7 +343,7 @@ class Trainer:
             log_prior = self.model.log_prior(draws)
             proposal = torch.logaddexp(log_q.detach(), log_prior)
             x = view.x_features(view.with_data(rows, s))
-            log_post = log_prior + view.n_rows * self.ratio(
+            log_post = log_prior + view.n_rows * self.ratio_avg(
                 self._features(x, None, view.g_flat(draws))).mean(-1)
             weights = torch.softmax(log_post - proposal, 0)
         return -(weights * log_q).sum()
@@ -317,11 +355,12 @@ class Trainer:
                      else (None, None))
         if self.settings.method == "vi":
             return self._exact_terms(globals, rows, z, log_qz)
+        ratio = self.ratio_avg
         if self.mode == "contrastive" or z is None:
-            return self.ratio(self._features(x, None, g))
+            return ratio(self._features(x, None, g))
         if log_qz is None:
-            return self.ratio(self._features(x, z, g))
-        return self.ratio(self._features(x, z, g)) - log_qz
+            return ratio(self._features(x, z, g))
+        return ratio(self._features(x, z, g)) - log_qz
 
     def _exact_terms(self, globals, rows, z, log_qz) -> Tensor:
         view = self.view
@@ -475,6 +514,8 @@ class Trainer:
         mods = {"model": self.model, **self._averaged_modules()}
         if self.ratio is not None:
             mods["ratio"] = self.ratio
+        if self.ratio_avg is not self.ratio:
+            mods["ratio_avg"] = self.ratio_avg
         return mods
 
     def save_checkpoint(self, path: str) -> None:
@@ -491,14 +532,25 @@ class Trainer:
     def load_checkpoint(self, path: str) -> None:
         """Restore a checkpoint written by `save_checkpoint` with the same settings."""
         blob = torch.load(path, map_location=self.view.device, weights_only=False)
-        if blob["settings"] != self.settings.to_dict():
-            raise ValueError(f"checkpoint {path} was written with different settings")
+        saved, current = blob["settings"], self.settings.to_dict()
+        changed = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+        if changed:
+            raise ValueError(f"checkpoint {path} was written with different settings "
+                             f"({', '.join(changed)}); resume with the same settings "
+                             f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+        if blob["state"].step > self.settings.steps:
+            raise ValueError(f"checkpoint {path} is at step {blob['state'].step}, past the "
+                             f"{self.settings.steps} steps asked for")
         for key, mod in self._modules().items():
             mod.load_state_dict(blob["modules"][key])
         for opt, key in ((self.q_opt, "q_opt"), (self.r_opt, "r_opt")):
             if opt is not None:
                 opt.load_state_dict(blob[key])
         self.state = blob["state"]
+        if saved["steps"] != current["steps"]:
+            # a longer run: the schedules follow the new length, and q's parameter
+            # average restarts over its final fraction
+            self.state.averages, self.state.averaged_steps = {}, 0
         torch.set_rng_state(blob["rng"])
 
 

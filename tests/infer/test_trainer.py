@@ -88,6 +88,23 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path):
     assert [r.step for r in resumed.trace] == [10, 20, 30, 40]
 
 
+def test_resume_extends_a_finished_run_to_more_steps(tmp_path):
+    data, _ = hier_gauss_data(n=50)
+    path = str(tmp_path / "fit.ckpt")
+    short = dict(TINY, checkpoint_every=20)
+    fit(HierGauss(), data, FitSettings(**short), checkpoint_path=path)
+    longer = FitSettings(**dict(short, steps=short["steps"] + 20))
+    resumed = fit(HierGauss(), data, longer, checkpoint_path=path, resume=True)
+    steps = [r.step for r in resumed.trace]
+    assert steps[-1] == longer.steps and steps[:len(steps) - 2] == list(range(10, 41, 10))
+    with pytest.raises(ValueError, match=r"different settings \(lr\)"):
+        fit(HierGauss(), data, FitSettings(**dict(short, steps=80, lr=0.5)),
+            checkpoint_path=path, resume=True)
+    with pytest.raises(ValueError, match="past the 20 steps"):
+        fit(HierGauss(), data, FitSettings(**dict(short, steps=20)), checkpoint_path=path,
+            resume=True)
+
+
 def test_method_vi_fits_an_explicit_model():
     data, truth = linreg_data(n=200)
     result = fit(LinReg(), data, FitSettings(steps=600, method="vi", guide={"w": "mvnormal"}))
