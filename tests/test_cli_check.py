@@ -89,6 +89,13 @@ def test_set_that_breaks_a_shape_is_reported(tmp_path):
     assert "shape [4]" in result.output and "[3]" in result.output
 
 
+def test_errors_caused_by_set_name_the_override():
+    result = invoke("check", DEEP, "--set", "d=-1")
+    assert result.exit_code == 1
+    assert "must be positive, got -1" in result.output
+    assert result.output.count("the value comes from the command line: `--set d=-1`") == 3
+
+
 def test_set_unknown_constant_is_an_error():
     result = invoke("check", DEEP, "--set", "nope=1")
     assert result.exit_code == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, Note, Span, did_you_mean, error, warning
@@ -70,7 +71,23 @@ class _Checker:
         self._check_noise_in_plates()
         self._check_unused()
         self.diags += check_settings(self.program, self.model, self.typer)
-        return self.model, self.diags
+        return self.model, [self._blame_overrides(d) for d in self.diags]
+
+    def _blame_overrides(self, diag: Diagnostic) -> Diagnostic:
+        """Say so when a reported expression uses a constant set with `--set`."""
+        if diag.hint or not self.overrides or not diag.span:
+            return diag
+        lines = self.program.source.splitlines()[diag.span.line - 1:diag.span.end_line]
+        if not lines:
+            return diag
+        if diag.span.line == diag.span.end_line:
+            lines = [lines[0][diag.span.column - 1:diag.span.end_column - 1]]
+        text = "\n".join(lines)
+        used = [n for n in self.overrides if re.search(rf"\b{re.escape(n)}\b", text)]
+        if not used:
+            return diag
+        sets = ", ".join(f"`--set {n}={self.overrides[n]}`" for n in used)
+        return replace(diag, hint=f"the value comes from the command line: {sets}")
 
     def report(self, diag: Diagnostic) -> None:
         self.diags.append(diag)
