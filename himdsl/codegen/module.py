@@ -222,7 +222,8 @@ class _ModuleWriter:
         self.e.line(f"# plate {plate}: one element per row")
         names = {}
         used_top = {p for n in self.order if self.model.symbols[n].plate == plate
-                    for p in self.model.symbols[n].parents if p in top_names}
+                    for p in self.model.symbols[n].parents
+                    if p in top_names and self.model.symbols[p].role != "extern"}
         used_top |= {w for layer in self.model.layers if layer.bayesian
                      and self.model.symbols[layer.owner].plate == plate
                      for w in (layer.weight_name, layer.bias_name)}
