@@ -25,8 +25,6 @@ from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec
 
 Tensor = torch.Tensor
-# `auto` ratio mode: contrastive below this many rows (and always without a plate).
-CONTRASTIVE_MAX_ROWS = 20
 DEFAULT_LOCAL_FAMILY = "gaussian"
 # p-side logits are clamped here in the point-parameter gradient exp(−r).
 MIN_GENERATOR_LOGIT = -10.0
@@ -39,6 +37,9 @@ POINT_BAND = 0.3
 # Gradient-norm clip of the ratio estimator's updates (guards against the rare
 # blow-up of the classifier on draws far from q).
 RATIO_GRAD_CLIP = 10.0
+# EMA decay of the ratio's parameters read by the q step in contrastive mode (a time
+# constant of 500 steps): docs/lfvi-notes.md, "pair loss and ratio EMA".
+DEFAULT_CONTRASTIVE_EMA = 0.998
 
 
 # Settings a resumed fit may change: `steps` continues a run to a new length.
@@ -60,12 +61,14 @@ class TrainState:
     averaged_steps: int = 0
 
 
-def resolve_mode(mode: str, view: ModelView) -> str:
-    """`auto` -> contrastive for one observation or tiny N without locals, else empirical."""
+def resolve_mode(mode: str, view: ModelView, has_params: bool = False) -> str:
+    """`auto` -> contrastive without a plate, or when the model has neither local
+    latents nor point-estimated parameters (rows are then independent given β);
+    empirical otherwise (docs/lfvi.md, "auto")."""
     if mode != "auto":
         return mode
-    tiny = view.n_rows < CONTRASTIVE_MAX_ROWS and not view.z_blocks
-    return "contrastive" if (not view.has_plate or tiny) else "empirical"
+    per_row = not view.z_blocks and not has_params
+    return "contrastive" if (not view.has_plate or per_row) else "empirical"
 
 
 class Trainer:
@@ -77,7 +80,8 @@ class Trainer:
         torch.manual_seed(self.settings.seed)
         self.model = model
         self.view = ModelView(model, data)
-        self.mode = resolve_mode(self.settings.ratio.mode, self.view)
+        self.mode = resolve_mode(self.settings.ratio.mode, self.view,
+                                 any(p.requires_grad for p in model.parameters()))
         self._check_supported()
         self.global_guide = GlobalGuide(model, self._global_families()).to(self.view.device)
         self.local_guide = self._make_local_guide()
@@ -157,19 +161,23 @@ class Trainer:
     def _make_ratio_average(self):
         """An exponential moving average of the ratio's parameters, which the q step
         reads: it damps the optimiser's noise in r (docs/lfvi-notes.md)."""
-        if self.ratio is None or self.settings.ratio_ema <= 0:
+        if self.ratio is None or self._ema_decay() <= 0:
             return self.ratio
         avg = copy.deepcopy(self.ratio)
         for p in avg.parameters():
             p.requires_grad_(False)
         return avg
 
+    def _ema_decay(self) -> float:
+        ema = self.settings.ratio_ema
+        return (DEFAULT_CONTRASTIVE_EMA if self.mode == "contrastive" else 0.0) if ema is None else ema
+
     @torch.no_grad()
     def _update_ratio_average(self) -> None:
         if self.ratio_avg is self.ratio:
             return
         k = self.state.step
-        decay = min(self.settings.ratio_ema, (1 + k) / (10 + k))
+        decay = min(self._ema_decay(), (1 + k) / (10 + k))
         torch._foreach_lerp_(list(self.ratio_avg.parameters()), list(self.ratio.parameters()),
                              1 - decay)
 

@@ -24,13 +24,14 @@ def test_settings_validation_names_the_key():
         FitSettings(guide={"beta": "spline"}).validate()
 
 
-def test_auto_mode_empirical_with_plate_contrastive_without():
+def test_auto_mode_empirical_only_with_locals_or_point_parameters():
     data, _ = hier_gauss_data(n=100)
     assert resolve_mode("auto", ModelView(HierGauss(), data)) == "empirical"
     obs, _ = sbibm_task("gaussian_linear")
     assert resolve_mode("auto", ModelView(GaussianLinear(), obs)) == "contrastive"
-    few, _ = linreg_data(n=5)
-    assert resolve_mode("auto", ModelView(LinReg(), few)) == "contrastive"
+    rows, _ = linreg_data(n=500)
+    assert resolve_mode("auto", ModelView(LinReg(), rows)) == "contrastive"
+    assert resolve_mode("auto", ModelView(LinReg(), rows), has_params=True) == "empirical"
 
 
 def test_contrastive_mode_refuses_local_latents():
