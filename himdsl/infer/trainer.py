@@ -26,6 +26,8 @@ from .settings import FitSettings, LocalGuideSpec
 
 Tensor = torch.Tensor
 DEFAULT_LOCAL_FAMILY = "gaussian"
+# Data rows simulated per prior draw to standardise the networks' inputs (1,024 draws).
+SCALING_ROWS = 16
 # p-side logits are clamped here in the point-parameter gradient exp(−r).
 MIN_GENERATOR_LOGIT = -10.0
 
@@ -37,8 +39,9 @@ POINT_BAND = 0.3
 # Gradient-norm clip of the ratio estimator's updates (guards against the rare
 # blow-up of the classifier on draws far from q).
 RATIO_GRAD_CLIP = 10.0
-# EMA decay of the ratio's parameters read by the q step in contrastive mode (a time
-# constant of 500 steps): docs/lfvi-notes.md, "pair loss and ratio EMA".
+# EMA decay of the ratio's parameters read by the q step in contrastive mode; at step
+# k the decay is min(this, (1 + k) / (10 + k)), so over a 3,000-step fit the average
+# spans roughly the last k / 9 steps: docs/lfvi-notes.md, "pair loss and ratio EMA".
 DEFAULT_CONTRASTIVE_EMA = 0.998
 
 
@@ -144,9 +147,12 @@ class Trainer:
             self.global_guide.init_from_prior(prior)
             u_prior = torch.cat(list(self.global_guide.unconstrain(prior).values()), -1)
             self._u_prior_sd = _robust_sd(u_prior)
-        rows = view.rows(torch.randint(view.n_rows, (min(1024, 64 * view.n_rows),),
-                                       device=view.device) if view.has_plate else None)
-        sim = self._simulate(prior, rows, 1024 if view.g_shapes else 1)
+        idx = (torch.randint(view.n_rows, (min(1024, 64 * view.n_rows),), device=view.device)
+               if view.has_plate else None)
+        rows = view.rows(idx)
+        # 1,024 prior draws × a few rows: enough for moments, cheap for costly externs
+        sim_rows = view.rows(idx[:SCALING_ROWS]) if view.has_plate else rows
+        sim = self._simulate(prior, sim_rows, 1024 if view.g_shapes else 1)
         g = view.g_flat(prior)
         x_data = view.x_features(view.with_data(rows, 1))
         if self.local_guide is not None:
