@@ -92,10 +92,9 @@ def load_dataset(name: str, seed: int = 0):
 def fit_with(model, data: dict, family: str, map_width: float, **overrides) -> Fit:
     """model.fit(data, guide=...) with `family` for every Bayesian-layer weight.
 
-    Work-arounds for two library limitations (see README.md):
-    - `guide=` (and --guide, and the guide block) only accept declared latents, not
-      the globals of a Bayesian layer (`h.weight`), so the guide is set on the
-      FitSettings and the Trainer is run directly, as run_fit does.
+    - Every weight and bias gets the same family; they are set on the FitSettings
+      at once (a guide block or `--guide h.weight=point` names them one by one)
+      and the Trainer is run directly, as run_fit does.
     - LFVI trains the ratio at q's draws widened by sd(q); a point mass has sd 0,
       so the ratio would only ever see one value of the weights and its gradient in
       them would be meaningless. For a point mass we widen by a fixed `map_width`
