@@ -281,8 +281,9 @@ def test_text_formats_and_bad_extension(graphs, tmp_path):
     assert text == json.dumps(render.to_json(graph), indent=2, sort_keys=True) + "\n"
     with pytest.raises(render.RenderError, match=r"extension must be one of \.dot, \.json"):
         render.write_graph(graph, tmp_path / "g.txt")
-    with pytest.raises(OSError):
-        render.write_graph(graph, tmp_path / "missing" / "g.png", renderer="matplotlib")
+    # a missing folder is created, as `compile -o` and `simulate -o` do
+    render.write_graph(graph, tmp_path / "missing" / "g.png", renderer="matplotlib")
+    assert (tmp_path / "missing" / "g.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cyclic_graph_is_not_drawn(tmp_path):

@@ -177,6 +177,7 @@ def write_graph(graph: nx.DiGraph, path, renderer: str = "auto") -> str:
                           + ", ".join("." + f for f in FORMATS))
     if renderer not in RENDERERS:
         raise RenderError(f"unknown renderer `{renderer}`; expected auto, graphviz or matplotlib")
+    path.parent.mkdir(parents=True, exist_ok=True)  # as `compile -o` and `simulate -o` do
     if fmt != "dot" and not nx.is_directed_acyclic_graph(graph):
         raise RenderError("the graph has a cycle (error E0180): fix the model before drawing it")
     if fmt == "dot":
