@@ -13,6 +13,7 @@ Methods (rows of the table; --methods picks a subset, results.json keeps the res
               distance of the last population, 100,000 draws in all
   lfvi        himdsl fit of summaries.him (contrastive ratio), 100,000 draws
   lfvi-large  the same with a larger budget (300,000 draws)
+  lfvi-reuse  LFVI at 100,000 draws, each simulation reused for 4 more ratio updates
   many        himdsl fit of many_series.him to --series series (default 10,000)
               sharing the true rates, ratio { mode = empirical }
   many-contrastive   the same with ratio { mode = contrastive }
@@ -49,9 +50,10 @@ LV_PATH = os.path.abspath(lv.__file__)
 TRUE_LOG_THETA = np.log(np.array(lv.TRUE_THETA))
 NAMES = ("log θ1 (pred. birth)", "log θ2 (pred. death)", "log θ3 (prey birth)", "log θ4 (prey death)")
 LABELS = {"rejection": "rejection ABC (sbi MCABC)", "smc": "SMC-ABC (sbi SMCABC)",
-          "lfvi": "LFVI", "lfvi-large": "LFVI, larger budget", "many": "LFVI, many series",
+          "lfvi": "LFVI", "lfvi-large": "LFVI, larger budget",
+          "lfvi-reuse": "LFVI, simulations reused (reuse = 4)", "many": "LFVI, many series",
           "many-contrastive": "LFVI, many series, contrastive ratio"}
-ALL_METHODS = ("rejection", "smc", "lfvi", "lfvi-large", "many", "many-contrastive")
+ALL_METHODS = ("rejection", "smc", "lfvi", "lfvi-large", "lfvi-reuse", "many", "many-contrastive")
 
 # Budgets and settings. LFVI in contrastive mode simulates `simulations` series per
 # step plus 1,024 once (the ratio's input scaling): 1,024 + 256 * 386 = 99,840.
@@ -61,6 +63,7 @@ FULL = {
     "smc": {"num_particles": 1000, "num_initial_pop": 10_000, "epsilon_decay": 0.5},
     "lfvi": {"simulations": 256, "steps": 386, "lr": 2e-2, "ratio_lr": 3e-3},
     "lfvi-large": {"simulations": 512, "steps": 585, "lr": 2e-2, "ratio_lr": 3e-3},
+    "lfvi-reuse": {"simulations": 256, "steps": 386, "lr": 2e-2, "ratio_lr": 3e-3, "reuse": 4},
     "many": {"particles": 16, "batch": 32, "steps": 400, "lr": 2e-2, "ratio_lr": 3e-3,
              "ratio": "empirical"},
     "many-contrastive": {"particles": 16, "batch": 32, "steps": 400, "lr": 2e-2, "ratio_lr": 3e-3,
@@ -230,7 +233,7 @@ def plot_marginals(out: str, methods: list[str], filename: str, title: str) -> s
     if not posts:
         return None
     colors = {"rejection": "tab:orange", "smc": "tab:green", "lfvi": "tab:blue",
-              "lfvi-large": "tab:purple", "many": "tab:red", "many-contrastive": "tab:brown"}
+              "lfvi-large": "tab:purple", "lfvi-reuse": "tab:cyan", "many": "tab:red", "many-contrastive": "tab:brown"}
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.0))
     for j, ax in enumerate(axes):
         lo = min(-5.0, TRUE_LOG_THETA[j] - 0.5)
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
         raise UserError(f"--methods: unknown method(s) {', '.join(bad)}; choose from {', '.join(ALL_METHODS)}")
-    if args.quick and {"lfvi-large", "many", "many-contrastive"} & set(methods):
+    if args.quick and {"lfvi-large", "lfvi-reuse", "many", "many-contrastive"} & set(methods):
         raise UserError("--quick runs only rejection, smc and lfvi (the many-series fit starts "
                         "with 1024 x 1024 simulations: see README.md)")
     torch.set_num_threads(args.threads)
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seed = args.seed + 100 + i
         if method in ("rejection", "smc"):
             rows[method] = run_abc(method, obs["s"], cfg, seed, args.out)
-        elif method in ("lfvi", "lfvi-large"):
+        elif method in ("lfvi", "lfvi-large", "lfvi-reuse"):
             rows[method] = run_lfvi(method, {"s": obs["s"]}, "summaries.him", cfg[method], seed,
                                     args.out, log_every)
         else:
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                        "quick": args.quick, "rows": ordered}, f, indent=1)
     ordered = [rows[m] for m in ALL_METHODS if m in rows]
     write_table(args.out, ordered)
-    single = [m for m in ("rejection", "smc", "lfvi", "lfvi-large") if m in rows]
+    single = [m for m in ("rejection", "smc", "lfvi", "lfvi-large", "lfvi-reuse") if m in rows]
     plot_marginals(args.out, single, "marginals.png",
                    "Lotka-Volterra, one observed series: posterior marginals of the log rates")
     many = [m for m in ("many", "many-contrastive") if m in rows]

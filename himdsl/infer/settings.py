@@ -68,11 +68,14 @@ class FitSettings:
     # the q step reads an EMA of the ratio's parameters with this decay (0 = off; None =
     # 0.998 in contrastive mode, off in empirical mode, where it was not measured better)
     ratio_ema: float | None = None
+    reuse: int = 0             # extra ratio updates per step on past simulations (contrastive)
     log_every: int = 50
     checkpoint_every: int = 500
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
+        _check(isinstance(self.reuse, int) and self.reuse >= 0,
+               f"setting `reuse` must be a whole number >= 0, got {self.reuse!r}")
         for key in ("steps", "batch", "particles", "samples", "ratio_updates",
                     "simulations", "log_every", "checkpoint_every"):
             _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,

@@ -43,6 +43,8 @@ RATIO_GRAD_CLIP = 10.0
 # k the decay is min(this, (1 + k) / (10 + k)), so over a 3,000-step fit the average
 # spans roughly the last k / 9 steps: docs/lfvi-notes.md, "pair loss and ratio EMA".
 DEFAULT_CONTRASTIVE_EMA = 0.998
+# Steps whose simulations `replay_step` draws from (setting `reuse`).
+REPLAY_STEPS = 50
 
 
 # Settings a resumed fit may change: `steps` continues a run to a new length.
@@ -94,6 +96,7 @@ class Trainer:
         self._init_scaling()
         self.ratio_avg = self._make_ratio_average()
         self._make_optimisers()
+        self._replay: list[tuple[Tensor, Tensor]] = []
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
 
     # ------------------------------------------------------------ construction
@@ -269,14 +272,34 @@ class Trainer:
             g = view.g_flat(globals)
             xp = view.x_features(sim)
         if self.mode == "contrastive":
-            # the other globals of the batch: independent of xp, so each pair is exchangeable
-            logit_p = self.ratio(self._features(xp, None, g))
-            logit_q = self.ratio(self._features(xp, None, g.roll(1, 0)))
+            self._remember(xp, g)
+            logit_p, logit_q = self._contrastive_logits(xp, g)
             judge = pair_loss if self.settings.contrast == "pair" else classifier_loss
         else:
             logit_p, logit_q = self._empirical_logits(sim, rows, g, draws)
             judge = classifier_loss
-        loss, acc = judge(logit_p, logit_q, self.settings.ratio.loss)
+        return self._ratio_update(*judge(logit_p, logit_q, self.settings.ratio.loss))
+
+    def replay_step(self) -> tuple[Tensor, Tensor]:
+        """A ratio update on simulations of an earlier step (contrastive mode). With
+        the pair loss the target log p(x | β) + c(x) does not depend on where β was
+        drawn, so old simulations stay valid training data: an expensive simulator
+        then feeds several ratio updates per draw (setting `reuse`)."""
+        xp, g = self._replay[int(torch.randint(len(self._replay), ()))]
+        logit_p, logit_q = self._contrastive_logits(xp, g)
+        return self._ratio_update(*pair_loss(logit_p, logit_q, self.settings.ratio.loss))
+
+    def _contrastive_logits(self, xp: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        # the other globals of the batch: independent of xp, so each pair is exchangeable
+        return (self.ratio(self._features(xp, None, g)),
+                self.ratio(self._features(xp, None, g.roll(1, 0))))
+
+    def _remember(self, xp: Tensor, g: Tensor) -> None:
+        if self.settings.reuse:
+            self._replay.append((xp, g))
+            del self._replay[:-REPLAY_STEPS]
+
+    def _ratio_update(self, loss: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
         self.r_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.ratio.parameters(), RATIO_GRAD_CLIP)
@@ -419,6 +442,8 @@ class Trainer:
         if self.ratio is not None:
             for i in range(s.ratio_updates):
                 out["ratio_loss"], out["ratio_acc"] = self.ratio_step(u if i == 0 else None)
+            for _ in range(s.reuse if self.mode == "contrastive" else 0):
+                self.replay_step()
         if q_active:
             out["elbo"] = self.q_step(draws)
             self._accumulate_average(k)

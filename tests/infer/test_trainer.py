@@ -106,6 +106,21 @@ def test_resume_extends_a_finished_run_to_more_steps(tmp_path):
             resume=True)
 
 
+def test_reuse_adds_ratio_updates_on_stored_simulations():
+    from himdsl.infer.trainer import REPLAY_STEPS
+
+    obs, _ = sbibm_task("gaussian_linear")
+    trainer = Trainer(GaussianLinear(), obs, FitSettings(**dict(TINY, reuse=2)))
+    trainer.run()
+    adam = trainer.r_opt.state[next(iter(trainer.ratio.parameters()))]
+    assert int(adam["step"]) == 3 * TINY["steps"]          # one fresh + two replayed
+    assert len(trainer._replay) == min(TINY["steps"], REPLAY_STEPS)
+    data, _ = hier_gauss_data(n=50)                          # empirical mode: no replay
+    trainer = Trainer(HierGauss(), data, FitSettings(**dict(TINY, reuse=2)))
+    trainer.run()
+    assert int(trainer.r_opt.state[next(iter(trainer.ratio.parameters()))]["step"]) == TINY["steps"]
+
+
 def test_method_vi_fits_an_explicit_model():
     data, truth = linreg_data(n=200)
     result = fit(LinReg(), data, FitSettings(steps=600, method="vi", guide={"w": "mvnormal"}))
