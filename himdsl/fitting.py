@@ -53,11 +53,10 @@ def settings_for(model, overrides: dict | None = None) -> FitSettings:
 
 
 def _guide_entry(family: str, options: dict, local: bool):
-    if not local:
-        return FlowSpec(**{k: tuple(v) if k == "hidden" else v for k, v in options.items()}) \
-            if family == "flow" and options else family
-    spec = LocalGuideSpec(LOCAL_FAMILY_NAMES[family])
-    return replace(spec, **{k: tuple(v) if k == "hidden" else v for k, v in options.items()})
+    options = {k: tuple(v) if k == "hidden" else v for k, v in options.items()}
+    if local:
+        return LocalGuideSpec(LOCAL_FAMILY_NAMES[family], **options)
+    return FlowSpec(**options) if family == "flow" and options else family
 
 
 def _apply_overrides(settings: FitSettings, overrides: dict, model) -> FitSettings:

@@ -53,7 +53,8 @@ LABELS = {"rejection": "rejection ABC (sbi MCABC)", "smc": "SMC-ABC (sbi SMCABC)
           "lfvi": "LFVI", "lfvi-large": "LFVI, larger budget",
           "lfvi-reuse": "LFVI, simulations reused (reuse = 4)", "many": "LFVI, many series",
           "many-contrastive": "LFVI, many series, contrastive ratio"}
-ALL_METHODS = ("rejection", "smc", "lfvi", "lfvi-large", "lfvi-reuse", "many", "many-contrastive")
+SINGLE_LFVI = ("lfvi", "lfvi-large", "lfvi-reuse")      # LFVI on the one observed series
+ALL_METHODS = ("rejection", "smc") + SINGLE_LFVI + ("many", "many-contrastive")
 
 # Budgets and settings. LFVI in contrastive mode simulates `simulations` series per
 # step plus 1,024 once (the ratio's input scaling): 1,024 + 256 * 386 = 99,840.
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
         raise UserError(f"--methods: unknown method(s) {', '.join(bad)}; choose from {', '.join(ALL_METHODS)}")
-    if args.quick and {"lfvi-large", "lfvi-reuse", "many", "many-contrastive"} & set(methods):
+    if args.quick and set(methods) - {"rejection", "smc", "lfvi"}:
         raise UserError("--quick runs only rejection, smc and lfvi (the many-series fit starts "
                         "with 1024 x 1024 simulations: see README.md)")
     torch.set_num_threads(args.threads)
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seed = args.seed + 100 + i
         if method in ("rejection", "smc"):
             rows[method] = run_abc(method, obs["s"], cfg, seed, args.out)
-        elif method in ("lfvi", "lfvi-large", "lfvi-reuse"):
+        elif method in SINGLE_LFVI:
             rows[method] = run_lfvi(method, {"s": obs["s"]}, "summaries.him", cfg[method], seed,
                                     args.out, log_every)
         else:
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                        "quick": args.quick, "rows": ordered}, f, indent=1)
     ordered = [rows[m] for m in ALL_METHODS if m in rows]
     write_table(args.out, ordered)
-    single = [m for m in ("rejection", "smc", "lfvi", "lfvi-large", "lfvi-reuse") if m in rows]
+    single = [m for m in ("rejection", "smc") + SINGLE_LFVI if m in rows]
     plot_marginals(args.out, single, "marginals.png",
                    "Lotka-Volterra, one observed series: posterior marginals of the log rates")
     many = [m for m in ("many", "many-contrastive") if m in rows]

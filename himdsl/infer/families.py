@@ -323,7 +323,9 @@ class GlobalGuide(nn.Module):
 
     def flat_u(self, globals: dict[str, Tensor]) -> Tensor:
         """Constrained globals -> the flat unconstrained draw u [S, Du] (block order)."""
-        flat = self.unconstrain(globals)
+        return self._concat(self.unconstrain(globals))
+
+    def _concat(self, flat: dict[str, Tensor]) -> Tensor:
         return torch.cat([flat[n] for b in self.blocks for n in b], -1)
 
     def rsample(self, num: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
@@ -356,8 +358,7 @@ class GlobalGuide(nn.Module):
         log_q = 0.0
         for block, family in zip(self.blocks, self.families):
             log_q = log_q + family.log_prob(torch.cat([flat[n] for n in block], -1))
-        u = torch.cat([flat[n] for b in self.blocks for n in b], -1)
-        return log_q - self.constrain(u)[1]
+        return log_q - self.constrain(self._concat(flat))[1]
 
     def u_sd(self, u: Tensor) -> Tensor:
         """Per-coordinate spread of a batch of draws u [S, Du]."""

@@ -102,18 +102,22 @@ class RatioEstimator(nn.Module):
         return self.net(v)[..., 0] + quad
 
 
+def _margin_loss(loss: str):
+    """The per-sample penalty of a margin m (a logit that should be positive):
+    `log` softplus(−m), `hinge` relu(1 − m)."""
+    if loss == "log":
+        return lambda m: F.softplus(-m)
+    if loss == "hinge":
+        return lambda m: F.relu(1 - m)
+    raise ValueError(f"unknown ratio loss {loss!r}; expected one of {', '.join(LOSSES)}")
+
+
 def pair_loss(logit_true: Tensor, logit_other: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
     """Loss of telling which of two globals generated x, from r(x, β_true) −
     r(x, β_other), and accuracy. With `log` it is minimised by r(x, β) =
     log p(x | β) + c(x) for any c: the ratio never has to learn the marginal of x."""
     diff = logit_true - logit_other
-    if loss == "log":
-        value = F.softplus(-diff).mean()
-    elif loss == "hinge":
-        value = F.relu(1 - diff).mean()
-    else:
-        raise ValueError(f"unknown ratio loss {loss!r}; expected one of {', '.join(LOSSES)}")
-    return value, (diff > 0).float().mean()
+    return _margin_loss(loss)(diff).mean(), (diff > 0).float().mean()
 
 
 def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
@@ -121,11 +125,7 @@ def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log") -> tupl
 
     `log`: −log σ(r_p) − log(1 − σ(r_q)), minimised by r = log p − log q.
     `hinge`: relu(1 − r_p) + relu(1 + r_q), minimised by sign(log p − log q)."""
-    if loss == "log":
-        value = F.softplus(-logit_p).mean() + F.softplus(logit_q).mean()
-    elif loss == "hinge":
-        value = F.relu(1 - logit_p).mean() + F.relu(1 + logit_q).mean()
-    else:
-        raise ValueError(f"unknown ratio loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    penalty = _margin_loss(loss)
+    value = penalty(logit_p).mean() + penalty(-logit_q).mean()
     acc = 0.5 * ((logit_p > 0).float().mean() + (logit_q <= 0).float().mean())
     return value, acc

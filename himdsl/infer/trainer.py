@@ -274,7 +274,7 @@ class Trainer:
         if self.mode == "contrastive":
             self._remember(xp, g)
             logit_p, logit_q = self._contrastive_logits(xp, g)
-            judge = pair_loss if self.settings.contrast == "pair" else classifier_loss
+            judge = self._contrastive_judge()
         else:
             logit_p, logit_q = self._empirical_logits(sim, rows, g, draws)
             judge = classifier_loss
@@ -287,7 +287,10 @@ class Trainer:
         then feeds several ratio updates per draw (setting `reuse`)."""
         xp, g = self._replay[int(torch.randint(len(self._replay), ()))]
         logit_p, logit_q = self._contrastive_logits(xp, g)
-        return self._ratio_update(*pair_loss(logit_p, logit_q, self.settings.ratio.loss))
+        return self._ratio_update(*self._contrastive_judge()(logit_p, logit_q, self.settings.ratio.loss))
+
+    def _contrastive_judge(self):
+        return pair_loss if self.settings.contrast == "pair" else classifier_loss
 
     def _contrastive_logits(self, xp: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
         # the other globals of the batch: independent of xp, so each pair is exchangeable
