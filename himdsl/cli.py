@@ -265,7 +265,7 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
 
         torch.set_num_threads(threads)
     from .fitting import FitError, run_fit, summary_table
-    from .infer import NonFiniteLossError
+    from .infer import FitSettings, NonFiniteLossError
     from .runtime.data import DataError
     from .runtime.externs import ExternError
     from .runtime.model import SimulationError
@@ -277,7 +277,7 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
     folder = Path(str(folder) + "_fit") if out is None else folder
     overrides = {"steps": steps, "batch": batch, "particles": particles, "lr": lr, "samples": samples,
                  "seed": seed, "method": method, "guide": _guides(guide)}
-    bar = ProgressBar(steps or compiled.checked.fit.get("steps"))
+    bar = ProgressBar(steps or compiled.checked.fit.get("steps") or FitSettings().steps)
     try:
         result = run_fit(compiled, data, overrides, device, str(folder), resume, bar.update)
         bar.close()

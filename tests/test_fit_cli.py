@@ -192,6 +192,18 @@ def test_flow_options_in_the_guide_block_shape_the_flow(tmp_path):
     assert widths[:-1] == [16]
 
 
+def test_progress_counts_to_the_default_steps_when_none_are_given(hier_data, tmp_path, monkeypatch):
+    import himdsl.fitting
+    from himdsl.infer import TraceRow
+
+    def fake_fit(model, data, overrides, device, out, resume, progress):
+        progress(TraceRow(300, 0.0, 1.0, 0.5, 1.0))   # 10 %: a plain line
+        raise himdsl.fitting.FitError("stopped by the test")
+    monkeypatch.setattr(himdsl.fitting, "run_fit", fake_fit)
+    code, text = _run("fit", HIER, hier_data, "--out", tmp_path / "o")
+    assert code == 2 and "300/3000" in text
+
+
 def test_model_simulate_takes_point_estimates():
     model = himdsl.load("examples/deep_implicit/model.him")
     _, truth = model.simulate(rows=3, seed=0)
