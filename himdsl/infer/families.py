@@ -360,6 +360,14 @@ class GlobalGuide(nn.Module):
             log_q = log_q + family.log_prob(torch.cat([flat[n] for n in block], -1))
         return log_q - self.constrain(self._concat(flat))[1]
 
+    def log_prob_u(self, u: Tensor) -> Tensor:
+        """log q(u) of flat unconstrained draws u [S, Du] (block order): [S]."""
+        log_q, start = 0.0, 0
+        for family in self.families:
+            log_q = log_q + family.log_prob(u[:, start:start + family.dim])
+            start += family.dim
+        return log_q
+
     def u_sd(self, u: Tensor) -> Tensor:
         """Per-coordinate spread of a batch of draws u [S, Du]."""
         return u.std(0) if u.shape[0] > 1 else torch.zeros_like(u[0])

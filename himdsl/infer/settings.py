@@ -59,7 +59,7 @@ class FitSettings:
     ratio_updates: int = 1     # ratio steps per q step (two time scales)
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
     anneal: float = 0.0        # likelihood tempered 0 -> 1 over this fraction of q steps
-    cover: float = 1.0         # weight of the mode-covering KL(p ‖ q) term (contrastive)
+    cover: float = 10.0        # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor

@@ -20,6 +20,7 @@ import torch
 from .data import ModelView
 from .families import GlobalGuide
 from .local_guide import LOCAL_FAMILIES
+from .particles import ParticlePosterior
 from .ratio import RatioEstimator, classifier_loss, pair_loss
 from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec
@@ -43,6 +44,9 @@ RATIO_GRAD_CLIP = 10.0
 # k the decay is min(this, (1 + k) / (10 + k)), so over a 3,000-step fit the average
 # spans roughly the last k / 9 steps: docs/lfvi-notes.md, "pair loss and ratio EMA".
 DEFAULT_CONTRASTIVE_EMA = 0.998
+# Fraction of a ratio update's globals that are local pairs around the particle
+# population (models without a plate; docs/lfvi-notes.md, "two_moons, session 3").
+LOCAL_PAIRS = 0.5
 # Steps whose simulations `replay_step` draws from (setting `reuse`).
 REPLAY_STEPS = 50
 
@@ -95,6 +99,7 @@ class Trainer:
         self.state = TrainState()
         self._init_scaling()
         self.ratio_avg = self._make_ratio_average()
+        self.population = self._make_population()
         self._make_optimisers()
         self._replay: list[tuple[Tensor, Tensor]] = []
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
@@ -241,12 +246,6 @@ class Trainer:
             u[num - k:] = self.global_guide.flat_u(self.view.prior_globals(k))
         return u, sd
 
-    def _broad_globals(self, num: int, u: Tensor | None = None) -> dict[str, Tensor]:
-        """Globals for ratio training (see `_broad_u`)."""
-        if not self.view.g_shapes:
-            return {}
-        return self.global_guide.constrain(self._broad_u(num, u)[0])[0]
-
     def _features(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
         parts = [x] + ([z] if z is not None else []) + [g[:, None, :].expand(*x.shape[:2], -1)]
         return torch.cat(parts, -1)
@@ -267,13 +266,13 @@ class Trainer:
         rows = self._batch_rows()
         draws = self._ratio_draws() if view.g_shapes else 1
         with torch.no_grad():
-            globals = self._broad_globals(draws, u)
+            globals, partner = self._ratio_globals(draws, u)
             sim = self._simulate(globals, rows, draws)
             g = view.g_flat(globals)
             xp = view.x_features(sim)
         if self.mode == "contrastive":
-            self._remember(xp, g)
-            logit_p, logit_q = self._contrastive_logits(xp, g)
+            self._remember(xp, g, partner)
+            logit_p, logit_q = self._contrastive_logits(xp, g, partner)
             judge = self._contrastive_judge()
         else:
             logit_p, logit_q = self._empirical_logits(sim, rows, g, draws)
@@ -285,21 +284,41 @@ class Trainer:
         the pair loss the target log p(x | β) + c(x) does not depend on where β was
         drawn, so old simulations stay valid training data: an expensive simulator
         then feeds several ratio updates per draw (setting `reuse`)."""
-        xp, g = self._replay[int(torch.randint(len(self._replay), ()))]
-        logit_p, logit_q = self._contrastive_logits(xp, g)
+        xp, g, partner = self._replay[int(torch.randint(len(self._replay), ()))]
+        logit_p, logit_q = self._contrastive_logits(xp, g, partner)
         return self._ratio_update(*self._contrastive_judge()(logit_p, logit_q, self.settings.ratio.loss))
 
     def _contrastive_judge(self):
         return pair_loss if self.settings.contrast == "pair" else classifier_loss
 
-    def _contrastive_logits(self, xp: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-        # the other globals of the batch: independent of xp, so each pair is exchangeable
+    def _contrastive_logits(self, xp: Tensor, g: Tensor, partner: Tensor) -> tuple[Tensor, Tensor]:
+        # g[partner]: the other globals of each pair, exchangeable with g (see _ratio_globals)
         return (self.ratio(self._features(xp, None, g)),
-                self.ratio(self._features(xp, None, g.roll(1, 0))))
+                self.ratio(self._features(xp, None, g[partner])))
 
-    def _remember(self, xp: Tensor, g: Tensor) -> None:
+    def _ratio_globals(self, num: int, u: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
+        """Globals for a ratio update and, for each, the index of its pair partner
+        (contrastive mode). Widened q draws are paired with the next draw of the
+        batch. With a particle population, a `LOCAL_PAIRS` fraction are pairs
+        c ± δ around particles c, δ at the population's Metropolis scale, where
+        the ratio's posterior changes by about one nat: they teach the ratio the
+        posterior's fine structure (two_moons' thin crescents), which pairs of
+        independent draws, almost always told apart at once, do not. Both kinds
+        of pair are exchangeable, so the pair loss's optimum is unchanged."""
+        if not self.view.g_shapes:
+            return {}, torch.zeros(num, dtype=torch.long, device=self.view.device)
+        k = 2 * int(LOCAL_PAIRS * num / 2) if self.population is not None else 0
+        broad = self._broad_u(num - k, u)[0]
+        partner = torch.arange(num, device=broad.device)
+        partner[:num - k] = partner[:num - k].roll(1)
+        if k:
+            broad = torch.cat([broad, self.population.local_pairs(k // 2)])
+            partner[num - k:] = partner[num - k:].roll(k // 2)
+        return self.global_guide.constrain(broad)[0], partner
+
+    def _remember(self, xp: Tensor, g: Tensor, partner: Tensor) -> None:
         if self.settings.reuse:
-            self._replay.append((xp, g))
+            self._replay.append((xp, g, partner))
             del self._replay[:-REPLAY_STEPS]
 
     def _ratio_update(self, loss: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
@@ -350,7 +369,7 @@ class Trainer:
         elbo = log_prior - log_q + self._temperature() * n * per_row.mean(-1)
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
         if self._uses_cover():
-            loss = loss + self.settings.cover * self._forward_kl(rows) / n
+            loss = loss + self.settings.cover * self._forward_kl() / n
         self.q_opt.zero_grad(set_to_none=True)
         self._set_requires_grad(self.ratio, False)
         if loss.requires_grad:
@@ -369,24 +388,26 @@ class Trainer:
         full_batch = not view.has_plate or s.batch >= view.n_rows
         return self.mode == "contrastive" and s.cover > 0 and s.method == "lfvi" and full_batch
 
-    def _forward_kl(self, rows) -> Tensor:
-        """Mode-covering term: KL(p ‖ q) up to a constant, −Σ w̄ log q(β), by
-        self-normalised importance sampling from ½ q + ½ prior, with the posterior
-        density p(β) exp(Σ r(x, β)) given by the contrastive ratio."""
-        view, s = self.view, self.settings.simulations
-        with torch.no_grad():
-            from_q, _, _ = self.global_guide.rsample(s - s // 2)
-            prior = view.prior_globals(s // 2)
-            draws = {k: torch.cat([from_q[k], prior[k].to(from_q[k].dtype)]) for k in from_q}
-        log_q = self.global_guide.log_prob(draws)   # one flow inversion, reused below
-        with torch.no_grad():
-            log_prior = self.model.log_prior(draws)
-            proposal = torch.logaddexp(log_q.detach(), log_prior)
-            x = view.x_features(view.with_data(rows, s))
-            log_post = log_prior + view.n_rows * self.ratio_avg(
-                self._features(x, None, view.g_flat(draws))).mean(-1)
-            weights = torch.softmax(log_post - proposal, 0)
-        return -(weights * log_q).sum()
+    def _make_population(self) -> ParticlePosterior | None:
+        """The SMC population behind the covering term, started from the prior."""
+        if not (self._uses_cover() and self.view.g_shapes):
+            return None
+        prior = self.view.prior_globals(self.settings.simulations)
+        return ParticlePosterior(self.global_guide.flat_u(prior))
+
+    def _log_posterior_u(self, u: Tensor) -> Tensor:
+        """The ratio's posterior of the globals in unconstrained space, up to a
+        constant: log p(β(u)) + log |∂β/∂u| + Σ_n r(x_n, β(u)) [K]."""
+        view = self.view
+        globals, logdet = self.global_guide.constrain(u)
+        x = view.x_features(view.with_data(view.rows(None), u.shape[0]))
+        log_lik = view.n_rows * self.ratio_avg(self._features(x, None, view.g_flat(globals))).mean(-1)
+        return self.model.log_prior(globals) + logdet + log_lik
+
+    def _forward_kl(self) -> Tensor:
+        """Mode-covering term: KL(p ‖ q) up to a constant, −Σ w̄ log q(u) over the
+        particle population that tracks the ratio's posterior (particles.py)."""
+        return self.population.forward_kl(self.global_guide.log_prob_u)
 
     def _row_terms(self, globals, rows, x, g) -> Tensor:
         """Per-row ELBO terms [S, M]: r(x, z, β) − log q(z | x, β), or the exact
@@ -443,6 +464,8 @@ class Trainer:
         draws = self._q_draws() if q_active else None
         u = draws[2] if draws is not None else None
         if self.ratio is not None:
+            if self.population is not None:
+                self.population.track(self._log_posterior_u)
             for i in range(s.ratio_updates):
                 out["ratio_loss"], out["ratio_acc"] = self.ratio_step(u if i == 0 else None)
             for _ in range(s.reuse if self.mode == "contrastive" else 0):
@@ -566,7 +589,8 @@ class Trainer:
                 "q_opt": self.q_opt.state_dict() if self.q_opt else None,
                 "r_opt": self.r_opt.state_dict() if self.r_opt else None,
                 "state": self.state, "settings": self.settings.to_dict(),
-                "rng": torch.get_rng_state(), "mode": self.mode}
+                "rng": torch.get_rng_state(), "mode": self.mode,
+                "population": self.population.state_dict() if self.population else None}
         tmp = f"{path}.tmp{os.getpid()}"
         torch.save(blob, tmp)
         os.replace(tmp, path)
@@ -589,6 +613,8 @@ class Trainer:
             if opt is not None:
                 opt.load_state_dict(blob[key])
         self.state = blob["state"]
+        if self.population is not None:
+            self.population.load_state_dict(blob["population"])
         if saved["steps"] != current["steps"]:
             # a longer run: the schedules follow the new length, and q's parameter
             # average restarts over its final fraction
