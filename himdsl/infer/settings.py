@@ -56,10 +56,12 @@ class FitSettings:
     method: str = "lfvi"
     # ---- engineering knobs (not in the language; measured defaults)
     warmup: float = 0.1        # fraction of steps that train only the ratio
-    ratio_updates: int = 1     # ratio steps per q step (two time scales)
+    # ratio steps per q step (two time scales); None = 2 for a model without a plate
+    # (one observation: a cheap step, and the ratio's detail is the limit), else 1
+    ratio_updates: int | None = None
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
     anneal: float = 0.0        # likelihood tempered 0 -> 1 over this fraction of q steps
-    cover: float = 10.0        # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
+    cover: float = 100.0       # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
@@ -76,7 +78,10 @@ class FitSettings:
         """Raise ValueError naming the first bad setting."""
         _check(isinstance(self.reuse, int) and self.reuse >= 0,
                f"setting `reuse` must be a whole number >= 0, got {self.reuse!r}")
-        for key in ("steps", "batch", "particles", "samples", "ratio_updates",
+        _check(self.ratio_updates is None or (isinstance(self.ratio_updates, int)
+                                              and self.ratio_updates >= 1),
+               f"setting `ratio_updates` must be a positive integer, got {self.ratio_updates!r}")
+        for key in ("steps", "batch", "particles", "samples",
                     "simulations", "log_every", "checkpoint_every"):
             _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
                    f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")

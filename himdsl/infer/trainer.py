@@ -47,7 +47,7 @@ DEFAULT_CONTRASTIVE_EMA = 0.998
 # Fraction of a ratio update's globals that are local pairs around the particle
 # population (models without a plate; docs/lfvi-notes.md, "two_moons, session 3").
 LOCAL_PAIRS = 0.5
-# Steps whose simulations `replay_step` draws from (setting `reuse`).
+# Ratio batches (the latest ones) whose simulations `replay_step` draws from (setting `reuse`).
 REPLAY_STEPS = 50
 
 
@@ -288,6 +288,12 @@ class Trainer:
         logit_p, logit_q = self._contrastive_logits(xp, g, partner)
         return self._ratio_update(*self._contrastive_judge()(logit_p, logit_q, self.settings.ratio.loss))
 
+    def _ratio_updates(self) -> int:
+        """Ratio updates per step: the setting, or 2 without a plate, 1 with one."""
+        if self.settings.ratio_updates is not None:
+            return self.settings.ratio_updates
+        return 1 if self.view.has_plate else 2
+
     def _contrastive_judge(self):
         return pair_loss if self.settings.contrast == "pair" else classifier_loss
 
@@ -466,7 +472,7 @@ class Trainer:
         if self.ratio is not None:
             if self.population is not None:
                 self.population.track(self._log_posterior_u)
-            for i in range(s.ratio_updates):
+            for i in range(self._ratio_updates()):
                 out["ratio_loss"], out["ratio_acc"] = self.ratio_step(u if i == 0 else None)
             for _ in range(s.reuse if self.mode == "contrastive" else 0):
                 self.replay_step()
