@@ -198,8 +198,19 @@ class Trainer:
         groups = [{"params": p} for p in (q_params, self.params) if p]
         # foreach: one fused update for all tensors (the per-tensor loop costs ~2 ms/step).
         self.q_opt = torch.optim.Adam(groups, lr=s.lr, foreach=True) if groups else None
-        self.r_opt = (torch.optim.Adam(self.ratio.parameters(), lr=s.ratio_lr, foreach=True)
-                      if self.ratio else None)
+        self.r_opt = self._ratio_optimiser()
+
+    def _ratio_optimiser(self):
+        """AdamW. In contrastive mode the MLP's weights decay and the head learns
+        faster (ratio.py, MLP_WEIGHT_DECAY): the pair ratio's target leaves c(x) free, so
+        the MLP never has to hold a fixed function of x. The empirical ratio's MLP has
+        to hold −log q(x) of the data, which the decay would bias (point regression:
+        a = 1.39 for 1.5), so there every parameter is trained alike (plain Adam)."""
+        if self.ratio is None:
+            return None
+        groups = (self.ratio.param_groups() if self.mode == "contrastive"
+                  else [{"params": list(self.ratio.parameters()), "weight_decay": 0.0}])
+        return torch.optim.AdamW(groups, lr=self.settings.ratio_lr, foreach=True)
 
     # ------------------------------------------------------------ sampling helpers
     def _simulate(self, globals: dict, rows: dict, draws: int) -> dict[str, Tensor]:
@@ -472,7 +483,7 @@ class Trainer:
         factor = s.final_lr + (1 - s.final_lr) * 0.5 * (1 + math.cos(math.pi * frac))
         for opt, lr in ((self.q_opt, s.lr), (self.r_opt, s.ratio_lr)):
             for group in (opt.param_groups if opt else []):
-                group["lr"] = lr * factor
+                group["lr"] = lr * factor * group.get("lr_scale", 1.0)
 
     def _averaged_modules(self) -> dict[str, torch.nn.Module]:
         mods = {"global": self.global_guide}
