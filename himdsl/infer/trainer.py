@@ -64,6 +64,9 @@ class TrainState:
     seconds: float = 0.0
     averages: dict[str, Tensor] = field(default_factory=dict)
     averaged_steps: int = 0
+    # the q step's rows: a random permutation of the rows and how far it is used
+    row_order: Tensor | None = None
+    row_pos: int = 0
 
 
 def resolve_mode(mode: str, view: ModelView, has_params: bool = False) -> str:
@@ -219,12 +222,33 @@ class Trainer:
         covs = {b.name: rows[b.name] for b in self.view.c_blocks}
         return {**self.view.with_data(covs, draws), **sim}
 
-    def _batch_rows(self) -> dict[str, Tensor]:
+    def _batch_rows(self, reshuffled: bool = False) -> dict[str, Tensor]:
+        """M data rows: drawn with replacement, or (`reshuffled`) the next M of a
+        random permutation of all rows (see `_next_rows`)."""
         view = self.view
         if not view.has_plate:
             return view.rows(None)
-        idx = torch.randint(view.n_rows, (min(self.settings.batch, view.n_rows),), device=view.device)
+        m = min(self.settings.batch, view.n_rows)
+        idx = (self._next_rows(m) if reshuffled
+               else torch.randint(view.n_rows, (m,), device=view.device))
         return view.rows(idx)
+
+    def _next_rows(self, m: int) -> Tensor:
+        """The next m rows of a random permutation, redrawn when used up (random
+        reshuffling), for the q step: every row then enters q's fit equally often. With
+        replacement the rows' counts over the averaged steps vary by ±10 %, and the
+        averaged q is the posterior of that randomly reweighted data set (≈ 0.1 sd
+        error on linear regression even with the exact likelihood, lfvi-notes.md)."""
+        st, parts = self.state, []
+        while m > 0:
+            if st.row_order is None or st.row_pos >= self.view.n_rows:
+                st.row_order = torch.randperm(self.view.n_rows, device=self.view.device)
+                st.row_pos = 0
+            take = st.row_order[st.row_pos:st.row_pos + m]
+            st.row_pos += len(take)
+            m -= len(take)
+            parts.append(take)
+        return torch.cat(parts)
 
     def _ratio_draws(self) -> int:
         s = self.settings
@@ -351,7 +375,7 @@ class Trainer:
         """One update of q(β), q(z | x, β) and point parameters: the surrogate ELBO / N.
         `draws`: this step's (globals, log q, u) from `_q_draws` (drawn here if None)."""
         view, n = self.view, self.view.n_rows
-        rows = self._batch_rows()
+        rows = self._batch_rows(reshuffled=True)
         s = self.settings.particles if view.g_shapes else 1
         globals, log_q, _ = draws if draws is not None else self._q_draws()
         log_prior = self.model.log_prior(globals) if view.g_shapes else 0.0
