@@ -57,14 +57,16 @@ SINGLE_LFVI = ("lfvi", "lfvi-large", "lfvi-reuse")      # LFVI on the one observ
 ALL_METHODS = ("rejection", "smc") + SINGLE_LFVI + ("many", "many-contrastive")
 
 # Budgets and settings. LFVI in contrastive mode simulates `simulations` series per
-# step plus 1,024 once (the ratio's input scaling): 1,024 + 256 * 386 = 99,840.
+# ratio update plus 1,024 once (the ratio's input scaling): 1,024 + 256 * 386 = 99,840
+# with one ratio update per step (`ratio_updates` = 1; the default without a plate is 2,
+# which would double the draws).
 FULL = {
     "budget": 100_000,
     "rejection": {"quantile": 0.001},
     "smc": {"num_particles": 1000, "num_initial_pop": 10_000, "epsilon_decay": 0.5},
-    "lfvi": {"simulations": 256, "steps": 386, "lr": 2e-2, "ratio_lr": 3e-3},
-    "lfvi-large": {"simulations": 512, "steps": 585, "lr": 2e-2, "ratio_lr": 3e-3},
-    "lfvi-reuse": {"simulations": 256, "steps": 386, "lr": 2e-2, "ratio_lr": 3e-3, "reuse": 4},
+    "lfvi": {"ratio_updates": 1, "simulations": 256, "steps": 386, "lr": 2e-2, "ratio_lr": 3e-3},
+    "lfvi-large": {"ratio_updates": 1, "simulations": 512, "steps": 585, "lr": 2e-2, "ratio_lr": 3e-3},
+    "lfvi-reuse": {"ratio_updates": 1, "simulations": 256, "steps": 386, "lr": 2e-2, "ratio_lr": 3e-3, "reuse": 4},
     "many": {"particles": 16, "batch": 32, "steps": 400, "lr": 2e-2, "ratio_lr": 3e-3,
              "ratio": "empirical"},
     "many-contrastive": {"particles": 16, "batch": 32, "steps": 400, "lr": 2e-2, "ratio_lr": 3e-3,
@@ -75,7 +77,7 @@ QUICK = {
     "budget": 600,
     "rejection": {"quantile": 0.05},
     "smc": {"num_particles": 20, "num_initial_pop": 200, "epsilon_decay": 0.7},
-    "lfvi": {"simulations": 256, "steps": 24, "lr": 2e-2, "ratio_lr": 1e-2},
+    "lfvi": {"ratio_updates": 1, "simulations": 256, "steps": 24, "lr": 2e-2, "ratio_lr": 1e-2},
 }
 
 

@@ -30,7 +30,7 @@ ACTIVATION = nn.SiLU
 # linear regression's posterior mode towards zero (w0 by 0.3–0.5 sd in every seed).
 # So the head learns HEAD_LR_SCALE times faster than the MLP, and the MLP's weight
 # matrices decay (AdamW, decoupled): the MLP keeps only what the head cannot represent.
-# The trainer uses these groups in contrastive mode only (Trainer._ratio_optimiser).
+# The trainer uses these groups in contrastive mode with a plate (Trainer._ratio_optimiser).
 MLP_WEIGHT_DECAY = 1.0
 HEAD_LR_SCALE = 3.0
 

@@ -209,14 +209,17 @@ class Trainer:
         self.r_opt = self._ratio_optimiser()
 
     def _ratio_optimiser(self):
-        """AdamW. In contrastive mode the MLP's weights decay and the head learns
-        faster (ratio.py, MLP_WEIGHT_DECAY): the pair ratio's target leaves c(x) free, so
-        the MLP never has to hold a fixed function of x. The empirical ratio's MLP has
-        to hold −log q(x) of the data, which the decay would bias (point regression:
-        a = 1.39 for 1.5), so there every parameter is trained alike (plain Adam)."""
+        """AdamW. In contrastive mode with a plate the MLP's weights decay and the head
+        learns faster (ratio.py, MLP_WEIGHT_DECAY): the pair ratio's target leaves c(x)
+        free, so the MLP never has to hold a fixed function of x. Elsewhere every
+        parameter is trained alike (plain Adam): the empirical ratio's MLP has to hold
+        −log q(x) of the data, which the decay would bias (point regression: a = 1.39
+        for 1.5), and without a plate the MLP carries the posterior's fine structure,
+        which the decay blurs (two_moons C2ST 0.584 -> 0.637, lfvi-notes.md)."""
         if self.ratio is None:
             return None
-        groups = (self.ratio.param_groups() if self.mode == "contrastive"
+        decayed = self.mode == "contrastive" and self.view.has_plate
+        groups = (self.ratio.param_groups() if decayed
                   else [{"params": list(self.ratio.parameters()), "weight_decay": 0.0}])
         return torch.optim.AdamW(groups, lr=self.settings.ratio_lr, foreach=True)
 
