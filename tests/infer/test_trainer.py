@@ -72,18 +72,29 @@ def test_nan_in_data_is_reported():
         fit(HierGauss(), data, FitSettings(**TINY))
 
 
-def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path):
-    data, _ = hier_gauss_data(n=50)
+def _hier_gauss_small():
+    return HierGauss(), hier_gauss_data(n=50)[0]
+
+
+def _gaussian_linear():
+    return GaussianLinear(), sbibm_task("gaussian_linear")[0]
+
+
+@pytest.mark.parametrize("make", [_hier_gauss_small, _gaussian_linear],
+                         ids=["empirical", "contrastive-with-particles"])
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, make):
+    """Also with the contrastive ratio's particle population, which the checkpoint holds."""
+    model, data = make()
     settings = dict(TINY, checkpoint_every=20)
-    straight = fit(HierGauss(), data, FitSettings(**settings))
+    straight = fit(model, data, FitSettings(**settings))
 
     def stop_at_20(row):
         if row.step == 20:
             raise KeyboardInterrupt
     path = str(tmp_path / "fit.ckpt")
     with pytest.raises(KeyboardInterrupt):
-        fit(HierGauss(), data, FitSettings(**settings), callback=stop_at_20, checkpoint_path=path)
-    resumed = fit(HierGauss(), data, FitSettings(**settings), checkpoint_path=path, resume=True)
+        fit(make()[0], data, FitSettings(**settings), callback=stop_at_20, checkpoint_path=path)
+    resumed = fit(make()[0], data, FitSettings(**settings), checkpoint_path=path, resume=True)
     for a, b in zip(straight.global_guide.parameters(), resumed.global_guide.parameters()):
         assert torch.equal(a, b)
     assert [r.step for r in resumed.trace] == [10, 20, 30, 40]
