@@ -412,7 +412,7 @@ class Trainer:
         per_row = self._row_terms(globals, rows, x, g)
         elbo = log_prior - log_q + self._temperature() * n * per_row.mean(-1)
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
-        if self._uses_cover():
+        if self.population is not None:
             loss = loss + self.settings.cover * self._forward_kl() / n
         self.q_opt.zero_grad(set_to_none=True)
         self._set_requires_grad(self.ratio, False)
@@ -436,7 +436,10 @@ class Trainer:
         """The SMC population behind the covering term, started from the prior."""
         if not (self._uses_cover() and self.view.g_shapes):
             return None
-        prior = self.view.prior_globals(self.settings.simulations)
+        view = self.view
+        # every row's features, once: the posterior is evaluated on all of them each step
+        self._all_rows_x = view.x_features(view.with_data(view.rows(None), 1))
+        prior = view.prior_globals(self.settings.simulations)
         return ParticlePosterior(self.global_guide.flat_u(prior))
 
     def _log_posterior_u(self, u: Tensor) -> Tensor:
@@ -444,7 +447,7 @@ class Trainer:
         constant: log p(β(u)) + log |∂β/∂u| + Σ_n r(x_n, β(u)) [K]."""
         view = self.view
         globals, logdet = self.global_guide.constrain(u)
-        x = view.x_features(view.with_data(view.rows(None), u.shape[0]))
+        x = self._all_rows_x.expand(u.shape[0], -1, -1)
         log_lik = view.n_rows * self.ratio_avg(self._features(x, None, view.g_flat(globals))).mean(-1)
         return self.model.log_prior(globals) + logdet + log_lik
 
