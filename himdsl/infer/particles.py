@@ -26,13 +26,15 @@ import torch
 
 Tensor = torch.Tensor
 LogDensity = Callable[[Tensor], Tensor]
+# A global proposal: (draw(K) -> u [K, D], its log density u -> [K]).
+Proposal = tuple[Callable[[int], Tensor], LogDensity]
 
 # Random-walk Metropolis steps per training step.
 MOVES = 2
 # Acceptance rate the random-walk scale is adapted to (Roberts & Rosenthal's ~0.234
 # for many dimensions; a little higher suits the low-dimensional case).
 TARGET_ACCEPT = 0.3
-# Local pairs are this fraction of the Metropolis scale apart (docs/lfvi-notes.md).
+# Local pairs are this fraction of the Metropolis scale apart (docs/lfvi-notes.md):
 PAIR_SCALE = 0.25
 # Resample when the effective sample size drops below this fraction of K.
 RESAMPLE_BELOW = 0.5
@@ -55,8 +57,9 @@ class ParticlePosterior:
         return torch.softmax(self.log_w, 0)
 
     @torch.no_grad()
-    def track(self, log_target: LogDensity) -> None:
-        """Follow π to its current form: reweight, resample if degenerate, move."""
+    def track(self, log_target: LogDensity, proposal: Proposal | None = None) -> None:
+        """Follow π to its current form: reweight, resample if degenerate, move
+        (random walk, then one independence move from `proposal` if given)."""
         new = log_target(self.u)
         if self.log_target is not None:
             self.log_w = self.log_w + torch.nan_to_num(new - self.log_target, nan=-math.inf)
@@ -64,6 +67,8 @@ class ParticlePosterior:
         self._resample_if_degenerate()
         for _ in range(MOVES):
             self._metropolis(log_target)
+        if proposal is not None:
+            self._independence_move(log_target, *proposal)
 
     def _resample_if_degenerate(self) -> None:
         w = self.weights
@@ -85,6 +90,19 @@ class ParticlePosterior:
         self.log_target = torch.where(accept, new, self.log_target)
         rate = accept.float().mean()
         self.log_step = (self.log_step + 0.5 * (rate - TARGET_ACCEPT)).clamp(-12.0, 2.0)
+
+    def _independence_move(self, log_target: LogDensity, draw, log_density: LogDensity) -> None:
+        """Independence Metropolis-Hastings from a global proposal (q): the move that
+        carries particles between modes. Random-walk moves cannot cross between
+        separated modes, so without it the mode weights drift with every resampling
+        (by ~√(p(1 − p)/K) each time) and nothing pulls them back."""
+        proposal = draw(self.u.shape[0])
+        new = log_target(proposal)
+        log_alpha = torch.nan_to_num(new - self.log_target + log_density(self.u)
+                                     - log_density(proposal), nan=-math.inf)
+        accept = torch.rand_like(log_alpha).log() < log_alpha
+        self.u = torch.where(accept[:, None], proposal, self.u)
+        self.log_target = torch.where(accept, new, self.log_target)
 
     @torch.no_grad()
     def local_pairs(self, num: int) -> Tensor:

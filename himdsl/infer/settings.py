@@ -56,12 +56,12 @@ class FitSettings:
     method: str = "lfvi"
     # ---- engineering knobs (not in the language; measured defaults)
     warmup: float = 0.1        # fraction of steps that train only the ratio
-    # ratio steps per q step (two time scales); None = 2 for a model without a plate
+    # ratio steps per q step (two time scales); None = 5 for a model without a plate
     # (one observation: a cheap step, and the ratio's detail is the limit), else 1
     ratio_updates: int | None = None
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
     anneal: float = 0.0        # likelihood tempered 0 -> 1 over this fraction of q steps
-    cover: float = 100.0       # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
+    cover: float = 1000.0      # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor

@@ -47,6 +47,8 @@ DEFAULT_CONTRASTIVE_EMA = 0.998
 # Fraction of a ratio update's globals that are local pairs around the particle
 # population (models without a plate; docs/lfvi-notes.md, "two_moons, session 3").
 LOCAL_PAIRS = 0.5
+# Fraction of prior draws in the population's independence proposal (q otherwise).
+DEFENSIVE_PRIOR = 0.1
 # Ratio batches (the latest ones) whose simulations `replay_step` draws from (setting `reuse`).
 REPLAY_STEPS = 50
 
@@ -327,10 +329,10 @@ class Trainer:
         return self._ratio_update(*self._contrastive_judge()(logit_p, logit_q, self.settings.ratio.loss))
 
     def _ratio_updates(self) -> int:
-        """Ratio updates per step: the setting, or 2 without a plate, 1 with one."""
+        """Ratio updates per step: the setting, or 5 without a plate, 1 with one."""
         if self.settings.ratio_updates is not None:
             return self.settings.ratio_updates
-        return 1 if self.view.has_plate else 2
+        return 1 if self.view.has_plate else 5
 
     def _contrastive_judge(self):
         return pair_loss if self.settings.contrast == "pair" else classifier_loss
@@ -451,6 +453,26 @@ class Trainer:
         log_lik = view.n_rows * self.ratio_avg(self._features(x, None, view.g_flat(globals))).mean(-1)
         return self.model.log_prior(globals) + logdet + log_lik
 
+    def _log_prior_u(self, u: Tensor) -> Tensor:
+        """The prior's log density in unconstrained space [K]."""
+        globals, logdet = self.global_guide.constrain(u)
+        return self.model.log_prior(globals) + logdet
+
+    def _population_proposal(self):
+        """The population's independence proposal: q(u), with a `DEFENSIVE_PRIOR`
+        fraction of prior draws so a mode q has lost can still be proposed."""
+        guide, d = self.global_guide, DEFENSIVE_PRIOR
+
+        def draw(k: int) -> Tensor:
+            u = guide.rsample(k)[2]
+            from_prior = torch.rand(k, 1, device=u.device) < d
+            return torch.where(from_prior, guide.flat_u(self.view.prior_globals(k)), u)
+
+        def log_density(u: Tensor) -> Tensor:
+            return torch.logaddexp(math.log1p(-d) + guide.log_prob_u(u),
+                                   math.log(d) + self._log_prior_u(u))
+        return draw, log_density
+
     def _forward_kl(self) -> Tensor:
         """Mode-covering term: KL(p ‖ q) up to a constant, −Σ w̄ log q(u) over the
         particle population that tracks the ratio's posterior (particles.py)."""
@@ -512,7 +534,7 @@ class Trainer:
         u = draws[2] if draws is not None else None
         if self.ratio is not None:
             if self.population is not None:
-                self.population.track(self._log_posterior_u)
+                self.population.track(self._log_posterior_u, self._population_proposal())
             for i in range(self._ratio_updates()):
                 out["ratio_loss"], out["ratio_acc"] = self.ratio_step(u if i == 0 else None)
             for _ in range(s.reuse if self.mode == "contrastive" else 0):

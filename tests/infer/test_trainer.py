@@ -124,8 +124,8 @@ def test_reuse_adds_ratio_updates_on_stored_simulations():
     trainer = Trainer(GaussianLinear(), obs, FitSettings(**dict(TINY, reuse=2)))
     trainer.run()
     adam = trainer.r_opt.state[next(iter(trainer.ratio.parameters()))]
-    assert int(adam["step"]) == 4 * TINY["steps"]          # two fresh (no plate) + two replayed
-    assert len(trainer._replay) == min(2 * TINY["steps"], REPLAY_STEPS)   # two batches a step
+    assert int(adam["step"]) == 7 * TINY["steps"]          # five fresh (no plate) + two replayed
+    assert len(trainer._replay) == min(5 * TINY["steps"], REPLAY_STEPS)   # five batches a step
     data, _ = hier_gauss_data(n=50)                 # a plate: one fresh update; empirical: no replay
     trainer = Trainer(HierGauss(), data, FitSettings(**dict(TINY, reuse=2)))
     trainer.run()
