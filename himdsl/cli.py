@@ -8,6 +8,7 @@ or a bad flag. User mistakes never show a traceback.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -322,7 +323,9 @@ class ProgressBar:
         done = min(1.0, row.step / max(total, 1))
         bar = "#" * int(28 * done) + "-" * (28 - int(28 * done))
         rate = row.step / max(row.seconds, 1e-9)
-        line = (f"[{bar}] {row.step}/{total}  ELBO {row.elbo:.4g}  ratio loss {row.ratio_loss:.3f}  "
+        # no ELBO yet while the warm-up trains only the ratio
+        elbo = "(warm-up)" if math.isnan(row.elbo) else f"{row.elbo:.4g}"
+        line = (f"[{bar}] {row.step}/{total}  ELBO {elbo}  ratio loss {row.ratio_loss:.3f}  "
                 f"acc {row.ratio_acc:.2f}  {rate:.0f} steps/s")
         if self.live:
             sys.stderr.write("\r" + line)

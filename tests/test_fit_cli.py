@@ -210,3 +210,16 @@ def test_model_simulate_takes_point_estimates():
     weights = {k: v * 0 for k, v in truth.items() if "." in k}
     data, _ = model.simulate(rows=3, seed=0, params=weights)
     np.testing.assert_allclose(data["x"], 0.0)
+
+
+def test_progress_bar_says_warm_up_instead_of_a_nan_elbo(capsys):
+    """During the warm-up only the ratio trains, so there is no ELBO to show yet."""
+    from himdsl.cli import ProgressBar
+    from himdsl.infer.result import TraceRow
+
+    bar = ProgressBar(10)
+    bar.update(TraceRow(1, float("nan"), 0.69, 0.5, 0.1))
+    bar.update(TraceRow(2, -3.25, 0.6, 0.6, 0.2))
+    err = capsys.readouterr().err
+    assert "ELBO (warm-up)" in err and "nan" not in err
+    assert "ELBO -3.25" in err

@@ -5,13 +5,15 @@ In contrastive mode the ratio gives the posterior of the globals up to a constan
 π(u) ∝ p(β(u)) |∂β/∂u| exp(Σ_n r(x_n, β(u))), and π changes a little every step
 as the ratio learns. The population follows it: each step reweights the particles
 by the change of log π, resamples when the effective sample size falls below half,
-and moves them by random-walk Metropolis steps that leave the current π invariant.
+and moves them by random-walk Metropolis steps that leave the current π invariant,
+then by one independence Metropolis-Hastings step proposing from q (which carries
+particles between modes that random walks cannot cross).
 Started from the prior while the ratio is still flat, it reaches every mode in
 proportion to its mass (a tempering path the training itself provides), which a
 reverse-KL fit of q does not (docs/lfvi-notes.md, "two_moons").
 
     pop = ParticlePosterior(u_prior)            # [K, D] unconstrained prior draws
-    pop.track(log_target)                        # log_target(u [K, D]) -> [K]
+    pop.track(log_target, (draw, log_density))   # log_target(u [K, D]) -> [K]
     loss = pop.forward_kl(log_q)                 # −Σ w̄_k log q(u_k), q's covering term
 
 No host synchronisation: the resampling decision and the step-size adaptation are
@@ -84,11 +86,7 @@ class ParticlePosterior:
     def _metropolis(self, log_target: LogDensity) -> None:
         proposal = self.u + self._scale() * torch.randn_like(self.u)
         new = log_target(proposal)
-        log_alpha = torch.nan_to_num(new - self.log_target, nan=-math.inf)
-        accept = torch.rand_like(log_alpha).log() < log_alpha
-        self.u = torch.where(accept[:, None], proposal, self.u)
-        self.log_target = torch.where(accept, new, self.log_target)
-        rate = accept.float().mean()
+        rate = self._accept(proposal, new, new - self.log_target).float().mean()
         self.log_step = (self.log_step + 0.5 * (rate - TARGET_ACCEPT)).clamp(-12.0, 2.0)
 
     def _independence_move(self, log_target: LogDensity, draw, log_density: LogDensity) -> None:
@@ -98,11 +96,15 @@ class ParticlePosterior:
         (by ~√(p(1 − p)/K) each time) and nothing pulls them back."""
         proposal = draw(self.u.shape[0])
         new = log_target(proposal)
-        log_alpha = torch.nan_to_num(new - self.log_target + log_density(self.u)
-                                     - log_density(proposal), nan=-math.inf)
-        accept = torch.rand_like(log_alpha).log() < log_alpha
+        self._accept(proposal, new, new - self.log_target + log_density(self.u) - log_density(proposal))
+
+    def _accept(self, proposal: Tensor, new: Tensor, log_alpha: Tensor) -> Tensor:
+        """Metropolis-Hastings acceptance of each particle's proposal (log ratio
+        `log_alpha`; NaN rejects); returns which were accepted [K]."""
+        accept = torch.rand_like(log_alpha).log() < torch.nan_to_num(log_alpha, nan=-math.inf)
         self.u = torch.where(accept[:, None], proposal, self.u)
         self.log_target = torch.where(accept, new, self.log_target)
+        return accept
 
     @torch.no_grad()
     def local_pairs(self, num: int) -> Tensor:

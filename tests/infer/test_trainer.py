@@ -7,7 +7,7 @@ import torch
 from himdsl.infer import (FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit,
                           resolve_mode)
 from himdsl.infer.data import ModelView
-from tests.infer.models import (GaussianLinear, HierGauss, LinReg, hier_gauss_data,
+from tests.infer.models import (GaussianLinear, HierGauss, LinReg, TwoMoons, hier_gauss_data,
                                 linreg_data, sbibm_task)
 
 TINY = dict(steps=40, batch=16, particles=4, simulations=32, log_every=10)
@@ -137,3 +137,17 @@ def test_method_vi_fits_an_explicit_model():
     result = fit(LinReg(), data, FitSettings(steps=600, method="vi", guide={"w": "mvnormal"}))
     w = result.posterior(2000)["w"]
     assert np.all(np.abs(w.mean(0) - truth["w_mean"]) < 0.5 * truth["w_sd"] + 0.01)
+
+
+def test_reported_elbo_leaves_out_the_covering_term():
+    """The covering term's weight changes q's loss, not the ELBO the trace reports:
+    at the first q step (same seed, identical ratio and q so far) two weights report
+    the same value."""
+    obs, _ = sbibm_task("two_moons")
+    reported = []
+    for cover in (1.0, 1000.0):
+        trainer = Trainer(TwoMoons(), obs, FitSettings(**dict(TINY, cover=cover, warmup=0.25)))
+        while trainer.state.step <= trainer._warmup_steps():
+            out = trainer.step()
+        reported.append(float(out["elbo"]))
+    assert reported[0] == pytest.approx(reported[1], rel=1e-6)
