@@ -427,6 +427,7 @@ class Trainer:
         if self.params and self.settings.method == "lfvi":
             self._add_generator_grads(globals, rows, s)
         self.q_opt.step()
+        self._q_loss = loss.detach()    # checked for NaN with the step's other losses
         return surrogate_elbo
 
     def _uses_cover(self) -> bool:
@@ -544,6 +545,7 @@ class Trainer:
                 self.replay_step()
         if q_active:
             out["elbo"] = self.q_step(draws)
+            out["q_loss"] = self._q_loss
             self._accumulate_average(k)
         self._flag_non_finite(out, k)
         self.state.step = k + 1
@@ -634,7 +636,7 @@ class Trainer:
 
     def _log(self, window: list[dict], step: int, seconds: float) -> TraceRow:
         means = {key: torch.stack([w[key].float() for w in window if key in w]).mean()
-                 for key in ("elbo", "ratio_loss", "ratio_acc") if any(key in w for w in window)}
+                 for key in ("elbo", "q_loss", "ratio_loss", "ratio_acc") if any(key in w for w in window)}
         self._check_finite(means)
         values = {k: float(v) for k, v in means.items()}
         row = TraceRow(step, values.get("elbo", float("nan")), values.get("ratio_loss", float("nan")),

@@ -151,3 +151,13 @@ def test_reported_elbo_leaves_out_the_covering_term():
             out = trainer.step()
         reported.append(float(out["elbo"]))
     assert reported[0] == pytest.approx(reported[1], rel=1e-6)
+
+
+def test_non_finite_covering_term_stops_the_run_at_its_step():
+    """The covering term is not part of the reported ELBO, but a NaN in it is still
+    caught at the step where it happened, named as q's loss."""
+    obs, _ = sbibm_task("two_moons")
+    trainer = Trainer(TwoMoons(), obs, FitSettings(**dict(TINY, warmup=0.25)))
+    trainer._forward_kl = lambda: torch.tensor(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"at step 10 .*q_loss = nan"):
+        trainer.run()
