@@ -354,11 +354,8 @@ class GlobalGuide(nn.Module):
 
     def log_prob(self, globals: dict[str, Tensor]) -> Tensor:
         """log q(β) of constrained globals: [S]."""
-        flat = self.unconstrain(globals)
-        log_q = 0.0
-        for block, family in zip(self.blocks, self.families):
-            log_q = log_q + family.log_prob(torch.cat([flat[n] for n in block], -1))
-        return log_q - self.constrain(self._concat(flat))[1]
+        u = self.flat_u(globals)
+        return self.log_prob_u(u) - self.constrain(u)[1]
 
     def log_prob_u(self, u: Tensor) -> Tensor:
         """log q(u) of flat unconstrained draws u [S, Du] (block order): [S]."""

@@ -402,9 +402,9 @@ class Trainer:
             return {}, 0.0, None
         return self.global_guide.rsample(self.settings.particles)
 
-    def q_step(self, draws=None) -> Tensor:
-        """One update of q(β), q(z | x, β) and point parameters: the surrogate ELBO / N.
-        `draws`: this step's (globals, log q, u) from `_q_draws` (drawn here if None)."""
+    def q_step(self, draws=None) -> tuple[Tensor, Tensor]:
+        """One update of q(β), q(z | x, β) and point parameters: (the surrogate
+        ELBO / N, q's whole loss, the covering term included). `draws`: this step's (globals, log q, u) from `_q_draws` (drawn here if None)."""
         view, n = self.view, self.view.n_rows
         rows = self._batch_rows(reshuffled=True)
         s = self.settings.particles if view.g_shapes else 1
@@ -427,8 +427,7 @@ class Trainer:
         if self.params and self.settings.method == "lfvi":
             self._add_generator_grads(globals, rows, s)
         self.q_opt.step()
-        self._q_loss = loss.detach()    # checked for NaN with the step's other losses
-        return surrogate_elbo
+        return surrogate_elbo, loss.detach()
 
     def _uses_cover(self) -> bool:
         """The covering term needs Σ_n r over every row: contrastive mode with the
@@ -446,21 +445,22 @@ class Trainer:
         # every row's features, once: the posterior is evaluated on all of them each step
         self._all_rows_x = view.x_features(view.with_data(view.rows(None), 1))
         prior = view.prior_globals(self.settings.simulations)
+        self._proposal = self._population_proposal()
         return ParticlePosterior(self.global_guide.flat_u(prior))
 
     def _log_posterior_u(self, u: Tensor) -> Tensor:
         """The ratio's posterior of the globals in unconstrained space, up to a
         constant: log p(β(u)) + log |∂β/∂u| + Σ_n r(x_n, β(u)) [K]."""
         view = self.view
-        globals, logdet = self.global_guide.constrain(u)
+        globals, log_prior = self._prior_u(u)
         x = self._all_rows_x.expand(u.shape[0], -1, -1)
         log_lik = view.n_rows * self.ratio_avg(self._features(x, None, view.g_flat(globals))).mean(-1)
-        return self.model.log_prior(globals) + logdet + log_lik
+        return log_prior + log_lik
 
-    def _log_prior_u(self, u: Tensor) -> Tensor:
-        """The prior's log density in unconstrained space [K]."""
+    def _prior_u(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The globals of unconstrained u and the prior's log density at u [K]."""
         globals, logdet = self.global_guide.constrain(u)
-        return self.model.log_prior(globals) + logdet
+        return globals, self.model.log_prior(globals) + logdet
 
     def _population_proposal(self):
         """The population's independence proposal: q(u), with a `DEFENSIVE_PRIOR`
@@ -474,7 +474,7 @@ class Trainer:
 
         def log_density(u: Tensor) -> Tensor:
             return torch.logaddexp(math.log1p(-d) + guide.log_prob_u(u),
-                                   math.log(d) + self._log_prior_u(u))
+                                   math.log(d) + self._prior_u(u)[1])
         return draw, log_density
 
     def _forward_kl(self) -> Tensor:
@@ -538,14 +538,13 @@ class Trainer:
         u = draws[2] if draws is not None else None
         if self.ratio is not None:
             if self.population is not None:
-                self.population.track(self._log_posterior_u, self._population_proposal())
+                self.population.track(self._log_posterior_u, self._proposal)
             for i in range(self._ratio_updates()):
                 out["ratio_loss"], out["ratio_acc"] = self.ratio_step(u if i == 0 else None)
             for _ in range(s.reuse if self.mode == "contrastive" else 0):
                 self.replay_step()
         if q_active:
-            out["elbo"] = self.q_step(draws)
-            out["q_loss"] = self._q_loss
+            out["elbo"], out["q_loss"] = self.q_step(draws)
             self._accumulate_average(k)
         self._flag_non_finite(out, k)
         self.state.step = k + 1
