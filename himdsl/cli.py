@@ -282,7 +282,8 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
     try:
         result = run_fit(compiled, data, overrides, device, str(folder), resume, bar.update)
         bar.close()
-        typer.echo(f"ratio mode: {result.info['ratio_mode']}; {result.settings.steps} steps in "
+        inputs = " (reads the model's prediction, not β)" if result.info["ratio_inputs"] == "prediction" else ""
+        typer.echo(f"ratio mode: {result.info['ratio_mode']}{inputs}; {result.settings.steps} steps in "
                    f"{result.seconds:.1f} s on {result.device}")
         paths = result.save(str(folder))
     except (DataError, FitError) as exc:

@@ -172,7 +172,8 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
         raise FitError(str(exc)) from None
     data_file = str(data) if isinstance(data, (str, os.PathLike)) else None
     return Fit(model, module, as_tensors(arrays, module, target), result, settings, target,
-               time.perf_counter() - start, data_file, {"ratio_mode": trainer.mode})
+               time.perf_counter() - start, data_file,
+               {"ratio_mode": trainer.mode, "ratio_inputs": trainer.ratio_inputs})
 
 
 # ------------------------------------------------------------------ outputs
@@ -233,6 +234,7 @@ def fit_record(fit: Fit) -> dict:
         "data": fit.data_file,
         "settings": fit.settings.to_dict(),
         "ratio_mode": fit.info.get("ratio_mode"),
+        "ratio_inputs": fit.info.get("ratio_inputs"),
         "device": str(fit.device) + (f" ({torch.cuda.get_device_name(fit.device)})"
                                      if fit.device.type == "cuda" else ""),
         "wall_seconds": round(fit.seconds, 3),

@@ -190,3 +190,27 @@ def test_compile_cli_emits_each_stage():
 def test_cat_encoding_is_declared():
     module = himdsl.load("examples/bayes_gan/model.him").module()
     assert module.encodings == {"y": "one-hot(2)"}
+
+
+def test_predict_returns_the_observations_parents_with_noise_at_its_mean():
+    module = himdsl.load("examples/bayes_gan/model.him").module()
+    assert module.prediction_names == ("logits",)
+    torch.manual_seed(0)
+    globals_ = {n: v.requires_grad_() for n, v in module.sample_globals(3).items()}
+    x = torch.randn(7, 5)
+    logits = module.predict(globals_, {"x": x}, rows=7)["logits"]
+    inputs = torch.cat([x, torch.zeros(7, 4)], -1)                 # eps at its mean, 0
+    h = torch.relu(inputs @ globals_["h.weight"] + globals_["h.bias"][:, None, :])
+    expected = h @ globals_["logits.weight"] + globals_["logits.bias"][:, None, :]
+    torch.testing.assert_close(logits, expected)
+    logits.sum().backward()                                       # differentiable in β
+    assert globals_["h.weight"].grad.abs().sum() > 0
+    noisy = module.simulate(globals_, {"x": x}, rows=7)["logits"]
+    assert not torch.allclose(noisy, expected)                     # simulate still draws eps
+
+
+@pytest.mark.parametrize("path, names", [("examples/deep_implicit/model.him", ("h1",)),
+                                         ("examples/hier_gauss/model.him", ()),
+                                         ("examples/lotka_volterra/many_series.him", ())])
+def test_prediction_names_are_deterministic_parents_and_none_with_externs(path, names):
+    assert himdsl.load(path).module_class().prediction_names == names

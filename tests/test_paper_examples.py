@@ -42,9 +42,11 @@ def test_bayes_gan_classification_quick(tmp_path):
         assert r["dataset"] == "crabs"
         assert 0.0 <= r["test_error"] <= 1.0 and 0.0 <= r["train_error"] <= 1.0
     by_method = {r["method"]: r for r in rows}
-    # 200 steps: MAP of the BNN is already good; everything is at least a valid classifier
-    assert by_method["Bayesian NN + MAP"]["test_error"] < 0.5
-    assert by_method["Bayesian GAN + MAP"]["train_error"] < 0.5
+    # 200 steps: both MAP fits already classify (measured test error 0.04 BNN, 0.08
+    # Bayesian GAN, whose ratio reads the network's prediction; chance is 0.5); the
+    # mean-field VI fits are still at chance this early
+    assert by_method["Bayesian NN + MAP"]["test_error"] < 0.25
+    assert by_method["Bayesian GAN + MAP"]["test_error"] < 0.25
 
 
 def test_deep_implicit_fit_quick(tmp_path):

@@ -26,6 +26,7 @@ _RESERVED_ATTRIBUTES = frozenset(dir(__import__("torch").nn.Module)) | {
     "nodes", "plate", "explicit", "externs", "model_name", "source_file", "source_dir", "global_names",
     "local_names", "observed_names", "covariate_names", "device", "simulate", "prior", "priors",
     "sample_globals", "log_prior", "bijector", "log_local_prior", "log_likelihood", "encodings",
+    "prediction_names", "predict",
 }
 
 
@@ -110,6 +111,8 @@ class _ModuleWriter:
                             ("covariate_names", ("covariate",))):
             names = tuple(n for n in self.order if model.symbols[n].role in roles)
             e.line(f"{attr} = {names!r}")
+        e.line("# what `predict` returns: the observations' real deterministic parents, noise centred")
+        e.line(f"prediction_names = {self._prediction_names()!r}")
         with e.block("nodes = {"):
             for name in topological_order(self.graph):
                 attrs = self.graph.nodes[name]
@@ -125,6 +128,17 @@ class _ModuleWriter:
                            f"{info.dtype!r}, {info.span.line}),")
             e.line(")")
         e.line("")
+
+    def _prediction_names(self) -> tuple[str, ...]:
+        """Real deterministic nodes inside the plate that an observation is computed
+        from directly; none when an extern is involved (its output is random)."""
+        if self.model.externs:
+            return ()
+        observed = [n for n in self.order if self.model.symbols[n].role == "observed"]
+        parents = {p for n in observed for p in self.graph.predecessors(n)}
+        return tuple(n for n in self.order if n in parents
+                     and self.graph.nodes[n]["role"] == "deterministic"
+                     and self.graph.nodes[n]["dtype"] == "real" and self.graph.nodes[n]["plate"])
 
     def _globals(self) -> list[str]:
         """Global latents, then Bayesian layer weights, parents first."""

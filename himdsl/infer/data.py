@@ -177,6 +177,19 @@ class ModelView:
         parts = [globals[n].reshape(s, -1).float() for n in self.g_shapes]
         return torch.cat(parts, -1) if parts else torch.zeros(s, 0, device=self.device)
 
+    @property
+    def prediction_dim(self) -> int:
+        """Width of `prediction` (0 when the model offers none)."""
+        return sum(math.prod(self.model.nodes[n].shape) for n in self.model.prediction_names)
+
+    def prediction(self, globals: dict[str, Tensor], rows: dict[str, Tensor]) -> Tensor:
+        """The model's noise-free prediction at each draw of the globals for each
+        row (`HimModule.predict`), flattened: [S, M, P]."""
+        m = self._batch_size(rows)
+        s = next(iter(globals.values())).shape[0]
+        out = self.model.predict(globals, self.covariates(rows) or None, rows=m)
+        return torch.cat([self._lead(n, v, s, m).reshape(s, m, -1).float() for n, v in out.items()], -1)
+
     def with_data(self, rows: dict[str, Tensor], draws: int) -> dict[str, Tensor]:
         """Data rows laid out like a simulation: {name: [S, M, ...]}."""
         return {n: v.unsqueeze(0).expand(draws, *v.shape) for n, v in rows.items()}

@@ -18,6 +18,7 @@ from .ratio import LOSSES
 RATIO_MODES = ("auto", "empirical", "contrastive")
 METHODS = ("lfvi", "vi")
 CONTRASTS = ("pair", "single")
+RATIO_INPUTS = ("auto", "globals", "prediction")
 GLOBAL_FAMILIES = ("auto",) + tuple(FAMILIES)
 LOCAL_FAMILIES = ("auto", "gaussian", "implicit")
 
@@ -60,7 +61,7 @@ class FitSettings:
     # (one observation: a cheap step, and the ratio's detail is the limit), else 1
     ratio_updates: int | None = None
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
-    anneal: float = 0.0        # likelihood tempered 0 -> 1 over this fraction of q steps
+    anneal: float = 0.0        # likelihood tempered over this fraction of q steps (rows grow geometrically)
     cover: float = 1000.0      # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
@@ -71,6 +72,9 @@ class FitSettings:
     # 0.998 in contrastive mode, off in empirical mode, where it was not measured better)
     ratio_ema: float | None = None
     reuse: int = 0             # extra ratio updates per step on past simulations (contrastive)
+    # what the ratio reads of β: "globals" (β itself, the paper's), "prediction" (the
+    # model's noise-free prediction at β per row), "auto" (prediction for many globals)
+    ratio_inputs: str = "auto"
     log_every: int = 50
     checkpoint_every: int = 500
 
@@ -92,6 +96,8 @@ class FitSettings:
         _check(self.spread >= 0 and self.cover >= 0, "settings `spread`, `cover` must be >= 0")
         _check(self.contrast in CONTRASTS, f"unknown contrast {self.contrast!r}; expected "
                f"one of {', '.join(CONTRASTS)}")
+        _check(self.ratio_inputs in RATIO_INPUTS, f"unknown ratio_inputs {self.ratio_inputs!r}; "
+               f"expected one of {', '.join(RATIO_INPUTS)}")
         _check(self.ratio_ema is None or 0 <= self.ratio_ema < 1,
                "setting `ratio_ema` must lie in [0, 1)")
         _check(self.method in METHODS, f"unknown method {self.method!r}; expected lfvi or vi")

@@ -29,6 +29,9 @@ Tensor = torch.Tensor
 DEFAULT_LOCAL_FAMILY = "gaussian"
 # Data rows simulated per prior draw to standardise the networks' inputs (1,024 draws).
 SCALING_ROWS = 16
+# `ratio_inputs = auto` feeds the ratio the model's noise-free prediction instead of
+# β beyond this many global dimensions (docs/lfvi.md, "ratio inputs").
+PREDICTION_MIN_DIMS = 64
 # p-side logits are clamped here in the point-parameter gradient exp(−r).
 MIN_GENERATOR_LOGIT = -10.0
 
@@ -85,6 +88,20 @@ def resolve_mode(mode: str, view: ModelView, has_params: bool = False) -> str:
     return "contrastive" if (not view.has_plate or per_row) else "empirical"
 
 
+def resolve_ratio_inputs(setting: str, view: ModelView) -> str:
+    """"globals" or "prediction" (what the ratio reads of β). `auto` takes the
+    prediction when the globals have more than `PREDICTION_MIN_DIMS` dimensions
+    (network weights, which a ratio network cannot read usefully) and the model
+    offers one (a plate, no extern)."""
+    offered = view.has_plate and view.prediction_dim > 0
+    if setting == "prediction" and not offered:
+        raise ValueError("ratio_inputs prediction needs a plate whose observations are computed "
+                         "from `let` values (and no extern); this model has none")
+    if setting == "auto":
+        return "prediction" if offered and view.g_dim > PREDICTION_MIN_DIMS else "globals"
+    return setting
+
+
 class Trainer:
     """Builds guides, ratio and optimisers for a model and its data, and trains them."""
 
@@ -96,6 +113,7 @@ class Trainer:
         self.view = ModelView(model, data)
         self.mode = resolve_mode(self.settings.ratio.mode, self.view,
                                  any(p.requires_grad for p in model.parameters()))
+        self.ratio_inputs = resolve_ratio_inputs(self.settings.ratio_inputs, self.view)
         self._check_supported()
         self.global_guide = GlobalGuide(model, self._global_families()).to(self.view.device)
         self.local_guide = self._make_local_guide()
@@ -147,7 +165,8 @@ class Trainer:
         if self.settings.method == "vi":
             return None
         z_dim = self.view.z_dim if self.mode == "empirical" else 0
-        ratio = RatioEstimator(self.view.x_dim + z_dim + self.view.g_dim, self.settings.ratio.hidden)
+        b_dim = self.view.prediction_dim if self.ratio_inputs == "prediction" else self.view.g_dim
+        ratio = RatioEstimator(self.view.x_dim + z_dim + b_dim, self.settings.ratio.hidden)
         return ratio.to(self.view.device)
 
     @torch.no_grad()
@@ -175,7 +194,8 @@ class Trainer:
             blocks = [torch.cat([x_sim.reshape(-1, view.x_dim), x_data.reshape(-1, view.x_dim)])]
             if self.mode == "empirical" and view.z_blocks:
                 blocks.append(view.z_flat(sim))
-            self.ratio.fit_scaling(blocks + [g])
+            b = self._beta_inputs(prior, sim_rows, g)
+            self.ratio.fit_scaling(blocks + [b.flatten(0, -2)])
 
     def _make_ratio_average(self):
         """An exponential moving average of the ratio's parameters, which the q step
@@ -261,9 +281,19 @@ class Trainer:
             parts.append(take)
         return torch.cat(parts)
 
-    def _ratio_draws(self) -> int:
-        s = self.settings
-        return s.particles if self.view.has_plate else s.simulations
+    def _ratio_batch(self) -> tuple[dict[str, Tensor], int]:
+        """A ratio update's data rows and number of global draws: `particles` draws
+        × `batch` rows; without a plate, or in contrastive mode over rows that carry
+        no covariates (exchangeable given β), `simulations` draws of one row each,
+        so the ratio sees as many distinct β as simulations."""
+        s, view = self.settings, self.view
+        if not view.g_shapes:
+            return self._batch_rows(), 1
+        if not view.has_plate:
+            return self._batch_rows(), s.simulations
+        if self.mode == "contrastive" and not view.c_blocks:
+            return view.rows(torch.zeros(1, dtype=torch.long, device=view.device)), s.simulations
+        return self._batch_rows(), s.particles
 
     @torch.no_grad()
     def _broad_u(self, num: int, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -287,14 +317,24 @@ class Trainer:
             u[num - k:] = self.global_guide.flat_u(self.view.prior_globals(k))
         return u, sd
 
-    def _features(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
-        parts = [x] + ([z] if z is not None else []) + [g[:, None, :].expand(*x.shape[:2], -1)]
-        return torch.cat(parts, -1)
+    def _features(self, x: Tensor, z: Tensor | None, b: Tensor) -> Tensor:
+        """The ratio's input [S, M, F]: x, z and β's inputs `b` ([S, D] or per row [S, M, D])."""
+        b = b if b.dim() == 3 else b[:, None, :].expand(*x.shape[:2], -1)
+        return torch.cat([x] + ([z] if z is not None else []) + [b], -1)
 
-    def _joint_logit(self, x: Tensor, z: Tensor | None, g: Tensor) -> Tensor:
+    def _beta_inputs(self, globals: dict, rows: dict, g: Tensor) -> Tensor:
+        """What the ratio reads of β: the flat globals `g` [S, Dg], or with
+        `ratio_inputs` "prediction" the model's noise-free prediction at β for
+        each row [S, M, P] (docs/lfvi.md, "ratio inputs")."""
+        if self.ratio_inputs == "prediction":
+            return self.view.prediction(globals, rows)
+        return g
+
+    def _joint_logit(self, x: Tensor, z: Tensor | None, g: Tensor, b: Tensor) -> Tensor:
         """Estimated log p(x, z | β) − log q(x, z | β) (empirical mode): the network
-        plus, with an explicit local guide, the exact −log q(z | x, β) offset."""
-        logit = self.ratio_avg(self._features(x, z, g))
+        plus, with an explicit local guide, the exact −log q(z | x, β) offset.
+        `b`: the ratio's inputs for β (`_beta_inputs`)."""
+        logit = self.ratio_avg(self._features(x, z, b))
         if z is not None and self.local_guide.has_density:
             logit = logit - self.local_guide.log_prob(z, x, g)
         return logit
@@ -304,19 +344,19 @@ class Trainer:
         """One update of the ratio estimator: (loss, accuracy). `u`: this step's
         unconstrained q draws, reused (detached) as the centres of the widened globals."""
         view = self.view
-        rows = self._batch_rows()
-        draws = self._ratio_draws() if view.g_shapes else 1
+        rows, draws = self._ratio_batch()
         with torch.no_grad():
             globals, partner = self._ratio_globals(draws, u)
             sim = self._simulate(globals, rows, draws)
             g = view.g_flat(globals)
+            b = self._beta_inputs(globals, rows, g)
             xp = view.x_features(sim)
         if self.mode == "contrastive":
-            self._remember(xp, g, partner)
-            logit_p, logit_q = self._contrastive_logits(xp, g, partner)
+            self._remember(xp, b, partner)
+            logit_p, logit_q = self._contrastive_logits(xp, b, partner)
             judge = self._contrastive_judge()
         else:
-            logit_p, logit_q = self._empirical_logits(sim, rows, g, draws)
+            logit_p, logit_q = self._empirical_logits(sim, rows, g, b, draws)
             judge = classifier_loss
         return self._ratio_update(*judge(logit_p, logit_q, self.settings.ratio.loss))
 
@@ -338,10 +378,10 @@ class Trainer:
     def _contrastive_judge(self):
         return pair_loss if self.settings.contrast == "pair" else classifier_loss
 
-    def _contrastive_logits(self, xp: Tensor, g: Tensor, partner: Tensor) -> tuple[Tensor, Tensor]:
-        # g[partner]: the other globals of each pair, exchangeable with g (see _ratio_globals)
-        return (self.ratio(self._features(xp, None, g)),
-                self.ratio(self._features(xp, None, g[partner])))
+    def _contrastive_logits(self, xp: Tensor, b: Tensor, partner: Tensor) -> tuple[Tensor, Tensor]:
+        # b[partner]: the other globals of each pair, exchangeable with b (see _ratio_globals)
+        return (self.ratio(self._features(xp, None, b)),
+                self.ratio(self._features(xp, None, b[partner])))
 
     def _ratio_globals(self, num: int, u: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
         """Globals for a ratio update and, for each, the index of its pair partner
@@ -376,7 +416,7 @@ class Trainer:
         self._update_ratio_average()
         return loss.detach(), acc
 
-    def _empirical_logits(self, sim, rows, g, draws) -> tuple[Tensor, Tensor]:
+    def _empirical_logits(self, sim, rows, g, b, draws) -> tuple[Tensor, Tensor]:
         view = self.view
         xp = view.x_features(sim)
         xq = view.x_features(view.with_data(rows, draws))
@@ -388,8 +428,8 @@ class Trainer:
         with torch.no_grad():
             off_p = self._offset(zp, xp, g)
             off_q = self._offset(zq, xq, g)
-        return (self.ratio(self._features(xp, zp, g)) - off_p,
-                self.ratio(self._features(xq, zq, g)) - off_q)
+        return (self.ratio(self._features(xp, zp, b)) - off_p,
+                self.ratio(self._features(xq, zq, b)) - off_q)
 
     def _offset(self, z, x, g):
         if z is None or not self.local_guide.has_density:
@@ -443,7 +483,8 @@ class Trainer:
             return None
         view = self.view
         # every row's features, once: the posterior is evaluated on all of them each step
-        self._all_rows_x = view.x_features(view.with_data(view.rows(None), 1))
+        self._all_rows = view.rows(None)
+        self._all_rows_x = view.x_features(view.with_data(self._all_rows, 1))
         prior = view.prior_globals(self.settings.simulations)
         self._proposal = self._population_proposal()
         return ParticlePosterior(self.global_guide.flat_u(prior))
@@ -454,7 +495,8 @@ class Trainer:
         view = self.view
         globals, log_prior = self._prior_u(u)
         x = self._all_rows_x.expand(u.shape[0], -1, -1)
-        log_lik = view.n_rows * self.ratio_avg(self._features(x, None, view.g_flat(globals))).mean(-1)
+        b = self._beta_inputs(globals, self._all_rows, view.g_flat(globals))
+        log_lik = view.n_rows * self.ratio_avg(self._features(x, None, b)).mean(-1)
         return log_prior + log_lik
 
     def _prior_u(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -489,12 +531,12 @@ class Trainer:
                      else (None, None))
         if self.settings.method == "vi":
             return self._exact_terms(globals, rows, z, log_qz)
-        ratio = self.ratio_avg
+        ratio, b = self.ratio_avg, self._beta_inputs(globals, rows, g)
         if self.mode == "contrastive" or z is None:
-            return ratio(self._features(x, None, g))
+            return ratio(self._features(x, None, b))
         if log_qz is None:
-            return ratio(self._features(x, z, g))
-        return ratio(self._features(x, z, g)) - log_qz
+            return ratio(self._features(x, z, b))
+        return ratio(self._features(x, z, b)) - log_qz
 
     def _exact_terms(self, globals, rows, z, log_qz) -> Tensor:
         view = self.view
@@ -515,7 +557,7 @@ class Trainer:
         x = view.x_features(sim)
         z = view.z_flat(sim) if view.z_blocks else None
         self._set_requires_grad(self.ratio, False)
-        logit = self._joint_logit(x, z, g).clamp_min(MIN_GENERATOR_LOGIT)
+        logit = self._joint_logit(x, z, g, self._beta_inputs(globals, rows, g)).clamp_min(MIN_GENERATOR_LOGIT)
         grads = torch.autograd.grad(-torch.exp(-logit).mean(), self.params, allow_unused=True)
         self._set_requires_grad(self.ratio, True)
         for p, gr in zip(self.params, grads):
@@ -555,11 +597,16 @@ class Trainer:
         return int(self.settings.warmup * self.settings.steps) if self.ratio is not None else 0
 
     def _temperature(self) -> float:
-        """Likelihood weight: rises linearly from 0 to 1 over the first `anneal`
-        fraction of the q steps, so q passes through tempered posteriors."""
+        """Likelihood weight p · N^(p − 1), p rising linearly from 0 to 1 over the
+        first `anneal` fraction of the q steps: the data's effective number of rows
+        p · N^p grows geometrically (linearly without a plate), so q passes through
+        tempered posteriors that shrink at a steady rate."""
         s = self.settings
         ramp = s.anneal * (s.steps - self._warmup_steps())
-        return min(1.0, (self.state.step - self._warmup_steps() + 1) / ramp) if ramp >= 1 else 1.0
+        if ramp < 1:
+            return 1.0
+        p = min(1.0, (self.state.step - self._warmup_steps() + 1) / ramp)
+        return p * self.view.n_rows ** (p - 1)
 
     def _set_lr(self, k: int) -> None:
         s = self.settings

@@ -47,6 +47,18 @@ def sample(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
     return dist.rsample() if dist.has_rsample else dist.sample()
 
 
+def centre(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
+    """The distribution's mean for every element of `batch` (a draw where the mean
+    is undefined, e.g. Cauchy)."""
+    if tuple(dist.batch_shape) != tuple(batch):
+        dist = dist.expand(torch.Size(batch))
+    try:
+        mean = dist.mean
+    except NotImplementedError:
+        return dist.sample()
+    return torch.where(torch.isfinite(mean), mean, dist.sample())
+
+
 def _normal(shape, like, loc, scale):
     draw = torch.randn(shape, dtype=like.dtype, device=like.device)
     return _affine(draw, scale, loc)

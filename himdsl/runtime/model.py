@@ -56,6 +56,9 @@ class HimModule(nn.Module):
     # noise or extern is involved, so likelihood-based VI (`--method vi`) applies.
     explicit: bool = False
     externs: tuple[ExternSpec, ...] = ()
+    # real deterministic nodes an observation is computed from (none with externs):
+    # what `predict` returns
+    prediction_names: tuple[str, ...] = ()
 
     def __init__(self, extern_dir: str | None = None):
         super().__init__()
@@ -63,6 +66,7 @@ class HimModule(nn.Module):
         folder = extern_dir or self.source_dir
         self._extern_functions = {spec.name: load_extern(spec, folder) for spec in self.externs}
         self._extern_specs = {spec.name: spec for spec in self.externs}
+        self._centred = False   # `predict`: noise at its centre instead of drawn
 
     # ---------------------------------------------------------------- globals
     def priors(self, globals: dict[str, torch.Tensor]) -> dict:
@@ -116,6 +120,19 @@ class HimModule(nn.Module):
         Covariates are [M, *row] (shared by all draws) or [*S, M, *row]. The draw
         axes S come from the globals, else from `draws` (default: none)."""
         return self._run(globals or {}, covariates or {}, rows, draws, fixed={}, log_probs=None)
+
+    def predict(self, globals: dict[str, torch.Tensor], covariates: dict[str, torch.Tensor] | None = None,
+                rows: int | None = None) -> dict[str, torch.Tensor]:
+        """The simulator's noise-free prediction: the `prediction_names` nodes with
+        every noise at its centre (its mean), {name: [*S, M, *shape]}. Differentiable
+        in the globals; local latents are still drawn. The ratio estimator reads it
+        in place of high-dimensional globals (docs/lfvi.md, "ratio inputs")."""
+        self._centred = True
+        try:
+            out = self._run(globals, covariates or {}, rows, None, fixed={}, log_probs=None)
+        finally:
+            self._centred = False
+        return {name: out[name] for name in self.prediction_names}
 
     def log_local_prior(self, globals, locals, covariates=None) -> torch.Tensor:
         """log p(z_m | β) summed over local latents: [*S, M] (explicit models only)."""
@@ -189,12 +206,14 @@ class HimModule(nn.Module):
             if log_probs is not None:
                 log_probs[name] = dist.log_prob(value)
             return value
+        if self._centred and self.nodes[name].role == "noise":
+            return distributions.centre(dist, batch)
         return distributions.sample(dist, batch)
 
     def _draw_constant(self, name: str, dist_name: str, shape: tuple, batch: tuple, fixed: dict,
                        log_probs: dict | None, **params):
         """A stochastic node whose distribution has constant arguments (fast path)."""
-        if name in fixed:
+        if name in fixed or self._centred:
             return self._draw(name, self._dist(dist_name, shape, **params), batch, fixed, log_probs)
         return distributions.sample_constant(dist_name, tuple(batch) + tuple(shape), self._anchor, **params)
 

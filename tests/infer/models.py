@@ -206,3 +206,43 @@ def c2st(draws: np.ndarray, reference: np.ndarray, seed: int = 1, folds: int = 5
                         max_iter=10000, solver="adam", random_state=seed)
     cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
     return float(cross_val_score(clf, x, y, cv=cv, scoring="accuracy").mean())
+
+
+# ---------------------------------------------------------------- probit via noise
+PROBIT_SOURCE = """
+model probit
+data x : real
+data y : cat(2)
+latent a ~ Normal(0, 2)
+latent b ~ Normal(0, 2)
+plate n over y {
+    noise e ~ Normal(0, 1)
+    let f = a * x + b + e
+    observe y = argmax(stack(0.0, f))
+}
+"""
+
+
+def probit_module():
+    """y_n = [a x_n + b + e_n > 0], e_n ~ N(0, 1): probit regression written as a
+    simulator (compiled from `PROBIT_SOURCE`; its prediction is f at e = 0)."""
+    import himdsl
+    return himdsl.load("probit.him", source=PROBIT_SOURCE).module()
+
+
+def probit_data(n: int = 500, seed: int = 0, a: float = 1.5, b: float = -0.5):
+    """Data and the exact posterior moments of (a, b), by quadrature on a 400 × 400
+    grid spanning ±6 posterior sds (p(y = 1 | x) = Φ(a x + b))."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n).astype(np.float32)
+    y = (a * x + b + rng.normal(size=n) > 0).astype(np.int64)
+    ga, gb = torch.meshgrid(torch.linspace(0.5, 2.8, 400, dtype=torch.float64),
+                            torch.linspace(-1.4, 0.4, 400, dtype=torch.float64), indexing="ij")
+    f = ga[..., None] * torch.as_tensor(x, dtype=torch.float64) + gb[..., None]
+    sign = torch.as_tensor(2 * y - 1, dtype=torch.float64)
+    log_post = torch.special.log_ndtr(sign * f).sum(-1) + Normal(0.0, 2.0).log_prob(ga) + \
+        Normal(0.0, 2.0).log_prob(gb)
+    w = torch.softmax(log_post.flatten(), 0).reshape(log_post.shape)
+    mean = torch.stack([(w * ga).sum(), (w * gb).sum()])
+    sd = torch.stack([(w * (ga - mean[0]) ** 2).sum().sqrt(), (w * (gb - mean[1]) ** 2).sum().sqrt()])
+    return {"x": x, "y": y}, {"mean": mean.numpy(), "sd": sd.numpy()}

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+import himdsl
 from himdsl.infer import (FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit,
                           resolve_mode)
+from himdsl.infer.trainer import resolve_ratio_inputs
 from himdsl.infer.data import ModelView
 from tests.infer.models import (GaussianLinear, HierGauss, LinReg, TwoMoons, hier_gauss_data,
-                                linreg_data, sbibm_task)
+                                linreg_data, probit_data, probit_module, sbibm_task)
 
 TINY = dict(steps=40, batch=16, particles=4, simulations=32, log_every=10)
 
@@ -32,6 +34,70 @@ def test_auto_mode_empirical_only_with_locals_or_point_parameters():
     rows, _ = linreg_data(n=500)
     assert resolve_mode("auto", ModelView(LinReg(), rows)) == "contrastive"
     assert resolve_mode("auto", ModelView(LinReg(), rows), has_params=True) == "empirical"
+
+
+def test_auto_ratio_inputs_read_the_prediction_only_for_many_globals():
+    gan = himdsl.load("examples/bayes_gan/model.him").module()         # 386 weights
+    rows = {"x": torch.randn(20, 5), "y": torch.randint(2, (20,))}
+    assert resolve_ratio_inputs("auto", ModelView(gan, rows)) == "prediction"
+    assert resolve_ratio_inputs("globals", ModelView(gan, rows)) == "globals"
+    data, _ = probit_data(n=50)                                        # 2 globals
+    assert resolve_ratio_inputs("auto", ModelView(probit_module(), data)) == "globals"
+    hier, _ = hier_gauss_data(n=50)                                    # no prediction
+    assert resolve_ratio_inputs("auto", ModelView(HierGauss(), hier)) == "globals"
+    with pytest.raises(ValueError, match="prediction needs a plate"):
+        Trainer(HierGauss(), hier, FitSettings(ratio_inputs="prediction"))
+    with pytest.raises(ValueError, match="ratio_inputs"):
+        FitSettings(ratio_inputs="beta").validate()
+
+
+def test_prediction_inputs_size_the_ratio_and_train_in_both_modes():
+    data, _ = probit_data(n=60)
+    for mode in ("empirical", "contrastive"):
+        trainer = Trainer(probit_module(), data, FitSettings(ratio_inputs="prediction",
+                                                             ratio=RatioSettings(mode=mode), **TINY))
+        assert trainer.ratio.scale.mean.shape == (3 + 1,)              # x, one-hot y, f
+        trainer.run()
+        assert np.isfinite(trainer.result().posterior(10)["a"]).all()
+
+
+IID_SOURCE = """
+model iid
+data x : real
+latent mu ~ Normal(0, 1)
+plate n over x {
+    noise e ~ Normal(0, 1)
+    observe x = mu + e
+}
+"""
+
+
+def test_contrastive_ratio_over_rows_without_covariates_sees_one_row_per_global_draw():
+    iid = himdsl.load("iid.him", source=IID_SOURCE).module()
+    trainer = Trainer(iid, {"x": np.zeros(30, np.float32)}, FitSettings(**TINY))
+    rows, draws = trainer._ratio_batch()
+    assert trainer.mode == "contrastive" and draws == TINY["simulations"] and len(rows["x"]) == 1
+    data, _ = linreg_data(n=30)                                        # covariates: rows matter
+    trainer = Trainer(LinReg(), data, FitSettings(**TINY))
+    rows, draws = trainer._ratio_batch()
+    assert draws == TINY["particles"] and len(rows["y"]) == TINY["batch"]
+
+
+def test_annealed_likelihood_weight_grows_the_effective_rows_geometrically():
+    data, _ = linreg_data(n=10_000)
+    trainer = Trainer(LinReg(), data, FitSettings(steps=110, warmup=10 / 110, anneal=0.5))
+    weights = []
+    for step in (10, 34, 59, 200):                     # first q step, p = 1/2, p = 1, after
+        trainer.state.step = step
+        weights.append(trainer._temperature())
+    p = 25 / 50
+    assert weights[0] == pytest.approx(10_000 ** (1 / 50 - 1) / 50)
+    assert weights[1] == pytest.approx(p * 10_000 ** (p - 1))          # 50 effective rows
+    assert weights[2:] == [1.0, 1.0]
+    trainer = Trainer(TwoMoons(), sbibm_task("two_moons")[0],            # no plate: linear
+                      FitSettings(steps=110, warmup=10 / 110, anneal=0.5, simulations=16))
+    trainer.state.step = 34
+    assert trainer._temperature() == pytest.approx(0.5)
 
 
 def test_contrastive_mode_refuses_local_latents():

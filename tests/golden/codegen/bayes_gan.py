@@ -25,6 +25,8 @@ class BayesGan(HimModule):
     local_names = ()
     observed_names = ('y',)
     covariate_names = ('x',)
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ('logits',)
     nodes = {
         'x': NodeInfo('x', 'covariate', (5,), 'n', 'real', None, 14),
         'eps': NodeInfo('eps', 'noise', (4,), 'n', 'real', None, 18),

@@ -25,6 +25,8 @@ class DeepImplicit(HimModule):
     local_names = ('z2', 'z1')
     observed_names = ('x',)
     covariate_names = ()
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ('h1',)
     nodes = {
         'eps2': NodeInfo('eps2', 'noise', (100,), 'n', 'real', None, 9),
         'eps1': NodeInfo('eps1', 'noise', (100,), 'n', 'real', None, 10),

@@ -25,6 +25,8 @@ class GaussianLinear(HimModule):
     local_names = ()
     observed_names = ('x',)
     covariate_names = ()
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ()
     nodes = {
         'theta': NodeInfo('theta', 'global', (10,), None, 'real', None, 14),
         'eps': NodeInfo('eps', 'noise', (10,), None, 'real', None, 16),

@@ -25,6 +25,8 @@ class HierGauss(HimModule):
     local_names = ('z',)
     observed_names = ('x',)
     covariate_names = ()
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ()
     nodes = {
         'beta': NodeInfo('beta', 'global', (2,), None, 'real', None, 9),
         'z': NodeInfo('z', 'local', (2,), 'n', 'real', None, 12),

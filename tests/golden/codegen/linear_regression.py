@@ -25,6 +25,8 @@ class LinearRegression(HimModule):
     local_names = ()
     observed_names = ('y',)
     covariate_names = ('f',)
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ()
     nodes = {
         'f': NodeInfo('f', 'covariate', (3,), 'n', 'real', None, 6),
         'w': NodeInfo('w', 'global', (3,), None, 'real', None, 9),

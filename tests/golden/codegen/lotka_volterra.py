@@ -25,6 +25,8 @@ class LotkaVolterra(HimModule):
     local_names = ()
     observed_names = ('x',)
     covariate_names = ()
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ()
     nodes = {
         'lotka_volterra': NodeInfo('lotka_volterra', 'extern', (), None, 'real', None, 9),
         'log_theta': NodeInfo('log_theta', 'global', (4,), None, 'real', None, 13),

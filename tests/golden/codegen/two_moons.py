@@ -25,6 +25,8 @@ class TwoMoons(HimModule):
     local_names = ()
     observed_names = ('x',)
     covariate_names = ()
+    # what `predict` returns: the observations' real deterministic parents, noise centred
+    prediction_names = ()
     nodes = {
         'theta': NodeInfo('theta', 'global', (2,), None, 'real', None, 10),
         'a': NodeInfo('a', 'noise', (), None, 'real', None, 12),
