@@ -214,3 +214,9 @@ def test_predict_returns_the_observations_parents_with_noise_at_its_mean():
                                          ("examples/lotka_volterra/many_series.him", ())])
 def test_prediction_names_are_deterministic_parents_and_none_with_externs(path, names):
     assert himdsl.load(path).module_class().prediction_names == names
+
+
+def test_local_activations_name_the_function_that_bounds_a_latents_support():
+    assert himdsl.load("examples/deep_implicit/model.him").module_class().local_activations == \
+        {"z2": "relu", "z1": "relu"}
+    assert himdsl.load("examples/hier_gauss/model.him").module_class().local_activations == {}

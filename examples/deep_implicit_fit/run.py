@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="a smoke run: few rows and steps")
     p.add_argument("--train", type=int, default=2000, help="training rows")
     p.add_argument("--test", type=int, default=1000, help="held-out rows")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--particles", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

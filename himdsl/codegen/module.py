@@ -26,8 +26,10 @@ _RESERVED_ATTRIBUTES = frozenset(dir(__import__("torch").nn.Module)) | {
     "nodes", "plate", "explicit", "externs", "model_name", "source_file", "source_dir", "global_names",
     "local_names", "observed_names", "covariate_names", "device", "simulate", "prior", "priors",
     "sample_globals", "log_prior", "bijector", "log_local_prior", "log_likelihood", "encodings",
-    "prediction_names", "predict",
+    "prediction_names", "predict", "local_activations",
 }
+# output functions that shape a deterministic latent's support (a guide applies the same)
+SUPPORT_ACTIVATIONS = ("relu", "softplus", "sigmoid", "tanh", "elu", "exp")
 
 
 def check_codegen(model: CheckedModel) -> list[Diagnostic]:
@@ -111,6 +113,8 @@ class _ModuleWriter:
                             ("covariate_names", ("covariate",))):
             names = tuple(n for n in self.order if model.symbols[n].role in roles)
             e.line(f"{attr} = {names!r}")
+        e.line("# output function of each `latent z = f(...)`: its support, which a guide shares")
+        e.line(f"local_activations = {self._local_activations()!r}")
         e.line("# what `predict` returns: the observations' real deterministic parents, noise centred")
         e.line(f"prediction_names = {self._prediction_names()!r}")
         with e.block("nodes = {"):
@@ -128,6 +132,21 @@ class _ModuleWriter:
                            f"{info.dtype!r}, {info.span.line}),")
             e.line(")")
         e.line("")
+
+    def _local_activations(self) -> dict[str, str]:
+        """For each local latent defined by a value (`latent z2 = dense(eps2, 128, relu)`),
+        the function its value comes out of when that bounds its support (relu: ≥ 0 with
+        an atom at 0; sigmoid: (0, 1); ...)."""
+        out = {}
+        for name in self.order:
+            symbol = self.model.symbols[name]
+            value = symbol.stmt.value if symbol.role == "local" and symbol.stmt.dist is None else None
+            if isinstance(value, ast.Call):
+                layers = self.model.call_layers.get(id(value))
+                act = layers[-1].activation if layers else value.func
+                if act in SUPPORT_ACTIVATIONS:
+                    out[name] = act
+        return out
 
     def _prediction_names(self) -> tuple[str, ...]:
         """Real deterministic nodes inside the plate that an observation is computed

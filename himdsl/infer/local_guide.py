@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from ..runtime.lib import ACTIVATIONS, UNARY
 from .ratio import Standardizer, mlp
 
 Tensor = torch.Tensor
@@ -80,20 +81,36 @@ class GaussianLocalGuide(LocalGuide):
 
 
 class ImplicitLocalGuide(LocalGuide):
-    """z = T(δ, x, β), δ ~ N(0, I_noise): no density (Tran et al. 2017, Sec. 3)."""
+    """z = f(T(δ, x, β)), δ ~ N(0, I_noise): no density (Tran et al. 2017, Sec. 3).
+
+    `activations`: (start, stop, name) slices of z passed through the function that
+    defines the latent in the model (`latent z = dense(.., relu)`), so q(z | x) has the
+    model's support: a relu unit is ≥ 0 with an atom at 0, which no Gaussian has, and a
+    ratio separates p from q on that alone (examples/deep_implicit_fit/README.md)."""
 
     has_density = False
 
-    def __init__(self, x_dim, g_dim, z_dim, hidden: tuple[int, ...] = (64, 64), noise: int = 16):
+    def __init__(self, x_dim, g_dim, z_dim, hidden: tuple[int, ...] = (64, 64), noise: int = 16,
+                 activations: tuple[tuple[int, int, str], ...] = ()):
         super().__init__(x_dim, g_dim, z_dim)
         self.noise = noise
+        self.activations = tuple(activations)
         self.net = mlp(x_dim + g_dim + noise, hidden, z_dim)
         self.linear = nn.Linear(x_dim + g_dim, z_dim)
 
     def rsample(self, x, g):
         v = self.inputs(x, g)
         delta = torch.randn(*v.shape[:-1], self.noise, device=v.device)
-        return self.linear(v) + self.net(torch.cat([v, delta], -1)), None
+        return self._support(self.linear(v) + self.net(torch.cat([v, delta], -1))), None
+
+    def _support(self, z: Tensor) -> Tensor:
+        if not self.activations:
+            return z
+        parts, last = [], 0
+        for start, stop, name in self.activations:
+            parts += [z[..., last:start], (ACTIVATIONS.get(name) or UNARY[name])(z[..., start:stop])]
+            last = stop
+        return torch.cat(parts + [z[..., last:]], -1)
 
     def log_prob(self, z, x, g):
         raise TypeError("an implicit local guide has no density")

@@ -153,13 +153,28 @@ class Trainer:
         if not self.view.z_blocks:
             return None
         spec = self._local_spec()
-        family = DEFAULT_LOCAL_FAMILY if spec.family == "auto" else spec.family
-        kwargs = {"noise": spec.noise} if family == "implicit" else {}
+        activations = self._local_activations()
+        family = spec.family if spec.family != "auto" else (
+            "implicit" if activations and self.settings.method == "lfvi" else DEFAULT_LOCAL_FAMILY)
+        kwargs = {"noise": spec.noise, "activations": activations} if family == "implicit" else {}
         if family == "implicit" and self.settings.method == "vi":
             raise ValueError("method vi needs local guides with a density (gaussian)")
         guide = LOCAL_FAMILIES[family](self.view.x_dim, self.view.g_dim, self.view.z_dim,
                                        tuple(spec.hidden), **kwargs)
         return guide.to(self.view.device)
+
+    def _local_activations(self) -> tuple[tuple[int, int, str], ...]:
+        """(start, stop, function) of every local latent whose definition bounds its
+        support (`HimModule.local_activations`), as slices of the flat z. With any, the
+        `auto` local guide is implicit with those output functions: a Gaussian cannot
+        put an atom at 0 as relu units do."""
+        out, start = [], 0
+        for block in self.view.z_blocks:
+            name = self.model.local_activations.get(block.name)
+            if name:
+                out.append((start, start + block.width, name))
+            start += block.width
+        return tuple(out)
 
     def _make_ratio(self):
         if self.settings.method == "vi":

@@ -59,6 +59,8 @@ class HimModule(nn.Module):
     # real deterministic nodes an observation is computed from (none with externs):
     # what `predict` returns
     prediction_names: tuple[str, ...] = ()
+    # {local: "relu" | "sigmoid" | ...}: the output function of `latent z = f(...)`
+    local_activations: dict[str, str] = {}
 
     def __init__(self, extern_dir: str | None = None):
         super().__init__()

@@ -100,6 +100,28 @@ def test_annealed_likelihood_weight_grows_the_effective_rows_geometrically():
     assert trainer._temperature() == pytest.approx(0.5)
 
 
+def test_auto_local_guide_shares_the_support_of_relu_latents():
+    module = himdsl.load("examples/deep_implicit/model.him").module()
+    data = {"x": torch.randn(40, 10)}
+    trainer = Trainer(module, data, FitSettings(**TINY))
+    guide = trainer.local_guide
+    assert not guide.has_density and guide.activations == ((0, 128, "relu"), (128, 256, "relu"))
+    z, _ = guide.rsample(torch.randn(4, 40, 10), torch.zeros(4, 0))
+    assert (z >= 0).all() and (z == 0).float().mean() > 0.05       # atoms at 0, like relu units
+    gaussian = Trainer(himdsl.load("examples/deep_implicit/model.him").module(), data,
+                       FitSettings(guide={"z2": "gaussian"}, **TINY))
+    assert gaussian.local_guide.has_density                        # an explicit choice is kept
+
+
+def test_implicit_guide_applies_each_blocks_function_to_its_slice_only():
+    from himdsl.infer.local_guide import ImplicitLocalGuide
+    torch.manual_seed(0)
+    guide = ImplicitLocalGuide(3, 0, 6, activations=((2, 4, "sigmoid"),))
+    z, _ = guide.rsample(torch.randn(2, 500, 3), torch.zeros(2, 0))
+    assert ((z[..., 2:4] > 0) & (z[..., 2:4] < 1)).all()
+    assert (z[..., :2] < 0).any() and (z[..., 4:] > 1).any() | (z[..., 4:] < 0).any()
+
+
 def test_contrastive_mode_refuses_local_latents():
     data, _ = hier_gauss_data(n=100)
     with pytest.raises(ValueError, match="local latents"):

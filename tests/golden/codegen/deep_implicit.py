@@ -25,6 +25,8 @@ class DeepImplicit(HimModule):
     local_names = ('z2', 'z1')
     observed_names = ('x',)
     covariate_names = ()
+    # output function of each `latent z = f(...)`: its support, which a guide shares
+    local_activations = {'z2': 'relu', 'z1': 'relu'}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ('h1',)
     nodes = {

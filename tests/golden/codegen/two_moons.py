@@ -25,6 +25,8 @@ class TwoMoons(HimModule):
     local_names = ()
     observed_names = ('x',)
     covariate_names = ()
+    # output function of each `latent z = f(...)`: its support, which a guide shares
+    local_activations = {}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ()
     nodes = {
