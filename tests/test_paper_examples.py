@@ -32,8 +32,8 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_bayes_gan_classification_quick(tmp_path):
-    rows = _load("bayes_gan_classification").main(["--quick", "--out", str(tmp_path)])
+def test_bayes_gan_table1_quick(tmp_path):
+    rows = _load("bayes_gan").main(["--quick", "--out", str(tmp_path)])
     for name in ("results.csv", "results.md", "test_error.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert [r["method"] for r in rows] == ["Bayesian GAN + VI", "Bayesian GAN + MAP",
@@ -50,7 +50,7 @@ def test_bayes_gan_classification_quick(tmp_path):
 
 
 def test_deep_implicit_fit_quick(tmp_path):
-    results = _load("deep_implicit_fit").main(["--quick", "--out", str(tmp_path)])
+    results = _load("deep_implicit").main(["--quick", "--out", str(tmp_path)])
     for name in ("results.json", "results.md", "marginals.png", "hidden_units.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["c2st"] == results["c2st"]

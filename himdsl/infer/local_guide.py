@@ -86,7 +86,7 @@ class ImplicitLocalGuide(LocalGuide):
     `activations`: (start, stop, name) slices of z passed through the function that
     defines the latent in the model (`latent z = dense(.., relu)`), so q(z | x) has the
     model's support: a relu unit is ≥ 0 with an atom at 0, which no Gaussian has, and a
-    ratio separates p from q on that alone (examples/deep_implicit_fit/README.md)."""
+    ratio separates p from q on that alone (examples/deep_implicit/README.md)."""
 
     has_density = False
 

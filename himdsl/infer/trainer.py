@@ -37,7 +37,7 @@ MIN_GENERATOR_LOGIT = -10.0
 
 
 # Width (in prior sds, unconstrained) of the band of globals the ratio is trained on
-# around a point-mass q (MAP): measured on bayes_gan_classification (crabs test error
+# around a point-mass q (MAP): measured on examples/bayes_gan (crabs test error
 # 0.46 with no band, 0.04 with 0.3).
 POINT_BAND = 0.3
 # Gradient-norm clip of the ratio estimator's updates (guards against the rare

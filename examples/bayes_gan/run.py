@@ -2,10 +2,10 @@
 against a Bayesian neural net, each with a mean-field q ("VI") and a point mass
 ("MAP"), on Crabs, Pima and scikit-learn's digits (a small stand-in for MNIST).
 
-    python examples/bayes_gan_classification/run.py            # the full experiment
-    python examples/bayes_gan_classification/run.py --quick    # a smoke run (crabs, few steps)
+    python examples/bayes_gan/run.py            # the full experiment
+    python examples/bayes_gan/run.py --quick    # a smoke run (crabs, few steps)
 
-../bayes_gan/model.him  Bayesian GAN: y = argmax(MLP(concat(x, eps))), N(0, 1) priors
+model.him  Bayesian GAN: y = argmax(MLP(concat(x, eps))), N(0, 1) priors
            on every weight (implicit likelihood) -> LFVI
 bnn.him    Bayesian NN, same layers, y ~ Categorical(logits = MLP(x)) -> likelihood VI
            (method = vi)
@@ -37,7 +37,7 @@ from himdsl.runtime.data import as_tensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
-BGAN_MODEL = os.path.join(HERE, "..", "bayes_gan", "model.him")  # the same model as examples/bayes_gan
+BGAN_MODEL = os.path.join(HERE, "model.him")
 
 # The paper's Table 1 (test error): Bayesian GAN + VI, + MAP, Bayesian NN + VI, + MAP.
 PAPER = {"crabs": (0.03, 0.12, 0.02, 0.05), "pima": (0.232, 0.240, 0.242, 0.320),
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(json.dumps(row), flush=True)
             rows.append(row)
 
-    command = "python examples/bayes_gan_classification/run.py " + " ".join(
+    command = "python examples/bayes_gan/run.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     write_results(args.out, rows, command.strip())
     return rows

@@ -2,8 +2,8 @@
 simulated from it with known weights, and check that the fitted model reproduces
 held-out data.
 
-    python examples/deep_implicit_fit/run.py            # the full experiment
-    python examples/deep_implicit_fit/run.py --quick    # a smoke run (well under a minute)
+    python examples/deep_implicit/run.py            # the full experiment
+    python examples/deep_implicit/run.py --quick    # a smoke run (well under a minute)
 
 Steps (the same as the command line):
   1. simulate N_train + N_test rows:  himdsl simulate examples/deep_implicit/model.him
@@ -35,7 +35,7 @@ import torch
 import himdsl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL = os.path.join(HERE, "..", "deep_implicit", "model.him")
+MODEL = os.path.join(HERE, "model.him")
 
 
 def c2st(a: np.ndarray, b: np.ndarray, seed: int = 0, folds: int = 5) -> float:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"settings": {k: v for k, v in vars(args).items() if k != "out"},
                "fit_seconds": round(fit.seconds, 1), "final_ratio_accuracy": trace[-1].ratio_acc,
                "c2st": scores, "hidden_units": corr_stats, "moments": moments,
-               "command": "python examples/deep_implicit_fit/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+               "command": "python examples/deep_implicit/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
