@@ -40,6 +40,11 @@ class Block:
         return value.reshape(*value.shape[:lead], -1).float()
 
 
+def _draws(globals: dict[str, Tensor]) -> int:
+    """Number of global draws S (the leading axis; 1 without globals)."""
+    return next(iter(globals.values())).shape[0] if globals else 1
+
+
 def _block(model, name: str) -> Block:
     info = model.nodes[name]
     return Block(name, tuple(info.shape), info.dtype, info.categories)
@@ -173,7 +178,7 @@ class ModelView:
 
     def g_flat(self, globals: dict[str, Tensor]) -> Tensor:
         """Globals flattened: [S, Dg]."""
-        s = next(iter(globals.values())).shape[0] if globals else 1
+        s = _draws(globals)
         parts = [globals[n].reshape(s, -1).float() for n in self.g_shapes]
         return torch.cat(parts, -1) if parts else torch.zeros(s, 0, device=self.device)
 
@@ -185,8 +190,7 @@ class ModelView:
     def prediction(self, globals: dict[str, Tensor], rows: dict[str, Tensor]) -> Tensor:
         """The model's noise-free prediction at each draw of the globals for each
         row (`HimModule.predict`), flattened: [S, M, P]."""
-        m = self._batch_size(rows)
-        s = next(iter(globals.values())).shape[0]
+        m, s = self._batch_size(rows), _draws(globals)
         out = self.model.predict(globals, self.covariates(rows) or None, rows=m)
         return torch.cat([self._lead(n, v, s, m).reshape(s, m, -1).float() for n, v in out.items()], -1)
 

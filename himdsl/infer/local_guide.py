@@ -95,6 +95,8 @@ class ImplicitLocalGuide(LocalGuide):
         super().__init__(x_dim, g_dim, z_dim)
         self.noise = noise
         self.activations = tuple(activations)
+        self._functions = [(start, stop, ACTIVATIONS.get(name) or UNARY[name])
+                           for start, stop, name in self.activations]
         self.net = mlp(x_dim + g_dim + noise, hidden, z_dim)
         self.linear = nn.Linear(x_dim + g_dim, z_dim)
 
@@ -104,11 +106,11 @@ class ImplicitLocalGuide(LocalGuide):
         return self._support(self.linear(v) + self.net(torch.cat([v, delta], -1))), None
 
     def _support(self, z: Tensor) -> Tensor:
-        if not self.activations:
+        if not self._functions:
             return z
         parts, last = [], 0
-        for start, stop, name in self.activations:
-            parts += [z[..., last:start], (ACTIVATIONS.get(name) or UNARY[name])(z[..., start:stop])]
+        for start, stop, function in self._functions:
+            parts += [z[..., last:start], function(z[..., start:stop])]
             last = stop
         return torch.cat(parts + [z[..., last:]], -1)
 
