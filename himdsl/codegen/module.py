@@ -18,6 +18,7 @@ from ..diagnostics import Diagnostic, error
 from ..frontend import ast
 from ..frontend.printer import print_expr
 from ..graph.build import topological_order
+from ..graph.structure import Structure, model_structure
 from ..semantics.model import CheckedModel, Layer, Symbol
 from .emit import Emitter, class_name, python_name
 from .expressions import ExpressionGen
@@ -26,7 +27,9 @@ _RESERVED_ATTRIBUTES = frozenset(dir(__import__("torch").nn.Module)) | {
     "nodes", "plate", "explicit", "externs", "model_name", "source_file", "source_dir", "global_names",
     "local_names", "observed_names", "covariate_names", "device", "simulate", "prior", "priors",
     "sample_globals", "log_prior", "bijector", "log_local_prior", "log_likelihood", "encodings",
-    "prediction_names", "predict", "local_activations",
+    "prediction_names", "predict", "local_activations", "explicit_locals", "explicit_observed",
+    "likelihood_parents", "local_prior_parents", "bayesian_weights",
+    "likelihood_inputs", "likelihood_input_values",
 }
 # output functions that shape a deterministic latent's support (a guide applies the same)
 SUPPORT_ACTIVATIONS = ("relu", "softplus", "sigmoid", "tanh", "elu", "exp")
@@ -62,6 +65,7 @@ class _ModuleWriter:
         self.e = Emitter()
         self.order = [n for n in topological_order(graph) if n in model.symbols]
         self.layer_modules = _layer_modules(model)
+        self.structure = _structure(model, graph)
 
     def write(self) -> str:
         self._header()
@@ -103,7 +107,8 @@ class _ModuleWriter:
         e.line(f"source_file = {os.path.basename(model.path)!r}")
         e.line(f"source_dir = {os.path.dirname(os.path.abspath(model.path))!r}")
         e.line(f"plate = {_first_plate(model)!r}")
-        e.line(f"explicit = {_is_explicit(model)}")
+        e.line("# every local latent and observation has a known density: likelihood-based VI applies")
+        e.line(f"explicit = {_is_explicit(model, self.structure)}")
         e.line(f"global_names = {tuple(self._globals())!r}")
         encodings = {name: f"one-hot({attrs['categories']})" for name, attrs in self.graph.nodes(data=True)
                      if attrs["dtype"] == "cat" and attrs["categories"]}
@@ -117,6 +122,7 @@ class _ModuleWriter:
         e.line(f"local_activations = {self._local_activations()!r}")
         e.line("# what `predict` returns: the observations' real deterministic parents, noise centred")
         e.line(f"prediction_names = {self._prediction_names()!r}")
+        self._structure_metadata()
         with e.block("nodes = {"):
             for name in topological_order(self.graph):
                 attrs = self.graph.nodes[name]
@@ -158,6 +164,20 @@ class _ModuleWriter:
         return tuple(n for n in self.order if n in parents
                      and self.graph.nodes[n]["role"] == "deterministic"
                      and self.graph.nodes[n]["dtype"] == "real" and self.graph.nodes[n]["plate"])
+
+    def _structure_metadata(self) -> None:
+        e, facts = self.e, self.structure
+        e.line("# locals and observations whose density is known exactly (noise-free arguments)")
+        e.line(f"explicit_locals = {facts.explicit_locals!r}")
+        e.line(f"explicit_observed = {facts.explicit_observed!r}")
+        e.line("# the latents each observation depends on directly (all a ratio estimator needs)")
+        e.line(f"likelihood_parents = {facts.likelihood_parents!r}")
+        e.line(f"local_prior_parents = {facts.local_prior_parents!r}")
+        e.line("# the noise-free values the observations are computed from: p(x | latents) = p(x | these)")
+        e.line(f"likelihood_inputs = {facts.likelihood_inputs!r}")
+        weights = tuple(w for layer in self.model.layers if layer.bayesian
+                        for w in (layer.weight_name, layer.bias_name))
+        e.line(f"bayesian_weights = {weights!r}")
 
     def _globals(self) -> list[str]:
         """Global latents, then Bayesian layer weights, parents first."""
@@ -371,9 +391,14 @@ def _first_plate(model: CheckedModel) -> str | None:
     return next(iter(model.plates), None)
 
 
-def _is_explicit(model: CheckedModel) -> bool:
-    """Every local latent and observation has a density; no noise, no externs."""
-    if model.by_role("noise") or model.externs:
-        return False
-    nodes = model.by_role("local", "observed")
-    return bool(model.by_role("observed")) and all(s.stmt.dist is not None for s in nodes)
+def _structure(model: CheckedModel, graph: nx.DiGraph) -> Structure:
+    with_density = {s.name for s in model.symbols.values() if getattr(s.stmt, "dist", None) is not None}
+    return model_structure(graph, with_density, topological_order(graph))
+
+
+def _is_explicit(model: CheckedModel, facts: Structure) -> bool:
+    """Every local latent and every observation has a known density."""
+    locals_ = [s.name for s in model.by_role("local")]
+    observed = [s.name for s in model.by_role("observed")]
+    return (bool(observed) and set(locals_) <= set(facts.explicit_locals)
+            and set(observed) <= set(facts.explicit_observed))

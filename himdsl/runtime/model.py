@@ -61,6 +61,15 @@ class HimModule(nn.Module):
     prediction_names: tuple[str, ...] = ()
     # {local: "relu" | "sigmoid" | ...}: the output function of `latent z = f(...)`
     local_activations: dict[str, str] = {}
+    # locals and observations whose density is known exactly (himdsl/graph/structure.py)
+    explicit_locals: tuple[str, ...] = ()
+    explicit_observed: tuple[str, ...] = ()
+    # the latents the observations depend on directly; the latents each local's prior reads
+    likelihood_parents: tuple[str, ...] = ()
+    local_prior_parents: dict[str, tuple[str, ...]] = {}
+    bayesian_weights: tuple[str, ...] = ()   # the globals that are weights of Bayesian layers
+    # the noise-free values the observations are computed from (p(x | latents) = p(x | these))
+    likelihood_inputs: tuple[str, ...] = ()
 
     def __init__(self, extern_dir: str | None = None):
         super().__init__()
@@ -69,6 +78,8 @@ class HimModule(nn.Module):
         self._extern_functions = {spec.name: load_extern(spec, folder) for spec in self.externs}
         self._extern_specs = {spec.name: spec for spec in self.externs}
         self._centred = False   # `predict`: noise at its centre instead of drawn
+        self._recorded: dict | None = None   # `local_priors`: distributions seen by `_draw`
+        self._inputs_only = False   # `likelihood_input_values`: externs are not called
 
     # ---------------------------------------------------------------- globals
     def priors(self, globals: dict[str, torch.Tensor]) -> dict:
@@ -136,19 +147,57 @@ class HimModule(nn.Module):
             self._centred = False
         return {name: out[name] for name in self.prediction_names}
 
+    def simulate_given(self, globals: dict[str, torch.Tensor], locals: dict[str, torch.Tensor],
+                       covariates: dict[str, torch.Tensor] | None = None,
+                       rows: int | None = None) -> dict[str, torch.Tensor]:
+        """A simulation with the local latents held at `locals` ({name: [*S, M, *shape]}):
+        the observations drawn from p(x | z, β). Locals need a `~` declaration."""
+        rows = rows if rows is not None else self._rows_of(locals)
+        return self._run(globals, covariates or {}, rows, None, fixed=locals, log_probs=None)
+
+    def likelihood_input_values(self, globals: dict[str, torch.Tensor], locals: dict[str, torch.Tensor],
+                                covariates: dict[str, torch.Tensor] | None = None,
+                                rows: int | None = None) -> dict[str, torch.Tensor]:
+        """{name: value} of every `likelihood_inputs` node at these globals and locals
+        (plate nodes [*S, M, *shape], top-level ones [*S, *shape]); differentiable."""
+        rows = rows if rows is not None else self._rows_of(locals)
+        # the inputs are noise-free, so no noise or extern output reaches them: noise is
+        # not drawn and externs are not called (an expensive simulator would run for nothing)
+        self._centred = self._inputs_only = True
+        try:
+            out = self._run(globals, covariates or {}, rows, None, fixed=locals, log_probs=None)
+        finally:
+            self._centred = self._inputs_only = False
+        return {n: (globals[n] if n in globals else out[n]) for n in self.likelihood_inputs}
+
+    def local_priors(self, globals: dict[str, torch.Tensor], covariates: dict | None = None,
+                     rows: int | None = None) -> dict:
+        """{local: its prior distribution p(z | β) per draw and row} for the locals
+        declared with `~` (the distribution of a local whose prior reads another local
+        is the one at that local's simulated value)."""
+        self._recorded = {}
+        try:
+            self._run(globals, covariates or {}, rows, None, fixed={}, log_probs=None)
+            return {n: d for n, d in self._recorded.items() if n in self.local_names}
+        finally:
+            self._recorded = None
+
     def log_local_prior(self, globals, locals, covariates=None) -> torch.Tensor:
-        """log p(z_m | β) summed over local latents: [*S, M] (explicit models only)."""
-        return self._log_density(globals, locals, covariates or {}, self.local_names)
+        """log p(z_m | β) summed over local latents: [*S, M] (locals with known densities)."""
+        return self._log_density(globals, locals, covariates or {}, self.local_names,
+                                 self.explicit_locals, "local latent")
 
     def log_likelihood(self, globals, locals, data) -> torch.Tensor:
-        """log p(x_m | z_m, β) summed over observations: [*S, M] (explicit models only);
-        `data` holds observed arrays and covariates, [M, *row] or [*S, M, *row]."""
-        return self._log_density(globals, {**locals, **data}, data, self.observed_names)
+        """log p(x_m | z_m, β) summed over observations: [*S, M] (observations with known
+        densities); `data` holds observed arrays and covariates, [M, *row] or [*S, M, *row]."""
+        return self._log_density(globals, {**locals, **data}, data, self.observed_names,
+                                 self.explicit_observed, "observation")
 
-    def _log_density(self, globals, fixed, covariates, names) -> torch.Tensor:
-        if not self.explicit:
-            raise NotImplementedError(f"model `{self.model_name}` has no explicit density "
-                                      "(noise, implicit layers or externs): use LFVI")
+    def _log_density(self, globals, fixed, covariates, names, known, what) -> torch.Tensor:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise NotImplementedError(f"model `{self.model_name}`: {what} `{unknown[0]}` has no "
+                                      "density in closed form (noise, implicit layers or externs)")
         log_probs: dict[str, torch.Tensor] = {}
         rows = self._rows_of(fixed)
         self._run(globals, covariates, rows, None, fixed=fixed, log_probs=log_probs)
@@ -203,6 +252,8 @@ class HimModule(nn.Module):
 
     def _draw(self, name: str, dist, batch: tuple, fixed: dict, log_probs: dict | None):
         """A stochastic node: its fixed value (scored into log_probs) or a fresh draw."""
+        if self._recorded is not None:
+            self._recorded[name] = dist
         if name in fixed:
             value = fixed[name]
             if log_probs is not None:
@@ -215,7 +266,7 @@ class HimModule(nn.Module):
     def _draw_constant(self, name: str, dist_name: str, shape: tuple, batch: tuple, fixed: dict,
                        log_probs: dict | None, **params):
         """A stochastic node whose distribution has constant arguments (fast path)."""
-        if name in fixed or self._centred:
+        if name in fixed or self._centred or self._recorded is not None:
             return self._draw(name, self._dist(dist_name, shape, **params), batch, fixed, log_probs)
         return distributions.sample_constant(dist_name, tuple(batch) + tuple(shape), self._anchor, **params)
 
@@ -237,4 +288,7 @@ class HimModule(nn.Module):
 
     def _extern(self, name: str, batch: tuple, *args):
         spec = self._extern_specs[name]
+        if self._inputs_only:
+            dtype = torch.long if spec.dtype == "int" else self._anchor.dtype
+            return torch.zeros(tuple(batch) + tuple(spec.shape), dtype=dtype, device=self._anchor.device)
         return call_extern(self._extern_functions[name], spec, list(args), batch, self._anchor)

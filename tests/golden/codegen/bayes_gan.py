@@ -18,6 +18,7 @@ class BayesGan(HimModule):
     source_file = 'model.him'
     source_dir = '<folder>'
     plate = 'n'
+    # every local latent and observation has a known density: likelihood-based VI applies
     explicit = False
     global_names = ('h.weight', 'h.bias', 'logits.weight', 'logits.bias')
     # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
@@ -29,6 +30,15 @@ class BayesGan(HimModule):
     local_activations = {}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ('logits',)
+    # locals and observations whose density is known exactly (noise-free arguments)
+    explicit_locals = ()
+    explicit_observed = ()
+    # the latents each observation depends on directly (all a ratio estimator needs)
+    likelihood_parents = ('h.bias', 'h.weight', 'logits.bias', 'logits.weight')
+    local_prior_parents = {}
+    # the noise-free values the observations are computed from: p(x | latents) = p(x | these)
+    likelihood_inputs = ('h.bias', 'h.weight', 'logits.bias', 'logits.weight')
+    bayesian_weights = ('h.weight', 'h.bias', 'logits.weight', 'logits.bias')
     nodes = {
         'x': NodeInfo('x', 'covariate', (5,), 'n', 'real', None, 14),
         'eps': NodeInfo('eps', 'noise', (4,), 'n', 'real', None, 18),

@@ -18,6 +18,7 @@ class DeepImplicit(HimModule):
     source_file = 'model.him'
     source_dir = '<folder>'
     plate = 'n'
+    # every local latent and observation has a known density: likelihood-based VI applies
     explicit = False
     global_names = ()
     # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
@@ -29,6 +30,15 @@ class DeepImplicit(HimModule):
     local_activations = {'z2': 'relu', 'z1': 'relu'}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ('h1',)
+    # locals and observations whose density is known exactly (noise-free arguments)
+    explicit_locals = ()
+    explicit_observed = ()
+    # the latents each observation depends on directly (all a ratio estimator needs)
+    likelihood_parents = ('z1',)
+    local_prior_parents = {}
+    # the noise-free values the observations are computed from: p(x | latents) = p(x | these)
+    likelihood_inputs = ('h1',)
+    bayesian_weights = ()
     nodes = {
         'eps2': NodeInfo('eps2', 'noise', (100,), 'n', 'real', None, 9),
         'eps1': NodeInfo('eps1', 'noise', (100,), 'n', 'real', None, 10),

@@ -18,6 +18,7 @@ class GaussianLinear(HimModule):
     source_file = 'model.him'
     source_dir = '<folder>'
     plate = None
+    # every local latent and observation has a known density: likelihood-based VI applies
     explicit = False
     global_names = ('theta',)
     # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
@@ -29,6 +30,15 @@ class GaussianLinear(HimModule):
     local_activations = {}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ()
+    # locals and observations whose density is known exactly (noise-free arguments)
+    explicit_locals = ()
+    explicit_observed = ()
+    # the latents each observation depends on directly (all a ratio estimator needs)
+    likelihood_parents = ('theta',)
+    local_prior_parents = {}
+    # the noise-free values the observations are computed from: p(x | latents) = p(x | these)
+    likelihood_inputs = ('theta',)
+    bayesian_weights = ()
     nodes = {
         'theta': NodeInfo('theta', 'global', (10,), None, 'real', None, 14),
         'eps': NodeInfo('eps', 'noise', (10,), None, 'real', None, 16),

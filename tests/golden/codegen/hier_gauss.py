@@ -18,6 +18,7 @@ class HierGauss(HimModule):
     source_file = 'model.him'
     source_dir = '<folder>'
     plate = 'n'
+    # every local latent and observation has a known density: likelihood-based VI applies
     explicit = False
     global_names = ('beta',)
     # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
@@ -29,6 +30,15 @@ class HierGauss(HimModule):
     local_activations = {}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ()
+    # locals and observations whose density is known exactly (noise-free arguments)
+    explicit_locals = ('z',)
+    explicit_observed = ()
+    # the latents each observation depends on directly (all a ratio estimator needs)
+    likelihood_parents = ('z',)
+    local_prior_parents = {'z': ('beta',)}
+    # the noise-free values the observations are computed from: p(x | latents) = p(x | these)
+    likelihood_inputs = ('z',)
+    bayesian_weights = ()
     nodes = {
         'beta': NodeInfo('beta', 'global', (2,), None, 'real', None, 9),
         'z': NodeInfo('z', 'local', (2,), 'n', 'real', None, 12),

@@ -18,6 +18,7 @@ class LinearRegression(HimModule):
     source_file = 'model.him'
     source_dir = '<folder>'
     plate = 'n'
+    # every local latent and observation has a known density: likelihood-based VI applies
     explicit = False
     global_names = ('w',)
     # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
@@ -29,6 +30,15 @@ class LinearRegression(HimModule):
     local_activations = {}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ()
+    # locals and observations whose density is known exactly (noise-free arguments)
+    explicit_locals = ()
+    explicit_observed = ()
+    # the latents each observation depends on directly (all a ratio estimator needs)
+    likelihood_parents = ('w',)
+    local_prior_parents = {}
+    # the noise-free values the observations are computed from: p(x | latents) = p(x | these)
+    likelihood_inputs = ('w',)
+    bayesian_weights = ()
     nodes = {
         'f': NodeInfo('f', 'covariate', (3,), 'n', 'real', None, 6),
         'w': NodeInfo('w', 'global', (3,), None, 'real', None, 9),

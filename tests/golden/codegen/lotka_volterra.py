@@ -18,6 +18,7 @@ class LotkaVolterra(HimModule):
     source_file = 'model.him'
     source_dir = '<folder>'
     plate = None
+    # every local latent and observation has a known density: likelihood-based VI applies
     explicit = False
     global_names = ('log_theta',)
     # labels stored as integers 0..K-1; networks (and the ratio estimator) read them one-hot
@@ -29,6 +30,15 @@ class LotkaVolterra(HimModule):
     local_activations = {}
     # what `predict` returns: the observations' real deterministic parents, noise centred
     prediction_names = ()
+    # locals and observations whose density is known exactly (noise-free arguments)
+    explicit_locals = ()
+    explicit_observed = ()
+    # the latents each observation depends on directly (all a ratio estimator needs)
+    likelihood_parents = ('log_theta',)
+    local_prior_parents = {}
+    # the noise-free values the observations are computed from: p(x | latents) = p(x | these)
+    likelihood_inputs = ('log_theta',)
+    bayesian_weights = ()
     nodes = {
         'lotka_volterra': NodeInfo('lotka_volterra', 'extern', (), None, 'real', None, 9),
         'log_theta': NodeInfo('log_theta', 'global', (4,), None, 'real', None, 13),
