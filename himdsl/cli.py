@@ -4,7 +4,8 @@
     himdsl graph model.him -o graph.svg
 
 Exit status: 0 success, 1 the model (or the data) has errors, 2 a missing file
-or a bad flag. User mistakes never show a traceback.
+or a bad flag, 4 a fit that failed its trust checks. User mistakes never show a
+traceback.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 EXIT_MODEL_ERROR = 1
 EXIT_USAGE = 2
+EXIT_UNTRUSTED = 4
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -265,7 +267,7 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
         import torch
 
         torch.set_num_threads(threads)
-    from .fitting import FitError, run_fit, summary_table
+    from .fitting import FitError, UntrustedFit, run_fit, summary_table
     from .infer import FitSettings, NonFiniteLossError
     from .runtime.data import DataError
     from .runtime.externs import ExternError
@@ -280,12 +282,17 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
                  "seed": seed, "method": method, "guide": _guides(guide)}
     bar = ProgressBar(steps or compiled.checked.fit.get("steps") or FitSettings().steps)
     try:
-        result = run_fit(compiled, data, overrides, device, str(folder), resume, bar.update)
+        result = run_fit(compiled, data, overrides, device, str(folder), resume, bar.update,
+                         announce=lambda plan: typer.echo(plan.describe()))
         bar.close()
-        inputs = " (reads the model's prediction, not β)" if result.info["ratio_inputs"] == "prediction" else ""
-        typer.echo(f"ratio mode: {result.info['ratio_mode']}{inputs}; {result.settings.steps} steps in "
-                   f"{result.seconds:.1f} s on {result.device}")
+        typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
         paths = result.save(str(folder))
+    except UntrustedFit as exc:
+        bar.close()
+        paths = exc.fit.save(str(folder))
+        typer.echo(f"wrote {', '.join(sorted(paths.values()))}", err=True)
+        fail(f"{exc} (the reasons are in {folder / 'fit.json'}; the draws, for inspection only, "
+             f"in {folder / 'posterior_untrusted.npz'})", EXIT_UNTRUSTED)
     except (DataError, FitError) as exc:
         bar.close()
         fail(str(exc))

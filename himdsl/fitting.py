@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -29,13 +29,25 @@ from .simulation import seed_everything
 OUTPUT_FILES = {
     "posterior": "posterior.npz", "locals": "locals.npz", "summary": "summary.csv",
     "trace": "trace.csv", "settings": "fit.json", "plot": "posterior.png", "checkpoint": "checkpoint.pt",
-    "weights": "weights.npz",
+    "weights": "weights.npz", "untrusted": "posterior_untrusted.npz",
 }
+# What a fit that failed its trust checks must not leave behind (from an earlier run).
+TRUSTED_ONLY = ("posterior", "locals", "summary", "plot", "weights")
 LOCAL_FAMILY_NAMES = {"implicit": "implicit", "normal": "gaussian"}
 
 
 class FitError(Exception):
     """A fit that cannot start or went wrong; the message is user-facing."""
+
+
+class UntrustedFit(FitError):
+    """A fit that ran but failed its trust checks (infer/checks.py): `fit` holds it,
+    so its diagnostics can still be written; the message lists the reasons."""
+
+    def __init__(self, fit: "Fit"):
+        self.fit = fit
+        reasons = "; ".join(fit.result.verdict.failures())
+        super().__init__(f"the fit failed its checks, so its posterior is not trustworthy: {reasons}")
 
 
 # ------------------------------------------------------------------ settings
@@ -116,7 +128,11 @@ class Fit:
     device: torch.device
     seconds: float
     data_file: str | None = None
-    info: dict = field(default_factory=dict)
+
+    @property
+    def plan(self):
+        """The plan the fit executed (himdsl.infer.Plan)."""
+        return self.result.plan
 
     def posterior(self, num_draws: int | None = None) -> dict[str, np.ndarray]:
         """Draws of every global from q(β), in each global's support."""
@@ -147,8 +163,10 @@ def prepare_data(module, data) -> dict:
 
 
 def run_fit(model, data, overrides: dict | None = None, device: str = "auto", out: str | None = None,
-            resume: bool = False, progress=None) -> Fit:
-    """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given."""
+            resume: bool = False, progress=None, announce=None) -> Fit:
+    """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given.
+    `announce(plan)` is called once the plan is made, before training. Raises
+    UntrustedFit when the fit fails its trust checks (unless `checks` is off)."""
     if not model.checked.by_role("observed"):
         raise FitError(f"model `{model.name}` observes no data, so there is nothing to fit: "
                        "tie a `data` array to the model with `observe NAME = ...`")
@@ -165,22 +183,39 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     if resume and (checkpoint is None or not os.path.exists(checkpoint)):
         raise FitError(f"--resume: no checkpoint in {out or 'the output folder'}")
     start = time.perf_counter()
+    tensors = as_tensors(arrays, module, target)
     try:
-        trainer = Trainer(module, as_tensors(arrays, module, target), settings)
+        trainer = Trainer(module, tensors, settings)
+        if announce is not None:
+            announce(trainer.plan)
         result = trainer.run(progress, checkpoint, resume)
     except ValueError as exc:
         raise FitError(str(exc)) from None
     data_file = str(data) if isinstance(data, (str, os.PathLike)) else None
-    return Fit(model, module, as_tensors(arrays, module, target), result, settings, target,
-               time.perf_counter() - start, data_file,
-               {"ratio_mode": trainer.mode, "ratio_inputs": trainer.ratio_inputs})
+    fit = Fit(model, module, tensors, result, settings, target, time.perf_counter() - start, data_file)
+    if result.verdict is not None and not result.verdict.ok:
+        raise UntrustedFit(fit)
+    return fit
 
 
 # ------------------------------------------------------------------ outputs
 def write_outputs(fit: Fit, folder: str) -> dict[str, str]:
-    """posterior.npz, locals.npz, weights.npz, summary.csv, trace.csv, fit.json, posterior.png."""
+    """posterior.npz, locals.npz, weights.npz, summary.csv, trace.csv, fit.json,
+    posterior.png; for a fit that failed its checks only trace.csv, fit.json (with
+    the reasons) and posterior_untrusted.npz, and no posterior of an earlier run."""
     os.makedirs(folder, exist_ok=True)
     paths = {kind: os.path.join(folder, name) for kind, name in OUTPUT_FILES.items()}
+    _write_text(paths["trace"], trace_csv(fit.result.trace))
+    _write_text(paths["settings"], json.dumps(fit_record(fit), indent=2, sort_keys=True) + "\n")
+    verdict = fit.result.verdict
+    if verdict is not None and not verdict.ok:
+        for kind in TRUSTED_ONLY:
+            if os.path.exists(paths[kind]):
+                os.remove(paths[kind])
+        write_npz(paths["untrusted"], fit.posterior())
+        return {k: p for k, p in paths.items() if os.path.exists(p) and k not in TRUSTED_ONLY}
+    if os.path.exists(paths["untrusted"]):
+        os.remove(paths["untrusted"])
     posterior = fit.posterior()
     write_npz(paths["posterior"], posterior)
     local_summaries = fit.locals()
@@ -189,8 +224,6 @@ def write_outputs(fit: Fit, folder: str) -> dict[str, str]:
     if fit.weights():
         write_npz(paths["weights"], fit.weights())
     _write_text(paths["summary"], summary_csv(fit.summary()))
-    _write_text(paths["trace"], trace_csv(fit.result.trace))
-    _write_text(paths["settings"], json.dumps(fit_record(fit), indent=2, sort_keys=True) + "\n")
     if posterior:
         from .plots import plot_posterior
 
@@ -233,8 +266,8 @@ def fit_record(fit: Fit) -> dict:
                   "overrides": fit.model.overrides},
         "data": fit.data_file,
         "settings": fit.settings.to_dict(),
-        "ratio_mode": fit.info.get("ratio_mode"),
-        "ratio_inputs": fit.info.get("ratio_inputs"),
+        "plan": fit.result.plan.to_dict() if fit.result.plan is not None else None,
+        "verdict": fit.result.verdict.to_dict() if fit.result.verdict is not None else None,
         "device": str(fit.device) + (f" ({torch.cuda.get_device_name(fit.device)})"
                                      if fit.device.type == "cuda" else ""),
         "wall_seconds": round(fit.seconds, 3),

@@ -43,7 +43,7 @@ def hier_fit(hier_data, tmp_path_factory):
 def test_fit_writes_every_output_file(hier_fit):
     code, text, out = hier_fit
     assert code == 0, text
-    assert "ratio mode: empirical" in text and "beta[0]" in text
+    assert "plan:" in text and "contrastive, reads z" in text and "beta[0]" in text
     posterior = np.load(out / "posterior.npz")
     assert posterior["beta"].shape == (300, 2)
     local = np.load(out / "locals.npz")
@@ -58,8 +58,41 @@ def test_fit_writes_every_output_file(hier_fit):
     record = json.loads((out / "fit.json").read_text())
     assert record["settings"]["steps"] == 20 and record["device"].startswith("cpu")
     assert record["versions"]["himdsl"] == himdsl.__version__
+    assert record["plan"]["ratio"] == "contrastive" and record["plan"]["ratio_locals"] == ["z"]
+    assert record["verdict"]["ok"] is True and record["verdict"]["checks"]
     assert (out / "posterior.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "checkpoint.pt").exists()
+
+
+MOSTLY_NAN = """
+model mostly_nan
+data x : real
+latent mu ~ Normal(-3, 0.1)
+plate n over x {
+    noise e ~ Normal(0, 1)
+    observe x = log(mu + e)
+}
+"""
+
+
+def test_a_fit_that_fails_its_checks_exits_4_and_writes_no_posterior(tmp_path):
+    """log(mu + e) is NaN for almost every simulation: the fit is not a posterior.
+    It exits 4 with the reason, keeps its diagnostics, and removes the posterior of
+    an earlier run in the same folder so nobody reads it as this fit's."""
+    model = tmp_path / "mostly_nan.him"
+    model.write_text(MOSTLY_NAN)
+    np.savez(tmp_path / "data.npz", x=np.zeros(30))
+    out = tmp_path / "out"
+    out.mkdir()
+    np.savez(out / "posterior.npz", mu=np.zeros(3))
+    code, text = _run("fit", model, tmp_path / "data.npz", "--out", out, *SHORT)
+    assert code == 4, text
+    assert "failed its checks" in text and "NaN or inf" in text and "Traceback" not in text
+    assert not (out / "posterior.npz").exists() and not (out / "summary.csv").exists()
+    assert np.load(out / "posterior_untrusted.npz")["mu"].shape == (300,)
+    record = json.loads((out / "fit.json").read_text())
+    assert record["verdict"]["ok"] is False
+    assert [c["name"] for c in record["verdict"]["checks"] if not c["ok"]] == ["simulations"]
 
 
 def test_resume_continues_from_the_checkpoint(hier_data, hier_fit):
@@ -134,7 +167,7 @@ def test_fit_model_without_globals_writes_weights_and_locals(tmp_path):
     """deep_implicit: no globals; hidden units inferred, layer weights point-estimated."""
     model = himdsl.load("examples/deep_implicit/model.him")
     data, _ = model.simulate(rows=40, seed=0)
-    fit = model.fit(data, steps=6, batch=8, samples=50)
+    fit = model.fit(data, steps=6, batch=8, samples=50, checks=False)   # 6 steps: no posterior
     paths = fit.save(str(tmp_path))
     assert "posterior" in paths and np.load(paths["posterior"]).files == []
     local = np.load(paths["locals"])
@@ -196,7 +229,7 @@ def test_progress_counts_to_the_default_steps_when_none_are_given(hier_data, tmp
     import himdsl.fitting
     from himdsl.infer import TraceRow
 
-    def fake_fit(model, data, overrides, device, out, resume, progress):
+    def fake_fit(model, data, overrides, device, out, resume, progress, announce=None):
         progress(TraceRow(300, 0.0, 1.0, 0.5, 1.0))   # 10 %: a plain line
         raise himdsl.fitting.FitError("stopped by the test")
     monkeypatch.setattr(himdsl.fitting, "run_fit", fake_fit)

@@ -42,11 +42,10 @@ def test_bayes_gan_table1_quick(tmp_path):
         assert r["dataset"] == "crabs"
         assert 0.0 <= r["test_error"] <= 1.0 and 0.0 <= r["train_error"] <= 1.0
     by_method = {r["method"]: r for r in rows}
-    # 200 steps: both MAP fits already classify (measured test error 0.04 BNN, 0.08
-    # Bayesian GAN, whose ratio reads the network's prediction; chance is 0.5); the
-    # mean-field VI fits are still at chance this early
-    assert by_method["Bayesian NN + MAP"]["test_error"] < 0.25
-    assert by_method["Bayesian GAN + MAP"]["test_error"] < 0.25
+    # 500 steps: every fit already classifies (measured test error: Bayesian GAN 0.12
+    # VI, 0.04 MAP; the ratio reads the network's prediction; chance is 0.5)
+    for r in rows:
+        assert r["test_error"] < 0.25, r
 
 
 def test_deep_implicit_fit_quick(tmp_path):

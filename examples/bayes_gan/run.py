@@ -110,13 +110,12 @@ def fit_with(model, data: dict, family: str, map_width: float, **overrides) -> F
     tensors = as_tensors(prepare_data(module, data), module, device)
     start = time.perf_counter()
     trainer = Trainer(module, tensors, settings)
-    if family == "point" and settings.method == "lfvi":
+    if family == "point" and trainer.plan.method == "lfvi":
         n = len(next(iter(data.values())))
         width = torch.full((sum(f.dim for f in trainer.global_guide.families),), map_width / np.sqrt(n))
         trainer.global_guide.u_sd = lambda u: width.to(u)
     result = trainer.run(None, None, False)
-    return Fit(model, module, tensors, result, settings, device, time.perf_counter() - start,
-               None, {"ratio_mode": trainer.mode, "ratio_inputs": trainer.ratio_inputs})
+    return Fit(model, module, tensors, result, settings, device, time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", default=HERE)
     args = p.parse_args(argv)
     if args.quick:
-        args.datasets, args.steps = ["crabs"], 200
+        args.datasets, args.steps = ["crabs"], 500
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
 

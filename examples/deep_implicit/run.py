@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
     x_train, x_test = data["x"][: args.train], data["x"][args.train:]
 
     # 2. fit the training rows (weights: point estimates; z2, z1: amortised q)
+    # a --quick run (40 steps) is a smoke test, not a posterior: the trust checks
+    # would rightly reject it
     fit = model.fit({"x": x_train}, device="cpu", steps=args.steps, particles=args.particles,
-                    batch=args.batch, lr=args.lr, seed=args.fit_seed)
+                    batch=args.batch, lr=args.lr, seed=args.fit_seed, checks=not args.quick)
     trace = fit.result.trace
     print(f"fit: {args.steps} steps in {fit.seconds:.1f} s; last ratio accuracy "
           f"{trace[-1].ratio_acc:.3f}", flush=True)

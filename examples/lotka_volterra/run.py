@@ -208,7 +208,7 @@ def run_lfvi(method: str, data: dict, model_file: str, settings: dict, seed: int
     seconds = time.perf_counter() - start
     sims = simulations() - sims0
     draws = fit.posterior(4000)["log_theta"].astype(np.float64)
-    return record(method, draws, sims, seconds, out, ratio_mode=fit.info["ratio_mode"],
+    return record(method, draws, sims, seconds, out, ratio_mode=fit.plan.ratio,
                   settings=settings, series=rows)
 
 

@@ -4,14 +4,16 @@
     result = fit(model, {"x": x}, FitSettings(steps=3000))
     result.posterior(1000)      # {"beta": np.ndarray [1000, 2]}
 
-See docs/lfvi.md for the algorithm and docs/lfvi-notes.md for the measurements
-behind the defaults.
+See docs/lfvi.md for the algorithm and the plan's rules, docs/accuracy.md for the
+measurements behind them.
 """
+from .checks import Verdict
 from .families import AUTO_FLOW_MAX_DIMS, FlowSpec, GlobalGuide
+from .plan import Plan, make_plan
 from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec, RatioSettings
-from .trainer import NonFiniteLossError, Trainer, fit, resolve_mode
+from .trainer import NonFiniteLossError, Trainer, fit
 
 __all__ = ["fit", "Trainer", "FitSettings", "RatioSettings", "LocalGuideSpec", "FlowSpec", "FitResult",
-           "TraceRow", "NonFiniteLossError", "GlobalGuide", "resolve_mode",
+           "TraceRow", "NonFiniteLossError", "GlobalGuide", "Plan", "make_plan", "Verdict",
            "AUTO_FLOW_MAX_DIMS"]

@@ -19,6 +19,12 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
+# How an observed array is encoded for the networks, by its type: counts of any size
+# reach the networks on a log scale (a Poisson simulation at a prior-tail rate can
+# be 1e13), labels one-hot, reals as they are (then standardised).
+ENCODINGS = {"int": "signed_log1p", "cat": "one_hot", "real": "identity"}
+
+
 @dataclass(frozen=True)
 class Block:
     """One named array flattened into a feature vector."""
@@ -27,6 +33,7 @@ class Block:
     shape: tuple[int, ...]
     dtype: str = "real"
     categories: int | None = None
+    encoding: str = "identity"
 
     @property
     def width(self) -> int:
@@ -36,8 +43,11 @@ class Block:
     def encode(self, value: Tensor, lead: int) -> Tensor:
         """[*lead axes, *shape] -> [*lead axes, width] floats."""
         if self.dtype == "cat":
-            value = F.one_hot(value.long(), self.categories)
-        return value.reshape(*value.shape[:lead], -1).float()
+            value = F.one_hot(value.long().clamp(0, self.categories - 1), self.categories)
+        value = value.reshape(*value.shape[:lead], -1).float()
+        if self.encoding == "signed_log1p":
+            value = value.sign() * value.abs().log1p()
+        return value
 
 
 def _draws(globals: dict[str, Tensor]) -> int:
@@ -45,9 +55,10 @@ def _draws(globals: dict[str, Tensor]) -> int:
     return next(iter(globals.values())).shape[0] if globals else 1
 
 
-def _block(model, name: str) -> Block:
+def _block(model, name: str, encode: bool = False) -> Block:
     info = model.nodes[name]
-    return Block(name, tuple(info.shape), info.dtype, info.categories)
+    encoding = ENCODINGS.get(info.dtype, "identity") if encode else "identity"
+    return Block(name, tuple(info.shape), info.dtype, info.categories, encoding)
 
 
 class ModelView:
@@ -57,8 +68,8 @@ class ModelView:
         self.model = model
         self.device = model.device
         self.has_plate = model.plate is not None
-        self.x_blocks = [_block(model, n) for n in model.observed_names]
-        self.c_blocks = [_block(model, n) for n in model.covariate_names]
+        self.x_blocks = [_block(model, n, encode=True) for n in model.observed_names]
+        self.c_blocks = [_block(model, n, encode=True) for n in model.covariate_names]
         self.z_blocks = [_block(model, n) for n in model.local_names]
         self.g_shapes = {n: tuple(model.nodes[n].shape) for n in model.global_names}
         self.data = self._load(data)
@@ -125,6 +136,35 @@ class ModelView:
         return {n: self._lead(n, v, draws, m) for n, v in out.items()
                 if n in self.model.nodes and n in self._sim_names()}
 
+    def simulate_rows(self, globals: dict[str, Tensor], rows: dict[str, Tensor],
+                      locals: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """One simulation per row of `rows` ({name: [K, ...]}), row k at draw k of the
+        globals ([K, ...]); with `locals` ({name: [K, *shape]}) held at those values.
+        Returns {name: [K, 1, *shape]}: observed arrays, the rows' covariates and,
+        without `locals`, the locals."""
+        k = _draws(globals) if globals else self._batch_size(rows)
+        covs = {n: (v[:, None] if self._plated(n) else v) for n, v in self.covariates(rows).items()}
+        if locals:
+            fixed = {n: v[:, None] for n, v in locals.items()}
+            out = self.model.simulate_given(globals, fixed, covs or None, rows=1)
+        else:
+            out = self.model.simulate(globals, covs or None, rows=1 if self.has_plate else None,
+                                      draws=None if globals else k)
+        given = {b.name: (rows[b.name] if self._plated(b.name) else rows[b.name].expand(k, *rows[b.name].shape[1:]))
+                 for b in self.c_blocks}
+        return {**{n: v[:, None] for n, v in given.items()},
+                **{n: self._lead(n, v, k, 1) for n, v in out.items()
+                   if n in self.model.nodes and n in self._sim_names()}}
+
+    def local_priors(self, globals: dict[str, Tensor], rows: dict[str, Tensor], per_row: bool = False):
+        """The prior distributions p(z | β) of the locals: per draw and row, batch
+        [S, M] (or with `per_row`, row k at draw k: batch [K, 1])."""
+        covs = self.covariates(rows)
+        if per_row:
+            covs = {n: (v[:, None] if self._plated(n) else v) for n, v in covs.items()}
+        m = 1 if per_row else self._batch_size(rows)
+        return self.model.local_priors(globals, covs or None, rows=m)
+
     def _sim_names(self) -> set[str]:
         return set(self.model.local_names) | set(self.model.observed_names)
 
@@ -173,6 +213,21 @@ class ModelView:
         return sum(b.width for b in self.x_blocks + self.c_blocks)
 
     @property
+    def g_flat_dims(self) -> dict[str, int]:
+        """Dimensions of each global, flattened."""
+        return {n: math.prod(s) for n, s in self.g_shapes.items()}
+
+    def rows_in(self, rows: dict[str, Tensor]) -> int:
+        """How many data rows `rows` holds (1 without a plate)."""
+        return self._batch_size(rows)
+
+    @property
+    def u_dims(self) -> dict[str, int]:
+        """Unconstrained dimensions of each global (its bijector may change the count)."""
+        return {n: math.prod(self.model.bijector(n).inverse_shape(torch.Size(s)))
+                for n, s in self.g_shapes.items()}
+
+    @property
     def g_dim(self) -> int:
         return sum(math.prod(s) for s in self.g_shapes.values())
 
@@ -187,12 +242,44 @@ class ModelView:
         """Width of `prediction` (0 when the model offers none)."""
         return sum(math.prod(self.model.nodes[n].shape) for n in self.model.prediction_names)
 
-    def prediction(self, globals: dict[str, Tensor], rows: dict[str, Tensor]) -> Tensor:
+    def prediction(self, globals: dict[str, Tensor], rows: dict[str, Tensor], per_row: bool = False) -> Tensor:
         """The model's noise-free prediction at each draw of the globals for each
-        row (`HimModule.predict`), flattened: [S, M, P]."""
-        m, s = self._batch_size(rows), _draws(globals)
-        out = self.model.predict(globals, self.covariates(rows) or None, rows=m)
+        row (`HimModule.predict`), flattened: [S, M, P]; with `per_row`, row k at
+        draw k: [K, 1, P]."""
+        covs = self.covariates(rows)
+        if per_row:
+            covs = {n: (v[:, None] if self._plated(n) else v) for n, v in covs.items()}
+        m, s = (1 if per_row else self._batch_size(rows)), _draws(globals)
+        out = self.model.predict(globals, covs or None, rows=m)
         return torch.cat([self._lead(n, v, s, m).reshape(s, m, -1).float() for n, v in out.items()], -1)
+
+    @property
+    def input_dim(self) -> int:
+        """Width of `likelihood_inputs`."""
+        return sum(math.prod(self.model.nodes[n].shape) for n in self.model.likelihood_inputs)
+
+    def likelihood_inputs(self, globals: dict[str, Tensor], z: Tensor | None, rows: dict[str, Tensor],
+                          per_row: bool = False) -> Tensor:
+        """The likelihood's noise-free inputs at these globals and flat locals
+        ([S, M, Dz] or None), flattened: [S, M, W]; with `per_row`, row k at draw k
+        (z [K, 1, Dz]): [K, 1, W]. Differentiable in both."""
+        covs = self.covariates(rows)
+        if per_row:
+            covs = {n: (v[:, None] if self._plated(n) else v) for n, v in covs.items()}
+        m = 1 if per_row else self._batch_size(rows)
+        s = _draws(globals) if globals else (z.shape[0] if z is not None else 1)
+        locals_ = self.z_unflat(z) if z is not None else {}
+        out = self.model.likelihood_input_values(globals, locals_, covs or None,
+                                                 rows=m if self.has_plate else None)
+        parts = []
+        for name, value in out.items():
+            shape = tuple(self.model.nodes[name].shape)
+            plated = self.has_plate and self.model.nodes[name].plate is not None
+            value = value.reshape(*value.shape[:value.dim() - len(shape)], -1).float()
+            if not plated:      # [S, w] -> [S, M, w]
+                value = value.reshape(s, 1, -1).expand(s, m, -1)
+            parts.append(value.reshape(s, m, -1))
+        return torch.cat(parts, -1)
 
     def with_data(self, rows: dict[str, Tensor], draws: int) -> dict[str, Tensor]:
         """Data rows laid out like a simulation: {name: [S, M, ...]}."""

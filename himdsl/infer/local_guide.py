@@ -6,15 +6,23 @@ categorical, and covariates) and the flattened globals:
     guide = GaussianLocalGuide(x_dim=2, g_dim=2, z_dim=2)
     z, log_q = guide.rsample(x, beta)      # x [S, M, 2], beta [S, 2] -> [S, M, 2], [S, M]
 
-`GaussianLocalGuide` has an exact density (the ratio then carries only the model
-side, see docs/lfvi.md); `ImplicitLocalGuide` pushes noise through a network and
-has none (log_q is None).
+`GaussianLocalGuide` has an exact density; `ImplicitLocalGuide` pushes noise
+through a network and has none (log_q is None).
+
+The Gaussian guide works in the coordinates of the local's own prior when it has
+one (`PriorCoordinates`): v ~ N(m, s²) and z = T(loc + scale · v), with loc and
+scale the prior's location and scale at this draw of β and T its support's map.
+At v ~ N(0, 1) q is (close to) the prior; a prior scale that shrinks towards zero
+(a hierarchical model's funnel) shrinks q with it, as a non-centred
+parameterisation does for HMC; and z never leaves the prior's support.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+from torch import distributions as D
 from torch import nn
 
 from ..runtime.lib import ACTIVATIONS, UNARY
@@ -22,6 +30,98 @@ from .ratio import Standardizer, mlp
 
 Tensor = torch.Tensor
 _LOG_2PI = math.log(2 * math.pi)
+# location-scale families on the real line: z = loc + scale · v
+_LOCATION_SCALE = (D.Normal, D.Laplace, D.StudentT, D.Gumbel, D.Cauchy)
+
+
+@dataclass
+class PriorCoordinates:
+    """z = T(loc + scale · v) per coordinate of the flat locals [S, M, Dz]; T is the
+    identity, exp or an interval's sigmoid (`kind` per coordinate: 0, 1, 2)."""
+
+    loc: Tensor
+    scale: Tensor
+    kind: Tensor          # [Dz] long
+    low: Tensor           # interval bounds (kind 2), broadcast like loc
+    high: Tensor
+
+    def forward(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """z and log |dz/dv| summed over coordinates [S, M]."""
+        a = self.loc + self.scale * v
+        exp_a = a.clamp(max=80).exp()
+        sig = torch.sigmoid(a)
+        width = self.high - self.low
+        z = torch.where(self.kind == 1, exp_a, torch.where(self.kind == 2, self.low + width * sig, a))
+        log_t = torch.where(self.kind == 1, a, torch.where(
+            self.kind == 2, width.abs().clamp_min(1e-30).log() + torch.nn.functional.logsigmoid(a)
+            + torch.nn.functional.logsigmoid(-a), torch.zeros_like(a)))
+        return z, (log_t + self.scale.log()).sum(-1)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """v and log |dz/dv| [S, M] (for `forward(v) == z`)."""
+        width = self.high - self.low
+        frac = ((z - self.low) / width).clamp(1e-7, 1 - 1e-7)
+        a = torch.where(self.kind == 1, z.clamp_min(1e-30).log(),
+                        torch.where(self.kind == 2, torch.log(frac) - torch.log1p(-frac), z))
+        v = (a - self.loc) / self.scale
+        return v, self.forward(v)[1]
+
+
+def prior_coordinates(dists: dict, blocks, standardised: tuple[str, ...], like: Tensor) -> PriorCoordinates:
+    """The coordinates of each local block: from its prior distribution (batch
+    [S, M], event its shape) when the block is `standardised`, else the identity."""
+    parts = [_block_coordinates(dists.get(b.name) if b.name in standardised else None, b, like)
+             for b in blocks]
+    lead = like.shape[:-1]
+    cat = [torch.cat([p[i].expand(*lead, p[i].shape[-1]) for p in parts], -1) for i in (0, 1, 3, 4)]
+    kind = torch.cat([p[2] for p in parts])
+    return PriorCoordinates(cat[0], cat[1], kind, cat[2], cat[3])
+
+
+def coordinates_at(view, names: tuple[str, ...], globals: dict, rows: dict, per_row: bool = False):
+    """The prior coordinates of the locals `names` at these globals and data rows
+    (batch [S, M], or with `per_row` row k at draw k, [K, 1]); None without any."""
+    if not names:
+        return None
+    dists = view.local_priors(globals, rows, per_row)
+    s = next(iter(globals.values())).shape[0] if globals else view.rows_in(rows)
+    like = torch.zeros(s, 1 if per_row else view.rows_in(rows), view.z_dim, device=view.device)
+    return prior_coordinates(dists, view.z_blocks, names, like)
+
+
+def _block_coordinates(dist, block, like: Tensor):
+    """(loc, scale, kind, low, high) of one block, each [.., width] (kind [width])."""
+    width = block.width
+    lead = like.shape[:-1]
+    zeros = like.new_zeros(*lead, width)
+    if dist is None:
+        return zeros, zeros + 1, torch.zeros(width, dtype=torch.long, device=like.device), zeros, zeros + 1
+    base = dist.base_dist if isinstance(dist, D.Independent) else dist
+    base = base.expand(torch.Size(tuple(lead) + tuple(block.shape)))
+
+    def flat(t):
+        return t.reshape(*lead, width).to(like.dtype)
+    kind = 0
+    low, high = zeros, zeros + 1
+    if isinstance(base, _LOCATION_SCALE):
+        loc, scale = flat(base.loc), flat(base.scale)
+    elif isinstance(base, D.LogNormal):
+        loc, scale, kind = flat(base.loc), flat(base.scale), 1
+    elif isinstance(base, D.HalfNormal):
+        loc, scale, kind = flat(base.scale).log(), zeros + 1, 1
+    elif isinstance(base, D.Exponential):
+        loc, scale, kind = -flat(base.rate).log(), zeros + 1, 1
+    elif isinstance(base, D.Gamma):
+        c, r = flat(base.concentration), flat(base.rate)
+        loc, scale, kind = (c / r).log(), c.rsqrt().clamp(max=1.0), 1
+    elif isinstance(base, D.Uniform):
+        loc, scale, kind, low, high = zeros, zeros + 1.7, 2, flat(base.low), flat(base.high)
+    elif isinstance(base, D.Beta):
+        a, b = flat(base.concentration1), flat(base.concentration0)
+        loc, scale, kind = (a / b).log(), zeros + 1, 2
+    else:
+        loc, scale = zeros, zeros + 1
+    return loc, scale, torch.full((width,), kind, dtype=torch.long, device=like.device), low, high
 
 
 class LocalGuide(nn.Module):
@@ -39,21 +139,24 @@ class LocalGuide(nn.Module):
         self.scale.fit_blocks([x, g])
 
     def inputs(self, x: Tensor, g: Tensor) -> Tensor:
-        """[S, M, x_dim] and [S, g_dim] -> [S, M, x_dim + g_dim] standardised."""
-        g = g[:, None, :].expand(*x.shape[:2], self.g_dim)
+        """[S, M, x_dim] and [S, g_dim] (or [S, M, g_dim]) -> [S, M, x_dim + g_dim] standardised."""
+        if g.dim() == 2:
+            g = g[:, None, :].expand(*x.shape[:2], self.g_dim)
         return self.scale(torch.cat([x, g], -1))
 
-    def rsample(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor | None]:
+    def rsample(self, x: Tensor, g: Tensor, coords: PriorCoordinates | None = None
+                ) -> tuple[Tensor, Tensor | None]:
         """z [S, M, z_dim] and log q(z | x, β) [S, M] (None when implicit)."""
         raise NotImplementedError
 
-    def log_prob(self, z: Tensor, x: Tensor, g: Tensor) -> Tensor:
+    def log_prob(self, z: Tensor, x: Tensor, g: Tensor, coords: PriorCoordinates | None = None) -> Tensor:
         """log q(z | x, β): [S, M]."""
         raise NotImplementedError
 
 
 class GaussianLocalGuide(LocalGuide):
-    """q(z | x, β) = N(μ(x, β), diag σ(x, β)²); μ has a linear skip connection."""
+    """v ~ N(μ(x, β), diag σ(x, β)²), z = T(loc + scale · v) in the prior's coordinates
+    (the identity without them); μ has a linear skip connection."""
 
     def __init__(self, x_dim, g_dim, z_dim, hidden: tuple[int, ...] = (64, 64)):
         super().__init__(x_dim, g_dim, z_dim)
@@ -63,21 +166,29 @@ class GaussianLocalGuide(LocalGuide):
         nn.init.zeros_(self.net[-1].bias)
 
     def moments(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log sd: [S, M, z_dim] each."""
+        """Mean and log sd of v: [S, M, z_dim] each."""
         v = self.inputs(x, g)
         out = self.net(v)
         return self.linear(v) + out[..., :self.z_dim], out[..., self.z_dim:].clamp(-12, 6)
 
-    def rsample(self, x, g):
+    def rsample(self, x, g, coords=None, widen: float = 1.0):
+        """`widen` multiplies q's sd (a broader proposal for the ratio's training)."""
         mean, log_sd = self.moments(x, g)
         eps = torch.randn_like(mean)
-        log_q = -0.5 * (eps.pow(2) + _LOG_2PI).sum(-1) - log_sd.sum(-1)
-        return mean + log_sd.exp() * eps, log_q
+        log_q = -0.5 * (eps.pow(2) + _LOG_2PI).sum(-1) - log_sd.sum(-1) - self.z_dim * math.log(widen)
+        v = mean + widen * log_sd.exp() * eps
+        if coords is None:
+            return v, log_q
+        z, logdet = coords.forward(v)
+        return z, log_q - logdet
 
-    def log_prob(self, z, x, g):
+    def log_prob(self, z, x, g, coords=None):
+        logdet = 0.0
+        if coords is not None:
+            z, logdet = coords.inverse(z)
         mean, log_sd = self.moments(x, g)
         eps = (z - mean) / log_sd.exp()
-        return -0.5 * (eps.pow(2) + _LOG_2PI).sum(-1) - log_sd.sum(-1)
+        return -0.5 * (eps.pow(2) + _LOG_2PI).sum(-1) - log_sd.sum(-1) - logdet
 
 
 class ImplicitLocalGuide(LocalGuide):
@@ -100,9 +211,9 @@ class ImplicitLocalGuide(LocalGuide):
         self.net = mlp(x_dim + g_dim + noise, hidden, z_dim)
         self.linear = nn.Linear(x_dim + g_dim, z_dim)
 
-    def rsample(self, x, g):
+    def rsample(self, x, g, coords=None, widen: float = 1.0):
         v = self.inputs(x, g)
-        delta = torch.randn(*v.shape[:-1], self.noise, device=v.device)
+        delta = widen * torch.randn(*v.shape[:-1], self.noise, device=v.device)
         return self._support(self.linear(v) + self.net(torch.cat([v, delta], -1))), None
 
     def _support(self, z: Tensor) -> Tensor:
@@ -114,7 +225,7 @@ class ImplicitLocalGuide(LocalGuide):
             last = stop
         return torch.cat(parts + [z[..., last:]], -1)
 
-    def log_prob(self, z, x, g):
+    def log_prob(self, z, x, g, coords=None):
         raise TypeError("an implicit local guide has no density")
 
 

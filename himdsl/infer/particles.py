@@ -10,7 +10,7 @@ then by one independence Metropolis-Hastings step proposing from q (which carrie
 particles between modes that random walks cannot cross).
 Started from the prior while the ratio is still flat, it reaches every mode in
 proportion to its mass (a tempering path the training itself provides), which a
-reverse-KL fit of q does not (docs/lfvi-notes.md, "two_moons").
+reverse-KL fit of q does not.
 
     pop = ParticlePosterior(u_prior)            # [K, D] unconstrained prior draws
     pop.track(log_target, (draw, log_density))   # log_target(u [K, D]) -> [K]
@@ -36,7 +36,7 @@ MOVES = 2
 # Acceptance rate the random-walk scale is adapted to (Roberts & Rosenthal's ~0.234
 # for many dimensions; a little higher suits the low-dimensional case).
 TARGET_ACCEPT = 0.3
-# Local pairs are this fraction of the Metropolis scale apart (docs/lfvi-notes.md):
+# Local pairs are this fraction of the Metropolis scale apart:
 PAIR_SCALE = 0.25
 # Resample when the effective sample size drops below this fraction of K.
 RESAMPLE_BELOW = 0.5

@@ -7,7 +7,7 @@
 
 The network is an MLP plus a low-rank quadratic form of the standardised input:
 log ratios of Gaussian-like models are close to quadratic, and the quadratic part
-lets the MLP only carry the residual (docs/lfvi-notes.md, "quadratic head").
+lets the MLP only carry the residual.
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ MAX_QUADRATIC_RANK = 32
 PRODUCT_UNITS: int | None = None
 # Hidden activation of the ratio and local-guide networks (smooth, so that ∂r/∂β is).
 ACTIVATION = nn.SiLU
-# How the ratio's parameters are optimised (docs/lfvi-notes.md, "Linear regression
-# bias"). The MLP and the exact head (product units and quadratic form) can carry the
+# How the ratio's parameters are optimised. The MLP and the exact head (product units and quadratic form) can carry the
 # same part of the log ratio, and the loss hardly cares how it is split. Left alone,
 # the MLP keeps what it learnt while q was broad, with a smoothing error that shrank
 # linear regression's posterior mode towards zero (w0 by 0.3–0.5 sd in every seed).
 # So the head learns HEAD_LR_SCALE times faster than the MLP, and the MLP's weight
 # matrices decay (AdamW, decoupled): the MLP keeps only what the head cannot represent.
-# The trainer uses these groups in contrastive mode with a plate (Trainer._ratio_optimiser).
+# The trainer uses these groups in contrastive mode with a plate (RatioLearner).
 MLP_WEIGHT_DECAY = 1.0
 HEAD_LR_SCALE = 3.0
 
@@ -46,8 +45,16 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+# Standardised inputs are clipped here (in robust sds): simulations from the prior's
+# tails reach values no data set has, and must not blow up the networks.
+INPUT_CLIP = 20.0
+
+
 class Standardizer(nn.Module):
-    """Affine input scaling (x − mean) / sd, fitted once from samples."""
+    """Affine input scaling (x − centre) / spread, fitted once from samples, then
+    clipped to ±INPUT_CLIP. Centre and spread are the median and the interquartile
+    range (as a normal sd; the sd where that is zero): a few simulations from a
+    prior's tail do not set the scale of every input."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -55,13 +62,14 @@ class Standardizer(nn.Module):
         self.register_buffer("sd", torch.ones(dim))
 
     def fit(self, samples: Tensor) -> None:
-        """Set mean and sd from samples [n, dim]; constant features keep sd 1."""
+        """Set centre and spread from samples [n, dim] (non-finite values ignored);
+        constant features keep spread 1."""
         if samples.shape[-1] == 0:  # e.g. the globals of a model that has none
             return
         flat = samples.reshape(-1, samples.shape[-1]).float()
-        sd = flat.std(0)
-        self.mean.copy_(flat.mean(0))
-        self.sd.copy_(torch.where(sd > 1e-6, sd, torch.ones_like(sd)))
+        centre, spread = _robust_moments(flat)
+        self.mean.copy_(centre)
+        self.sd.copy_(torch.where(spread > 1e-6, spread, torch.ones_like(spread)))
 
     def fit_blocks(self, blocks: list[Tensor]) -> None:
         """Fit consecutive feature blocks, each from its own samples [..., d_i]."""
@@ -75,7 +83,21 @@ class Standardizer(nn.Module):
             start += width
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.sd
+        return ((x - self.mean) / self.sd).clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
+def _robust_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-column median and spread of finite values: IQR / 1.349, or the sd where
+    the IQR is zero (e.g. mostly-zero counts)."""
+    finite = torch.isfinite(flat)
+    values = torch.where(finite, flat, torch.nan)
+    centre = torch.nanmedian(values, 0).values
+    q25, q75 = torch.nanquantile(values, 0.25, 0), torch.nanquantile(values, 0.75, 0)
+    iqr = (q75 - q25) / 1.349
+    mean = torch.nanmean(values, 0)
+    sd = torch.nanmean((values - mean) ** 2, 0).sqrt()
+    spread = torch.where(iqr > 1e-6, iqr, sd)
+    return torch.nan_to_num(centre), torch.nan_to_num(spread, nan=1.0)
 
 
 class RatioEstimator(nn.Module):
@@ -83,8 +105,7 @@ class RatioEstimator(nn.Module):
     standardised input and π = (Aũ) ⊙ (Bũ) are learnt pairwise products.
 
     The quadratic form makes Gaussian log ratios exact; the product units give it
-    the cubic and quartic terms of e.g. a regression likelihood (y − f·w)²
-    (docs/lfvi-notes.md, "ratio network")."""
+    the cubic and quartic terms of e.g. a regression likelihood (y − f·w)²."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...] = (128, 128), quadratic: bool = True,
                  products: int | None = None):
@@ -134,20 +155,75 @@ def _margin_loss(loss: str):
     raise ValueError(f"unknown ratio loss {loss!r}; expected one of {', '.join(LOSSES)}")
 
 
-def pair_loss(logit_true: Tensor, logit_other: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
+def _mean(values: Tensor, weight: Tensor | None) -> Tensor:
+    return values.mean() if weight is None else (values * weight).sum()
+
+
+def pair_loss(logit_true: Tensor, logit_other: Tensor, loss: str = "log",
+              weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Loss of telling which of two globals generated x, from r(x, β_true) −
     r(x, β_other), and accuracy. With `log` it is minimised by r(x, β) =
-    log p(x | β) + c(x) for any c: the ratio never has to learn the marginal of x."""
+    log p(x | β) + c(x) for any c: the ratio never has to learn the marginal of x.
+    `weight`: per-sample weights summing to 1 (0 drops a sample)."""
     diff = logit_true - logit_other
-    return _margin_loss(loss)(diff).mean(), (diff > 0).float().mean()
+    return _mean(_margin_loss(loss)(diff), weight), _mean((diff > 0).float(), weight)
 
 
-def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log") -> tuple[Tensor, Tensor]:
+def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log",
+                    weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Loss of telling p-samples (label 1) from q-samples (label 0), and accuracy.
 
     `log`: −log σ(r_p) − log(1 − σ(r_q)), minimised by r = log p − log q.
     `hinge`: relu(1 − r_p) + relu(1 + r_q), minimised by sign(log p − log q)."""
     penalty = _margin_loss(loss)
-    value = penalty(logit_p).mean() + penalty(-logit_q).mean()
-    acc = 0.5 * ((logit_p > 0).float().mean() + (logit_q <= 0).float().mean())
+    value = _mean(penalty(logit_p), weight) + _mean(penalty(-logit_q), weight)
+    acc = 0.5 * (_mean((logit_p > 0).float(), weight) + _mean((logit_q <= 0).float(), weight))
     return value, acc
+
+
+# Gradient-norm clip of the ratio's updates (guards the rare blow-up on far draws).
+RATIO_GRAD_CLIP = 10.0
+
+
+class RatioLearner:
+    """A ratio network with its optimiser and moving average (schedule.RatioAverage);
+    the two training strategies (contrastive.py, empirical.py) build on it."""
+
+    def __init__(self, in_dim: int, settings, ema: float, decay: bool, device):
+        from .schedule import RatioAverage
+
+        self.settings = settings
+        self.net = RatioEstimator(in_dim, settings.ratio.hidden).to(device)
+        self.average = RatioAverage(self.net, ema)
+        groups = (self.net.param_groups() if decay
+                  else [{"params": list(self.net.parameters()), "weight_decay": 0.0}])
+        # decay (contrastive with a plate): the MLP's weights decay and the head learns
+        # faster (MLP_WEIGHT_DECAY); the pair ratio's target leaves c(x) free, so the MLP
+        # never has to hold a fixed function of x
+        self.opt = torch.optim.AdamW(groups, lr=settings.ratio_lr, fused=True)
+
+    def fit_input_scaling(self, blocks: list[Tensor]) -> None:
+        """Standardise the network's input blocks; the average starts from it."""
+        self.net.fit_scaling(blocks)
+        self.average.restart()
+
+    def apply(self, features: Tensor, averaged: bool = True) -> Tensor:
+        """The logit of features [..., F]: the moving average's (what q reads) or the
+        network's own (what trains)."""
+        return (self.average.average if averaged else self.net)(features)
+
+    def learn(self, k: int, loss: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimiser step on `loss`; returns (loss, accuracy) detached."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), RATIO_GRAD_CLIP)
+        self.opt.step()
+        self.average.update(k)
+        return loss.detach(), acc
+
+    def modules(self) -> dict[str, nn.Module]:
+        """What a checkpoint holds."""
+        mods = {"ratio": self.net}
+        if self.average.average is not self.net:
+            mods["ratio_avg"] = self.average.average
+        return mods

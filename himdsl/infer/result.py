@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from .data import ModelView
+from .local_guide import coordinates_at
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class FitResult:
     """Trained guides of a model (q's parameters averaged over the final steps)."""
 
     def __init__(self, model, global_guide, local_guide, trace: list[TraceRow],
-                 mode: str, settings, seconds: float):
+                 mode: str, settings, seconds: float, plan=None):
         self.model = model
         self.global_guide = global_guide
         self.local_guide = local_guide
@@ -40,19 +40,8 @@ class FitResult:
         self.mode = mode
         self.settings = settings
         self.seconds = seconds
-
-    @classmethod
-    def from_trainer(cls, trainer) -> "FitResult":
-        """Snapshot a trainer, loading its parameter averages into copies of the guides."""
-        guides = {k: copy.deepcopy(m) for k, m in trainer._averaged_modules().items()}
-        averages = trainer.state.averages
-        with torch.no_grad():
-            for prefix, mod in guides.items():
-                for name, p in mod.named_parameters():
-                    if f"{prefix}.{name}" in averages:
-                        p.copy_(averages[f"{prefix}.{name}"])
-        return cls(trainer.model, guides["global"], guides.get("local"), trainer.state.trace,
-                   trainer.mode, trainer.settings, trainer.state.seconds)
+        self.plan = plan
+        self.verdict = None     # checks.Verdict, set by the trainer at the end of a run
 
     @torch.no_grad()
     def posterior(self, num_draws: int | None = None) -> dict[str, np.ndarray]:
@@ -83,8 +72,10 @@ class FitResult:
     def _local_moments(self, view: ModelView, idx, draws: int):
         globals, _, _ = (self.global_guide.rsample(draws) if view.g_shapes else ({}, None, None))
         g = view.g_flat(globals) if view.g_shapes else torch.zeros(draws, 0, device=view.device)
-        x = view.x_features(view.with_data(view.rows(idx), draws))
-        z, _ = self.local_guide.rsample(x, g)
+        rows = view.rows(idx)
+        x = view.x_features(view.with_data(rows, draws))
+        names = self.plan.local_coordinates if self.plan is not None else ()
+        z, _ = self.local_guide.rsample(x, g, coordinates_at(view, names, globals, rows))
         return z.mean(0), z.std(0)
 
     def summary(self, num_draws: int | None = None) -> dict[str, dict[str, float]]:

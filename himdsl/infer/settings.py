@@ -6,7 +6,7 @@
 
 Keys spelt as in LANGUAGE.md: steps, batch, particles, lr, ratio_lr, samples,
 seed; ratio: hidden, loss, mode; guide: one family per latent. The remaining
-fields are engineering knobs with measured defaults (docs/lfvi-notes.md).
+fields are engineering knobs with measured defaults (docs/lfvi.md).
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from .families import FAMILIES, FlowSpec
 from .ratio import LOSSES
 
 RATIO_MODES = ("auto", "empirical", "contrastive")
-METHODS = ("lfvi", "vi")
+METHODS = ("auto", "lfvi", "vi")
+COVERING = ("auto", "on", "off")
+GLOBAL_GRADIENTS = ("elbo", "fisher")
 CONTRASTS = ("pair", "single")
-RATIO_INPUTS = ("auto", "globals", "prediction")
+RATIO_INPUTS = ("auto", "parents", "inputs", "prediction", "globals")
 GLOBAL_FAMILIES = ("auto",) + tuple(FAMILIES)
 LOCAL_FAMILIES = ("auto", "gaussian", "implicit")
 
@@ -54,27 +56,39 @@ class FitSettings:
     seed: int = 0
     ratio: RatioSettings = field(default_factory=RatioSettings)
     guide: dict[str, str | FlowSpec | LocalGuideSpec] = field(default_factory=dict)
-    method: str = "lfvi"
+    # "auto": exact VI when every density is known (`observe x ~ ...`), else LFVI
+    method: str = "auto"
     # ---- engineering knobs (not in the language; measured defaults)
     warmup: float = 0.1        # fraction of steps that train only the ratio
-    # ratio steps per q step (two time scales); None = 5 for a model without a plate
-    # (one observation: a cheap step, and the ratio's detail is the limit), else 1
+    # ratio updates per q step (two time scales); None = the plan's rule (plan.py)
     ratio_updates: int | None = None
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
     anneal: float = 0.0        # likelihood tempered over this fraction of q steps (rows grow geometrically)
-    cover: float = 1000.0      # weight of the mode-covering KL(π ‖ q) term (contrastive, full batches)
+    # fit q to the ratio's posterior by forward KL over a particle population (mode-
+    # covering) where that posterior is known up to a constant: "auto" (when affordable), "on", "off"
+    covering: str = "auto"
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
-    simulations: int = 512     # simulations per ratio step without a plate
+    simulations: int = 512     # simulations per contrastive ratio update
     contrast: str = "pair"     # contrastive loss: "pair" (which of two β made x) or "single"
     # the q step reads an EMA of the ratio's parameters with this decay (0 = off; None =
-    # 0.998 in contrastive mode, off in empirical mode, where it was not measured better)
+    # the plan's: 0.998 in contrastive mode, off in empirical mode)
     ratio_ema: float | None = None
     reuse: int = 0             # extra ratio updates per step on past simulations (contrastive)
-    # what the ratio reads of β: "globals" (β itself, the paper's), "prediction" (the
-    # model's noise-free prediction at β per row), "auto" (prediction for many globals)
+    # at most this many simulations in all (contrastive ratio): fresh pairs are drawn
+    # evenly over the steps while the budget lasts; every update trains on the stored ones
+    budget: int | None = None
+    # how q(β) learns beside local latents: "elbo" (through the local guide's draws) or
+    # "fisher" (the locals held at the guide's draws: Fisher's identity; needs a known
+    # local prior)
+    global_gradient: str = "elbo"
+    # what the ratio reads of the latents: "parents" (the latents themselves; "globals"
+    # is the same), "inputs" (the noise-free values the likelihood is computed from),
+    # "prediction" (the prediction with noise at its mean), "auto" (the plan's rule)
     ratio_inputs: str = "auto"
+    # end with the trust checks (plan.py, checks.py): a fit that fails them raises
+    checks: bool = True
     log_every: int = 50
     checkpoint_every: int = 500
 
@@ -89,18 +103,24 @@ class FitSettings:
                     "simulations", "log_every", "checkpoint_every"):
             _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
                    f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")
+        _check(self.budget is None or (isinstance(self.budget, int) and self.budget >= 1),
+               f"setting `budget` must be a positive number of simulations, got {self.budget!r}")
         for key in ("lr", "ratio_lr"):
             _check(getattr(self, key) > 0, f"fit setting `{key}` must be positive")
         for key in ("warmup", "anneal", "average", "final_lr", "prior_mix"):
             _check(0 <= getattr(self, key) <= 1, f"setting `{key}` must lie in [0, 1]")
-        _check(self.spread >= 0 and self.cover >= 0, "settings `spread`, `cover` must be >= 0")
+        _check(self.spread >= 0, "setting `spread` must be >= 0")
+        _check(self.global_gradient in GLOBAL_GRADIENTS, f"unknown global_gradient "
+               f"{self.global_gradient!r}; expected one of {', '.join(GLOBAL_GRADIENTS)}")
+        _check(self.covering in COVERING, f"unknown covering {self.covering!r}; expected one of "
+               f"{', '.join(COVERING)}")
         _check(self.contrast in CONTRASTS, f"unknown contrast {self.contrast!r}; expected "
                f"one of {', '.join(CONTRASTS)}")
         _check(self.ratio_inputs in RATIO_INPUTS, f"unknown ratio_inputs {self.ratio_inputs!r}; "
                f"expected one of {', '.join(RATIO_INPUTS)}")
         _check(self.ratio_ema is None or 0 <= self.ratio_ema < 1,
                "setting `ratio_ema` must lie in [0, 1)")
-        _check(self.method in METHODS, f"unknown method {self.method!r}; expected lfvi or vi")
+        _check(self.method in METHODS, f"unknown method {self.method!r}; expected auto, lfvi or vi")
         _check(self.ratio.loss in LOSSES, f"unknown ratio loss {self.ratio.loss!r}; expected "
                f"one of {', '.join(LOSSES)}")
         _check(self.ratio.mode in RATIO_MODES, f"unknown ratio mode {self.ratio.mode!r}; "

@@ -1,63 +1,48 @@
-"""Hand-written `HimModule`s of the known-answer models, shaped like compiler output,
-with their data sets and exact posteriors.
+"""The known-answer models, compiled from `.him` sources, with their data sets and
+exact (or reference) posteriors.
 
-    model = HierGauss()
-    data, truth = hier_gauss_data(n=1000, seed=1)   # {"x": [1000, 2]}, exact moments
+    model = hier_gauss()                              # the compiled examples/hier_gauss
+    data, truth = hier_gauss_data(n=1000, seed=1)     # {"x": [1000, 2]}, exact moments
 """
 from __future__ import annotations
 
-import bz2
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.distributions import Independent, Normal, Uniform
+from torch.distributions import Normal
 
-from himdsl.runtime.model import HimModule, NodeInfo
+import himdsl
 
-SBIBM = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "sbibm"
-if not SBIBM.exists():
-    SBIBM = Path("/work/shared/benchmarks/sbibm")
-
-
-class _Base(HimModule):
-    """Priors from `_prior_dists`; `simulate` and the densities written by hand."""
-
-    def _prior(self, name, globals):
-        return self._prior_dists(globals)[name]
-
-    def _prior_dists(self, globals):
-        return {}
-
-    def _zeros(self, *shape):
-        return torch.zeros(shape, device=self._anchor.device)
+ROOT = Path(__file__).resolve().parents[2]
+SBIBM = ROOT / "benchmarks" / "sbibm"
+HIER_SUITE = ROOT / "benchmarks" / "hier_suite"
 
 
-class HierGauss(_Base):
-    """β ~ N(0, I₂); z_n ~ N(β, I₂); x_n = z_n + 0.5 ε_n."""
+def compiled(path_or_name: str, source: str | None = None):
+    """A fresh module compiled from an example (`hier_gauss`) or from `source`."""
+    if source is not None:
+        return himdsl.load(path_or_name, source=source).module()
+    return himdsl.load(str(ROOT / "examples" / path_or_name / "model.him")).module()
 
-    model_name = "hier_gauss"
-    nodes = {"beta": NodeInfo("beta", "global", (2,)),
-             "z": NodeInfo("z", "local", (2,), plate="n"),
-             "x": NodeInfo("x", "observed", (2,), plate="n")}
-    global_names, local_names, observed_names = ("beta",), ("z",), ("x",)
-    plate, explicit = "n", True
 
-    def _prior_dists(self, globals):
-        return {"beta": Independent(Normal(self._zeros(2), 1.0), 1)}
+def hier_gauss():
+    """β ~ N(0, I₂); z_n ~ N(β, I₂); x_n = z_n + 0.5 ε_n (examples/hier_gauss)."""
+    return compiled("hier_gauss")
 
-    def simulate(self, globals, covariates=None, rows=None):
-        beta = globals["beta"][:, None, :]
-        z = beta + torch.randn(beta.shape[0], rows, 2, device=beta.device)
-        return {"z": z, "x": z + 0.5 * torch.randn_like(z)}
 
-    def log_local_prior(self, globals, locals, covariates=None):
-        return Normal(globals["beta"][:, None, :], 1.0).log_prob(locals["z"]).sum(-1)
+def linear_regression():
+    """w ~ N(0, I₃); covariates f_n; y_n = f_n · w + 0.5 ε_n (examples/linear_regression)."""
+    return compiled("linear_regression")
 
-    def log_likelihood(self, globals, locals, data):
-        return Normal(locals["z"], 0.5).log_prob(data["x"]).sum(-1)
+
+def two_moons():
+    return compiled("two_moons")
+
+
+def gaussian_linear():
+    return compiled("gaussian_linear")
 
 
 def hier_gauss_data(n: int = 1000, seed: int = 1) -> tuple[dict, dict]:
@@ -73,33 +58,6 @@ def hier_gauss_data(n: int = 1000, seed: int = 1) -> tuple[dict, dict]:
                       "z_mean": z_mean.numpy(), "z_sd": z_sd.numpy()}
 
 
-class LinReg(_Base):
-    """w ~ N(0, I₃); covariates f_n; y_n = f_n · w + 0.5 ε_n."""
-
-    model_name = "linreg"
-    nodes = {"w": NodeInfo("w", "global", (3,)),
-             "f": NodeInfo("f", "covariate", (3,), plate="n"),
-             "y": NodeInfo("y", "observed", (), plate="n")}
-    global_names, observed_names, covariate_names = ("w",), ("y",), ("f",)
-    plate, explicit = "n", True
-
-    def _prior_dists(self, globals):
-        return {"w": Independent(Normal(self._zeros(3), 1.0), 1)}
-
-    def _mean(self, globals, f):
-        return (f * globals["w"][:, None, :]).sum(-1)
-
-    def simulate(self, globals, covariates=None, rows=None):
-        mean = self._mean(globals, covariates["f"])
-        return {"y": mean + 0.5 * torch.randn_like(mean)}
-
-    def log_local_prior(self, globals, locals, covariates=None):
-        return self._zeros(1, 1)
-
-    def log_likelihood(self, globals, locals, data):
-        return Normal(self._mean(globals, data["f"]), 0.5).log_prob(data["y"])
-
-
 def linreg_data(n: int = 500, seed: int = 2) -> tuple[dict, dict]:
     """Data (true w = (1, −0.5, 0.25)) and the exact posterior mean/sd of w."""
     gen = torch.Generator().manual_seed(seed)
@@ -112,69 +70,46 @@ def linreg_data(n: int = 500, seed: int = 2) -> tuple[dict, dict]:
             {"w_mean": mean.numpy(), "w_sd": cov.diagonal().sqrt().numpy(), "w_cov": cov.numpy()})
 
 
-class TwoMoons(_Base):
-    """sbibm two_moons: θ ~ U(−1, 1)²; x = moon + (−|θ0 + θ1|/√2, (−θ0 + θ1)/√2)."""
-
-    model_name = "two_moons"
-    nodes = {"theta": NodeInfo("theta", "global", (2,)),
-             "x": NodeInfo("x", "observed", (2,))}
-    global_names, observed_names = ("theta",), ("x",)
-
-    def _prior_dists(self, globals):
-        return {"theta": Independent(Uniform(self._zeros(2) - 1, self._zeros(2) + 1), 1)}
-
-    def simulate(self, globals, covariates=None, rows=None):
-        theta = globals["theta"]
-        s = theta.shape[0]
-        a = (torch.rand(s, device=theta.device) - 0.5) * math.pi
-        r = 0.1 + 0.01 * torch.randn(s, device=theta.device)
-        p = torch.stack([r * torch.cos(a) + 0.25, r * torch.sin(a)], -1)
-        shift = torch.stack([-(theta[:, 0] + theta[:, 1]).abs() / math.sqrt(2),
-                             (-theta[:, 0] + theta[:, 1]) / math.sqrt(2)], -1)
-        return {"x": p + shift}
+def sbibm_task(task: str, observation: int = 1) -> tuple[dict, np.ndarray]:
+    """An sbibm observation and its 10,000 reference posterior draws (benchmarks/sbibm)."""
+    with np.load(SBIBM / task / f"obs{observation}.npz") as files:
+        return {"x": torch.tensor(files["x"], dtype=torch.float32)}, files["reference"].astype(np.float64)
 
 
-class GaussianLinear(_Base):
-    """sbibm gaussian_linear: θ ~ N(0, 0.1 I₁₀); x ~ N(θ, 0.1 I₁₀)."""
-
-    model_name = "gaussian_linear"
-    nodes = {"theta": NodeInfo("theta", "global", (10,)),
-             "x": NodeInfo("x", "observed", (10,))}
-    global_names, observed_names = ("theta",), ("x",)
-    explicit = True
-
-    def _prior_dists(self, globals):
-        return {"theta": Independent(Normal(self._zeros(10), math.sqrt(0.1)), 1)}
-
-    def simulate(self, globals, covariates=None, rows=None):
-        theta = globals["theta"]
-        return {"x": theta + math.sqrt(0.1) * torch.randn_like(theta)}
-
-    def log_local_prior(self, globals, locals, covariates=None):
-        return self._zeros(1)
-
-    def log_likelihood(self, globals, locals, data):
-        return Normal(globals["theta"], math.sqrt(0.1)).log_prob(data["x"]).sum(-1)
+def hier_model(name: str):
+    """A model of the hierarchical suite (benchmarks/hier_suite/NAME/model.him)."""
+    return himdsl.load(str(HIER_SUITE / name / "model.him")).module()
 
 
-class PointRegression(_Base):
+def hier_case(name: str) -> tuple[dict, dict]:
+    """Its data and NUTS reference (globals' draws, locals' means and sds)."""
+    return dict(np.load(HIER_SUITE / name / "data.npz")), dict(np.load(HIER_SUITE / name / "reference.npz"))
+
+
+def c2st(draws: np.ndarray, reference: np.ndarray, seed: int = 1, folds: int = 5) -> float:
+    """Classifier two-sample test accuracy as sbibm computes it (benchmarks/metrics.py)."""
+    from benchmarks.metrics import c2st as score
+
+    return score(draws, reference, seed, folds)
+
+
+# ---------------------------------------------------------------- point parameters
+POINT_SOURCE = """
+model point_regression
+data f : real
+data y : real
+param a : real
+param b : real
+plate n over y {
+    noise e ~ Normal(0, 1)
+    observe y = a * f + b + 0.5 * e
+}
+"""
+
+
+def point_regression():
     """No globals; point parameters a, b: y_n = a f_n + b + 0.5 ε_n."""
-
-    model_name = "point_regression"
-    nodes = {"f": NodeInfo("f", "covariate", (), plate="n"),
-             "y": NodeInfo("y", "observed", (), plate="n"),
-             "a": NodeInfo("a", "param", ()), "b": NodeInfo("b", "param", ())}
-    observed_names, covariate_names = ("y",), ("f",)
-    plate = "n"
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Parameter(torch.zeros(()))
-        self.b = nn.Parameter(torch.zeros(()))
-
-    def simulate(self, globals, covariates=None, rows=None):
-        mean = self.a * covariates["f"] + self.b          # [M]: no globals, no S axis
-        return {"y": mean + 0.5 * torch.randn_like(mean)}
+    return compiled("point_regression.him", POINT_SOURCE)
 
 
 def point_regression_data(n: int = 500, seed: int = 3, a: float = 1.5, b: float = -0.7):
@@ -182,30 +117,6 @@ def point_regression_data(n: int = 500, seed: int = 3, a: float = 1.5, b: float 
     gen = torch.Generator().manual_seed(seed)
     f = torch.randn(n, generator=gen)
     return {"f": f, "y": a * f + b + 0.5 * torch.randn(n, generator=gen)}
-
-
-def sbibm_task(task: str) -> tuple[dict, np.ndarray]:
-    """Observation 1 and the 10,000 reference posterior draws of an sbibm task."""
-    folder = SBIBM / task
-    obs = np.loadtxt(folder / "observation.csv", delimiter=",", skiprows=1, ndmin=1)
-    with bz2.open(folder / "reference_posterior_samples.csv.bz2", "rt") as fh:
-        ref = np.loadtxt(fh, delimiter=",", skiprows=1)
-    return {"x": torch.tensor(obs, dtype=torch.float32)}, ref
-
-
-def c2st(draws: np.ndarray, reference: np.ndarray, seed: int = 1, folds: int = 5) -> float:
-    """Classifier two-sample test accuracy as sbibm computes it (0.5 is perfect)."""
-    from sklearn.model_selection import KFold, cross_val_score
-    from sklearn.neural_network import MLPClassifier
-
-    mean, sd = reference.mean(0), reference.std(0, ddof=1)
-    x = np.concatenate([(reference - mean) / sd, (draws - mean) / sd])
-    y = np.concatenate([np.zeros(len(reference)), np.ones(len(draws))])
-    dim = x.shape[1]
-    clf = MLPClassifier(activation="relu", hidden_layer_sizes=(10 * dim, 10 * dim),
-                        max_iter=10000, solver="adam", random_state=seed)
-    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(clf, x, y, cv=cv, scoring="accuracy").mean())
 
 
 # ---------------------------------------------------------------- probit via noise
@@ -226,8 +137,7 @@ plate n over y {
 def probit_module():
     """y_n = [a x_n + b + e_n > 0], e_n ~ N(0, 1): probit regression written as a
     simulator (compiled from `PROBIT_SOURCE`; its prediction is f at e = 0)."""
-    import himdsl
-    return himdsl.load("probit.him", source=PROBIT_SOURCE).module()
+    return compiled("probit.him", PROBIT_SOURCE)
 
 
 def probit_data(n: int = 500, seed: int = 0, a: float = 1.5, b: float = -0.5):

@@ -8,7 +8,7 @@ from torch.distributions import MultivariateNormal, Normal
 
 from himdsl.infer.families import (AUTO_FLOW_MAX_DIMS, FullRankNormal, GlobalGuide,
                                    MeanFieldNormal, NormalizingFlow, PointMass, rq_spline)
-from tests.infer.models import HierGauss, TwoMoons
+from tests.infer.models import hier_gauss, two_moons
 
 
 def _randomise(module, std=0.3):
@@ -84,7 +84,7 @@ def test_flow_starts_as_identity():
 
 def test_global_guide_constrains_and_counts_log_det():
     torch.manual_seed(0)
-    guide = GlobalGuide(TwoMoons(), {})
+    guide = GlobalGuide(two_moons(), {})
     assert guide.kinds == ["flow"]
     _randomise(guide, 0.1)
     globals, log_q, u = guide.rsample(200)
@@ -96,16 +96,25 @@ def test_global_guide_constrains_and_counts_log_det():
 
 
 def test_auto_family_by_dimension_and_explicit_choice():
-    assert GlobalGuide(HierGauss(), {}).kinds == ["flow"]
-    assert GlobalGuide(HierGauss(), {"beta": "mvnormal"}).kinds == ["mvnormal"]
+    assert GlobalGuide(hier_gauss(), {}).kinds == ["flow"]
+    assert GlobalGuide(hier_gauss(), {}, full_batch=False).kinds == ["mvnormal"]   # minibatches
+    assert GlobalGuide(hier_gauss(), {"beta": "mvnormal"}).kinds == ["mvnormal"]
     assert AUTO_FLOW_MAX_DIMS >= 10
     with pytest.raises(ValueError, match="unknown guide family"):
-        GlobalGuide(HierGauss(), {"beta": "spline"})
+        GlobalGuide(hier_gauss(), {"beta": "spline"})
 
 
 def test_global_guide_log_prob_matches_sampling_density():
     torch.manual_seed(1)
-    guide = GlobalGuide(TwoMoons(), {})
+    guide = GlobalGuide(two_moons(), {})
     _randomise(guide, 0.1)
     globals, log_q, _ = guide.rsample(100)
     assert torch.allclose(guide.log_prob(globals), log_q, atol=1e-3)
+
+
+def test_q_starts_at_the_priors_median_with_a_fraction_of_its_spread():
+    guide = GlobalGuide(hier_gauss(), {"beta": "normal"})
+    guide.init_from_prior({"beta": torch.randn(4096, 2) * 3 + 1}, scale=0.1)
+    family = guide.families[0]
+    assert torch.allclose(family.loc, torch.ones(2), atol=0.15)
+    assert torch.allclose(family.log_scale.exp(), torch.full((2,), 0.3), rtol=0.1)

@@ -1,18 +1,26 @@
-"""Trainer mechanics: settings validation, ratio-mode choice, progress callback,
-NaN detection, checkpoint resume, likelihood-based VI, result shapes."""
+"""Trainer mechanics: settings validation, progress callback, NaN detection,
+checkpoint resume, likelihood-based VI, result shapes. Models are compiled from
+`.him` sources (tests/infer/models.py)."""
 import numpy as np
 import pytest
 import torch
 
 import himdsl
-from himdsl.infer import (FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit,
-                          resolve_mode)
-from himdsl.infer.trainer import resolve_ratio_inputs
-from himdsl.infer.data import ModelView
-from tests.infer.models import (GaussianLinear, HierGauss, LinReg, TwoMoons, hier_gauss_data,
-                                linreg_data, probit_data, probit_module, sbibm_task)
+from himdsl.infer import FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit
+from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+                                linear_regression, linreg_data, sbibm_task, two_moons)
 
 TINY = dict(steps=40, batch=16, particles=4, simulations=32, log_every=10)
+
+EXPLICIT_LINREG = """
+model linreg_explicit
+data f : real[3]
+data y : real
+latent w ~ Normal(0, 1) [3]
+plate n over y {
+    observe y ~ Normal(sum(f * w), 0.5)
+}
+"""
 
 
 def test_settings_validation_names_the_key():
@@ -24,92 +32,34 @@ def test_settings_validation_names_the_key():
         FitSettings(ratio=RatioSettings(loss="l2")).validate()
     with pytest.raises(ValueError, match="guide family"):
         FitSettings(guide={"beta": "spline"}).validate()
-
-
-def test_auto_mode_empirical_only_with_locals_or_point_parameters():
-    data, _ = hier_gauss_data(n=100)
-    assert resolve_mode("auto", ModelView(HierGauss(), data)) == "empirical"
-    obs, _ = sbibm_task("gaussian_linear")
-    assert resolve_mode("auto", ModelView(GaussianLinear(), obs)) == "contrastive"
-    rows, _ = linreg_data(n=500)
-    assert resolve_mode("auto", ModelView(LinReg(), rows)) == "contrastive"
-    assert resolve_mode("auto", ModelView(LinReg(), rows), has_params=True) == "empirical"
-
-
-def test_auto_ratio_inputs_read_the_prediction_only_for_many_globals():
-    gan = himdsl.load("examples/bayes_gan/model.him").module()         # 386 weights
-    rows = {"x": torch.randn(20, 5), "y": torch.randint(2, (20,))}
-    assert resolve_ratio_inputs("auto", ModelView(gan, rows)) == "prediction"
-    assert resolve_ratio_inputs("globals", ModelView(gan, rows)) == "globals"
-    data, _ = probit_data(n=50)                                        # 2 globals
-    assert resolve_ratio_inputs("auto", ModelView(probit_module(), data)) == "globals"
-    hier, _ = hier_gauss_data(n=50)                                    # no prediction
-    assert resolve_ratio_inputs("auto", ModelView(HierGauss(), hier)) == "globals"
-    with pytest.raises(ValueError, match="prediction needs a plate"):
-        Trainer(HierGauss(), hier, FitSettings(ratio_inputs="prediction"))
+    with pytest.raises(ValueError, match="covering"):
+        FitSettings(covering="sometimes").validate()
     with pytest.raises(ValueError, match="ratio_inputs"):
         FitSettings(ratio_inputs="beta").validate()
 
 
-def test_prediction_inputs_size_the_ratio_and_train_in_both_modes():
-    data, _ = probit_data(n=60)
-    for mode in ("empirical", "contrastive"):
-        trainer = Trainer(probit_module(), data, FitSettings(ratio_inputs="prediction",
-                                                             ratio=RatioSettings(mode=mode), **TINY))
-        assert trainer.ratio.scale.mean.shape == (3 + 1,)              # x, one-hot y, f
-        trainer.run()
-        assert np.isfinite(trainer.result().posterior(10)["a"]).all()
-
-
-IID_SOURCE = """
-model iid
-data x : real
-latent mu ~ Normal(0, 1)
-plate n over x {
-    noise e ~ Normal(0, 1)
-    observe x = mu + e
-}
-"""
-
-
-def test_contrastive_ratio_over_rows_without_covariates_sees_one_row_per_global_draw():
-    iid = himdsl.load("iid.him", source=IID_SOURCE).module()
-    trainer = Trainer(iid, {"x": np.zeros(30, np.float32)}, FitSettings(**TINY))
-    rows, draws = trainer._ratio_batch()
-    assert trainer.mode == "contrastive" and draws == TINY["simulations"] and len(rows["x"]) == 1
-    data, _ = linreg_data(n=30)                                        # covariates: rows matter
-    trainer = Trainer(LinReg(), data, FitSettings(**TINY))
-    rows, draws = trainer._ratio_batch()
-    assert draws == TINY["particles"] and len(rows["y"]) == TINY["batch"]
-
-
 def test_annealed_likelihood_weight_grows_the_effective_rows_geometrically():
     data, _ = linreg_data(n=10_000)
-    trainer = Trainer(LinReg(), data, FitSettings(steps=110, warmup=10 / 110, anneal=0.5))
-    weights = []
-    for step in (10, 34, 59, 200):                     # first q step, p = 1/2, p = 1, after
-        trainer.state.step = step
-        weights.append(trainer._temperature())
+    trainer = Trainer(linear_regression(), data, FitSettings(steps=110, warmup=10 / 110, anneal=0.5))
+    weights = [trainer.schedule.temperature(k) for k in (10, 34, 59, 200)]   # first q step, p = ½, 1
     p = 25 / 50
     assert weights[0] == pytest.approx(10_000 ** (1 / 50 - 1) / 50)
     assert weights[1] == pytest.approx(p * 10_000 ** (p - 1))          # 50 effective rows
     assert weights[2:] == [1.0, 1.0]
-    trainer = Trainer(TwoMoons(), sbibm_task("two_moons")[0],            # no plate: linear
+    trainer = Trainer(two_moons(), sbibm_task("two_moons")[0],            # no plate: linear
                       FitSettings(steps=110, warmup=10 / 110, anneal=0.5, simulations=16))
-    trainer.state.step = 34
-    assert trainer._temperature() == pytest.approx(0.5)
+    assert trainer.schedule.temperature(34) == pytest.approx(0.5)
 
 
 def test_auto_local_guide_shares_the_support_of_relu_latents():
-    module = himdsl.load("examples/deep_implicit/model.him").module()
+    module = compiled("deep_implicit")
     data = {"x": torch.randn(40, 10)}
     trainer = Trainer(module, data, FitSettings(**TINY))
     guide = trainer.local_guide
     assert not guide.has_density and guide.activations == ((0, 128, "relu"), (128, 256, "relu"))
     z, _ = guide.rsample(torch.randn(4, 40, 10), torch.zeros(4, 0))
     assert (z >= 0).all() and (z == 0).float().mean() > 0.05       # atoms at 0, like relu units
-    gaussian = Trainer(himdsl.load("examples/deep_implicit/model.him").module(), data,
-                       FitSettings(guide={"z2": "gaussian"}, **TINY))
+    gaussian = Trainer(compiled("deep_implicit"), data, FitSettings(guide={"z2": "gaussian"}, **TINY))
     assert gaussian.local_guide.has_density                        # an explicit choice is kept
 
 
@@ -122,56 +72,51 @@ def test_implicit_guide_applies_each_blocks_function_to_its_slice_only():
     assert (z[..., :2] < 0).any() and (z[..., 4:] > 1).any() | (z[..., 4:] < 0).any()
 
 
-def test_contrastive_mode_refuses_local_latents():
-    data, _ = hier_gauss_data(n=100)
-    with pytest.raises(ValueError, match="local latents"):
-        Trainer(HierGauss(), data, FitSettings(ratio=RatioSettings(mode="contrastive")))
-
-
 def test_callback_gets_trace_rows_and_result_has_shapes():
     data, _ = hier_gauss_data(n=50)
     rows = []
-    result = fit(HierGauss(), data, FitSettings(**TINY), callback=rows.append)
+    result = fit(hier_gauss(), data, FitSettings(**TINY), callback=rows.append)
     assert [r.step for r in rows] == [10, 20, 30, 40]
     assert all(np.isfinite(r.ratio_loss) and 0 <= r.ratio_acc <= 1 for r in rows)
     assert result.posterior(7)["beta"].shape == (7, 2)
     local = result.locals(data, draws=8)
     assert local["z_mean"].shape == (50, 2) and local["z_sd"].shape == (50, 2)
     assert set(result.summary()) == {"beta[0]", "beta[1]"}
-    assert result.mode == "empirical"
-
-
-class NaNGauss(HierGauss):
-    def simulate(self, globals, covariates=None, rows=None):
-        sim = super().simulate(globals, covariates, rows)
-        return {"z": sim["z"], "x": sim["x"] * float("nan")}
+    assert result.mode == "contrastive" and result.plan.ratio == "contrastive"
 
 
 def test_non_finite_loss_names_the_step():
     data, _ = hier_gauss_data(n=50)
-    with pytest.raises(NonFiniteLossError, match="at step 0"):
-        fit(NaNGauss(), data, FitSettings(**TINY))
+    trainer = Trainer(hier_gauss(), data, FitSettings(**TINY))
+    trainer.objective.row_terms = lambda globals, rows, s, **_: torch.full((s, 1), float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"at step 4 .*elbo = nan"):
+        trainer.run()
 
 
 def test_nan_in_data_is_reported():
     data, _ = hier_gauss_data(n=50)
     data["x"][3, 1] = float("nan")
     with pytest.raises(ValueError, match="`x` contains NaN"):
-        fit(HierGauss(), data, FitSettings(**TINY))
+        fit(hier_gauss(), data, FitSettings(**TINY))
 
 
 def _hier_gauss_small():
-    return HierGauss(), hier_gauss_data(n=50)[0]
+    return hier_gauss(), hier_gauss_data(n=50)[0]
 
 
 def _gaussian_linear():
-    return GaussianLinear(), sbibm_task("gaussian_linear")[0]
+    return gaussian_linear(), sbibm_task("gaussian_linear")[0]
 
 
-@pytest.mark.parametrize("make", [_hier_gauss_small, _gaussian_linear],
-                         ids=["empirical", "contrastive-with-particles"])
+def _point_regression():
+    from tests.infer.models import point_regression, point_regression_data
+    return point_regression(), point_regression_data(n=50)
+
+
+@pytest.mark.parametrize("make", [_hier_gauss_small, _gaussian_linear, _point_regression],
+                         ids=["contrastive-with-locals", "contrastive-with-particles", "empirical"])
 def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, make):
-    """Also with the contrastive ratio's particle population, which the checkpoint holds."""
+    """Also with the covering population and the moving averages, which the checkpoint holds."""
     model, data = make()
     settings = dict(TINY, checkpoint_every=20)
     straight = fit(model, data, FitSettings(**settings))
@@ -188,64 +133,87 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, make):
     assert [r.step for r in resumed.trace] == [10, 20, 30, 40]
 
 
+def test_checkpoint_is_plain_data(tmp_path):
+    """A checkpoint loads with weights_only=True: it holds no pickled code."""
+    model, data = _hier_gauss_small()
+    path = str(tmp_path / "fit.ckpt")
+    fit(model, data, FitSettings(**TINY), checkpoint_path=path)
+    blob = torch.load(path, weights_only=True)
+    assert blob["state"]["step"] == TINY["steps"] and blob["plan"]["ratio"] == "contrastive"
+
+
 def test_resume_extends_a_finished_run_to_more_steps(tmp_path):
     data, _ = hier_gauss_data(n=50)
     path = str(tmp_path / "fit.ckpt")
     short = dict(TINY, checkpoint_every=20)
-    fit(HierGauss(), data, FitSettings(**short), checkpoint_path=path)
+    fit(hier_gauss(), data, FitSettings(**short), checkpoint_path=path)
     longer = FitSettings(**dict(short, steps=short["steps"] + 20))
-    resumed = fit(HierGauss(), data, longer, checkpoint_path=path, resume=True)
+    resumed = fit(hier_gauss(), data, longer, checkpoint_path=path, resume=True)
     steps = [r.step for r in resumed.trace]
     assert steps[-1] == longer.steps and steps[:len(steps) - 2] == list(range(10, 41, 10))
     with pytest.raises(ValueError, match=r"different settings \(lr\)"):
-        fit(HierGauss(), data, FitSettings(**dict(short, steps=80, lr=0.5)),
+        fit(hier_gauss(), data, FitSettings(**dict(short, steps=80, lr=0.5)),
             checkpoint_path=path, resume=True)
     with pytest.raises(ValueError, match="past the 20 steps"):
-        fit(HierGauss(), data, FitSettings(**dict(short, steps=20)), checkpoint_path=path,
+        fit(hier_gauss(), data, FitSettings(**dict(short, steps=20)), checkpoint_path=path,
             resume=True)
 
 
 def test_reuse_adds_ratio_updates_on_stored_simulations():
-    from himdsl.infer.trainer import REPLAY_STEPS
+    from himdsl.infer.pair_store import REPLAY_STEPS
 
     obs, _ = sbibm_task("gaussian_linear")
-    trainer = Trainer(GaussianLinear(), obs, FitSettings(**dict(TINY, reuse=2)))
+    trainer = Trainer(gaussian_linear(), obs, FitSettings(**dict(TINY, reuse=2)))
     trainer.run()
-    adam = trainer.r_opt.state[next(iter(trainer.ratio.parameters()))]
-    assert int(adam["step"]) == 7 * TINY["steps"]          # five fresh (no plate) + two replayed
-    assert len(trainer._replay) == min(5 * TINY["steps"], REPLAY_STEPS)   # five batches a step
-    data, _ = hier_gauss_data(n=50)                 # a plate: one fresh update; empirical: no replay
-    trainer = Trainer(HierGauss(), data, FitSettings(**dict(TINY, reuse=2)))
-    trainer.run()
-    assert int(trainer.r_opt.state[next(iter(trainer.ratio.parameters()))]["step"]) == TINY["steps"]
+    updates = trainer.plan.ratio_updates
+    adam = trainer.ratio.opt.state[next(iter(trainer.ratio.net.parameters()))]
+    assert int(adam["step"]) == (updates + 2) * TINY["steps"]      # fresh + two replayed a step
+    assert len(trainer.ratio.store.train) == min(updates * TINY["steps"], REPLAY_STEPS)
 
 
 def test_method_vi_fits_an_explicit_model():
     data, truth = linreg_data(n=200)
-    result = fit(LinReg(), data, FitSettings(steps=600, method="vi", guide={"w": "mvnormal"}))
+    module = compiled("linreg.him", EXPLICIT_LINREG)
+    result = fit(module, data, FitSettings(steps=600, guide={"w": "mvnormal"}))
+    assert result.plan.method == "vi" and result.plan.ratio is None
     w = result.posterior(2000)["w"]
     assert np.all(np.abs(w.mean(0) - truth["w_mean"]) < 0.5 * truth["w_sd"] + 0.01)
 
 
-def test_reported_elbo_leaves_out_the_covering_term():
+def test_reported_elbo_leaves_out_the_covering_term(monkeypatch):
     """The covering term's weight changes q's loss, not the ELBO the trace reports:
     at the first q step (same seed, identical ratio and q so far) two weights report
     the same value."""
+    from himdsl.infer import objective
+
     obs, _ = sbibm_task("two_moons")
-    reported = []
-    for cover in (1.0, 1000.0):
-        trainer = Trainer(TwoMoons(), obs, FitSettings(**dict(TINY, cover=cover, warmup=0.25)))
-        while trainer.state.step <= trainer._warmup_steps():
+    reported, losses = [], []
+    for weight in (1.0, 1000.0):
+        monkeypatch.setattr(objective, "COVERING_WEIGHT", weight)
+        trainer = Trainer(two_moons(), obs, FitSettings(**dict(TINY, warmup=0.25)))
+        while trainer.state.step <= trainer.plan.warmup_steps:
             out = trainer.step()
         reported.append(float(out["elbo"]))
+        losses.append(float(out["q_loss"]))
     assert reported[0] == pytest.approx(reported[1], rel=1e-6)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
 
 
 def test_non_finite_covering_term_stops_the_run_at_its_step():
     """The covering term is not part of the reported ELBO, but a NaN in it is still
     caught at the step where it happened, named as q's loss."""
     obs, _ = sbibm_task("two_moons")
-    trainer = Trainer(TwoMoons(), obs, FitSettings(**dict(TINY, warmup=0.25)))
-    trainer._forward_kl = lambda: torch.tensor(float("nan"))
+    trainer = Trainer(two_moons(), obs, FitSettings(**dict(TINY, warmup=0.25)))
+    trainer.covering.forward_kl = lambda: torch.tensor(float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"at step 10 .*q_loss = nan"):
         trainer.run()
+
+
+def test_explicit_model_is_fitted_by_vi_without_being_told():
+    data, _ = linreg_data(n=50)
+    trainer = Trainer(compiled("linreg.him", EXPLICIT_LINREG), data, FitSettings(**TINY))
+    assert trainer.plan.method == "vi" and trainer.ratio is None and trainer.mode == "exact"
+    forced = Trainer(compiled("linreg.him", EXPLICIT_LINREG), data, FitSettings(method="lfvi", **TINY))
+    assert forced.plan.method == "lfvi" and forced.plan.ratio == "contrastive"
+    with pytest.raises(ValueError, match="method vi needs"):
+        Trainer(linear_regression(), data, FitSettings(method="vi", **TINY))

@@ -1,0 +1,212 @@
+"""Trust checks at the end of a fit: a fit that fails one is not a posterior.
+
+    verdict = check_fit(trainer)        # Verdict(ok, checks=[Check(name, ok, value, message)])
+    verdict.failures()                  # the messages of the failed checks
+
+* **ratio separates** (empirical ratio): over the last quarter of the steps the
+  classifier tells the model's simulations from q's rows with accuracy ≥ 0.9:
+  p and q barely overlap, so the ratio's gradient is not the likelihood's.
+* **q settled**: q's mean (unconstrained) moved by more than q's own sd between
+  the two halves of the final quarter, well beyond its step-to-step noise (4
+  standard errors): training had not converged; or q's mean jumped between log
+  points by more than JITTER_SDS of q's own sd: the steps are noisier than the
+  posterior is wide, so the reported sd means nothing.
+* **q collapsed**: q's sd in some coordinate is below 1/1000 of the prior's spread
+  shrunk by √N (no plausible N rows pin a value that tightly), or q sits at the edge
+  of a bounded prior's support (10 prior sds out).
+* **simulations**: more than half of the ratio's simulations were NaN or inf.
+* **data in range**: over a tenth of the data rows lie more than FAR_SDS robust sds
+  from what the fitted model simulates for them (in some observed feature): the
+  model cannot produce the data, and a ratio that never saw such data says nothing
+  about them (its inputs are clipped), so q stays near the prior and looks fine.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+SEPARATION_ACCURACY = 0.9
+DRIFT_SDS = 1.0
+DRIFT_T = 4.0
+JITTER_SDS = 2.0
+COLLAPSE_FACTOR = 1e-3
+EDGE_SDS = 10.0
+MAX_DROPPED = 0.5
+FAR_SDS = 10.0
+MAX_FAR_ROWS = 0.1
+PREDICTIVE_DRAWS = 64
+PREDICTIVE_ROWS = 256
+# q's moments are recorded at log points in the final quarter (for the drift check).
+MOMENT_DRAWS = 512
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    value: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failures(self) -> list[str]:
+        return [c.message for c in self.checks if not c.ok]
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+class MomentTrace:
+    """q's unconstrained mean and sd at the log points of the final quarter."""
+
+    def __init__(self, start: int):
+        self.start = start
+        self.rows: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def record(self, step: int, guide) -> None:
+        if step < self.start or not guide.names:
+            return
+        u = guide.rsample(MOMENT_DRAWS)[2]
+        self.rows.append((step, u.mean(0), u.std(0)))
+
+
+def check_fit(trainer) -> Verdict:
+    """Every check that applies to this fit."""
+    checks = [check(trainer) for check in CHECKS]
+    return Verdict([c for c in checks if c is not None])
+
+
+def ratio_separation(trainer) -> Check | None:
+    if trainer.plan.ratio != "empirical":
+        return None
+    rows = [r for r in trainer.state.trace if r.step > 0.75 * trainer.settings.steps]
+    accs = [r.ratio_acc for r in rows if math.isfinite(r.ratio_acc)]
+    if not accs:
+        return None
+    acc = sum(accs) / len(accs)
+    ok = acc < SEPARATION_ACCURACY
+    return Check("ratio separates", ok, acc,
+                 f"the ratio tells the model's simulations from q's rows with accuracy {acc:.2f} "
+                 "over the last quarter: p and q do not overlap, so q never learnt from the data"
+                 if not ok else f"ratio accuracy {acc:.2f} over the last quarter")
+
+
+def q_drift(trainer) -> Check | None:
+    rows = trainer.moments.rows
+    if len(rows) < 4:
+        return None
+    half = len(rows) // 2
+    means = torch.stack([m for _, m, _ in rows])
+    first, second = means[:half], means[half:]
+    sd = torch.stack([s for _, _, s in rows]).mean(0).clamp_min(1e-12)
+    shift = (second.mean(0) - first.mean(0)).abs()
+    noise = (first.var(0) / len(first) + second.var(0) / len(second)).sqrt().clamp_min(1e-12)
+    drift = float((shift / sd).max())
+    jitter = float((means.std(0) / sd).max())
+    if jitter > JITTER_SDS:
+        return Check("q settled", False, jitter,
+                     f"q's mean jumped by {jitter:.1f} of its own sd between log points in the last "
+                     "quarter: the optimisation's noise is wider than the posterior it reports")
+    ok = not bool(((shift / sd > DRIFT_SDS) & (shift / noise > DRIFT_T)).any())
+    return Check("q settled", ok, drift,
+                 f"q's mean was still moving at the end ({drift:.2f} of its sd over the last eighth "
+                 "of the steps): run more steps" if not ok
+                 else f"q's mean moved {drift:.2f} of its sd over the last eighth")
+
+
+def q_collapse(trainer) -> Check | None:
+    if not trainer.view.g_shapes or trainer.proposal is None:
+        return None
+    with torch.no_grad():
+        u = trainer.result().global_guide.rsample(MOMENT_DRAWS)[2]
+    prior_sd = trainer.proposal.u_prior_sd
+    floor = COLLAPSE_FACTOR * prior_sd / math.sqrt(trainer.view.n_rows)
+    sd = u.std(0)
+    point = [f for f in trainer.global_guide.kinds if f == "point"]
+    ratio = float((sd / prior_sd).min())
+    if not point and bool((sd < floor).any()):
+        return Check("q collapsed", False, ratio,
+                     f"q's sd fell to {ratio:.2g} of the prior's spread, below what {trainer.view.n_rows} "
+                     "rows can plausibly pin: the ratio's errors were summed over the rows into a "
+                     "false certainty")
+    edge = _at_edge(trainer, u)
+    if edge:
+        return Check("q collapsed", False, ratio, f"q sits at the edge of the prior's support for "
+                     f"`{edge}`: the fit ran into a bound")
+    return Check("q collapsed", True, ratio, f"q's smallest sd is {ratio:.2g} of the prior's spread")
+
+
+def _at_edge(trainer, u: torch.Tensor) -> str | None:
+    """The first global (with a bounded support) whose q draws lie mostly beyond
+    EDGE_SDS prior sds from the prior's centre, in unconstrained space."""
+    guide, proposal = trainer.global_guide, trainer.proposal
+    centre = guide.flat_u(trainer.view.prior_globals(1024)).median(0).values
+    far = ((u - centre).abs() > EDGE_SDS * proposal.u_prior_sd).float().mean(0) > 0.5
+    start = 0
+    for block in guide.blocks:
+        for name in block:
+            width = math.prod(guide.u_shapes[name])
+            bounded = not _unbounded(guide.bijectors[name].codomain)
+            if bounded and bool(far[start:start + width].any()):
+                return name
+            start += width
+    return None
+
+
+def _unbounded(constraint) -> bool:
+    while hasattr(constraint, "base_constraint"):
+        constraint = constraint.base_constraint
+    return constraint is torch.distributions.constraints.real
+
+
+def simulation_failures(trainer) -> Check | None:
+    ratio = trainer.ratio
+    if ratio is None or not hasattr(ratio, "dropped") or float(ratio.simulated) == 0:
+        return None
+    share = float(ratio.dropped) / float(ratio.simulated)
+    ok = share <= MAX_DROPPED
+    return Check("simulations", ok, share,
+                 f"{share:.0%} of the simulations were NaN or inf: the model's simulation is undefined "
+                 "over much of q (e.g. log of a negative number)" if not ok
+                 else f"{share:.1%} of the simulations were NaN or inf and skipped")
+
+
+@torch.no_grad()
+def data_in_range(trainer) -> Check | None:
+    """The share of data rows far from the fitted model's simulations (module docstring)."""
+    view = trainer.view
+    n = min(view.n_rows, PREDICTIVE_ROWS)
+    rows = view.rows(torch.randperm(view.n_rows, device=view.device)[:n] if view.has_plate else None)
+    globals = trainer.result().global_guide.rsample(PREDICTIVE_DRAWS)[0] if view.g_shapes else {}
+    sim = view.simulate(globals, rows, PREDICTIVE_DRAWS if view.g_shapes else 1)
+    width = sum(b.width for b in view.x_blocks)
+    simulated = torch.cat([b.encode(sim[b.name], 2) for b in view.x_blocks], -1)[..., :width]
+    data = view.x_features(view.with_data(rows, 1))[0, :, :width]
+    finite = torch.isfinite(simulated)
+    values = torch.where(finite, simulated, torch.nan)
+    centre = torch.nanmedian(values, 0).values
+    spread = (torch.nanquantile(values, 0.75, 0) - torch.nanquantile(values, 0.25, 0)) / 1.349
+    sd = torch.sqrt(torch.nanmean((values - torch.nanmean(values, 0)) ** 2, 0))
+    spread = torch.maximum(torch.nan_to_num(spread), torch.nan_to_num(sd)).clamp_min(1e-6)
+    far = ((data - torch.nan_to_num(centre)).abs() / spread > FAR_SDS).any(-1)
+    share = float(far.float().mean())
+    ok = share <= MAX_FAR_ROWS
+    return Check("data in range", ok, share,
+                 f"{share:.0%} of the data rows lie more than {FAR_SDS:g} sds from what the fitted "
+                 "model simulates for them: the model cannot produce these data (check the data's "
+                 "units and the priors' ranges)" if not ok
+                 else f"{share:.1%} of the data rows lie far from the fitted model's simulations")
+
+
+# Every check, in the order the verdict lists them; each returns None where it does not apply.
+CHECKS = (ratio_separation, q_drift, q_collapse, simulation_failures, data_in_range)

@@ -1,0 +1,368 @@
+"""The plan of a fit: every automatic choice, resolved once from the model's
+structure and the data's size, with the reason for it.
+
+    plan = make_plan(view, FitSettings())
+    plan.method, plan.ratio            # "lfvi", "contrastive"
+    print(plan.describe())             # the block `himdsl fit` prints
+    plan.to_dict()                     # what fit.json records
+
+The trainer only executes a plan. Each rule below is stated in terms of the model
+(its densities, plate, locals, dimensions) and the data (N), never of a benchmark;
+docs/lfvi.md explains them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .data import ModelView
+from .families import AUTO_FLOW_MAX_DIMS, FlowSpec, global_blocks
+from .settings import FitSettings, LocalGuideSpec
+
+# Ratio updates per step: the contrastive ratio's target, log p(x | θ) + c(x), does not
+# move with q, so extra updates only sharpen it; the empirical ratio's (which contrasts
+# the data with q) moves with q every step (the paper's Algorithm 1: one update).
+CONTRASTIVE_RATIO_UPDATES = 4
+EMPIRICAL_RATIO_UPDATES = 1
+# The q step reads an exponential average of the contrastive ratio's parameters
+# (docs/lfvi.md, "Contrastive mode").
+CONTRASTIVE_EMA = 0.998
+# The networks' input scaling is fitted from SCALING_DRAWS prior draws of the globals,
+# each simulated on SCALING_ROWS data rows (trainer.py).
+SCALING_DRAWS = 1024
+SCALING_ROWS = 16
+# q(β) starts at the prior's median with this fraction of its spread when it
+# maximises the ELBO (plan.init_scale).
+ELBO_INIT_SCALE = 0.1
+# Evaluating the ratio's posterior on every row for every particle of the covering
+# population costs N · K ratio evaluations a move; beyond this many it is not done.
+POPULATION_MAX_ROW_EVALUATIONS = 2 ** 15
+# ... and fewer particles than this would not represent a posterior.
+MIN_PARTICLES = 64
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a fit does, decided before it starts (see `make_plan`)."""
+
+    method: str                      # "vi": exact likelihood; "lfvi": a ratio estimates it
+    ratio: str | None                # None | "empirical" | "contrastive"
+    ratio_inputs: str                # "parents" | "inputs" | "prediction" (settings.py)
+    ratio_globals: tuple[str, ...]   # the globals the ratio reads (its likelihood parents)
+    ratio_locals: tuple[str, ...]    # the locals the ratio reads
+    ratio_reads: tuple[str, ...]     # the model's nodes the ratio reads (its θ)
+    exact_local_prior: bool          # log p(z | β) enters the objective exactly
+    local_guide: str | None          # None | "gaussian" | "implicit"
+    local_coordinates: tuple[str, ...]   # locals whose guide works in their prior's coordinates
+    global_families: tuple[tuple[tuple[str, ...], str], ...]
+    ratio_updates: int
+    ratio_simulations: int           # simulations per ratio update
+    population: int                  # particles tracking the ratio's posterior (0: none)
+    q_objective: str                 # "elbo" | "covering" (forward KL to the population)
+    init_scale: float                # q(β) starts with this fraction of the prior's spread
+    global_gradient: str             # "elbo" | "fisher": how q(β) learns with locals (objective.py)
+    ratio_ema: float
+    mlp_decay: bool
+    reuse: int
+    budget: int | None               # total simulations (None: no limit)
+    encodings: tuple[tuple[str, str], ...]
+    warmup_steps: int
+    average_from: int
+    rows: int
+    reasons: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        """Plain data for fit.json and checkpoints."""
+        out = asdict(self)
+        out["global_families"] = [{"globals": list(b), "family": f} for b, f in self.global_families]
+        out["encodings"] = dict(self.encodings)
+        return out
+
+    def describe(self) -> str:
+        """A short block for the terminal: each choice and why."""
+        lines = ["plan:"]
+        for key, value in self._shown():
+            reason = self.reasons.get(key, "")
+            lines.append(f"  {key:<16} {value}" + (f"  ({reason})" if reason else ""))
+        return "\n".join(lines)
+
+    def _shown(self) -> list[tuple[str, str]]:
+        families = ", ".join(f"{'+'.join(b)}: {f}" for b, f in self.global_families) or "none"
+        rows = [("method", self.method), ("q(globals)", families)]
+        if self.local_guide:
+            rows.append(("q(locals)", self.local_guide + (" in prior coordinates"
+                                                          if self.local_coordinates else "")))
+            if self.global_gradient == "fisher":
+                rows.append(("q(globals) gradient", "fisher"))
+        if self.budget:
+            rows.append(("budget", f"{self.budget:,} simulations, stored and reused"))
+        if self.ratio:
+            reads = {"parents": ", ".join(self.ratio_locals + self.ratio_globals) or "x only",
+                     "inputs": ", ".join(self.ratio_reads), "prediction": "the prediction"}[self.ratio_inputs]
+            rows += [("ratio", f"{self.ratio}, reads {reads}"),
+                     ("ratio updates", f"{self.ratio_updates} x {self.ratio_simulations} simulations")]
+            if self.population:
+                rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
+        rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
+        rows.append(("schedule", f"warm-up {self.warmup_steps} steps, average from step {self.average_from}"))
+        return rows
+
+
+def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
+    """Resolve every `auto` choice of `settings` for this model and data."""
+    reasons: dict[str, str] = {}
+    model = view.model
+    method = _method(model, settings, reasons)
+    ratio = _ratio_mode(model, view, settings, method, has_params, reasons)
+    inputs = _ratio_inputs(model, view, settings, ratio, reasons)
+    exact_prior = bool(view.z_blocks) and set(model.local_names) <= set(model.explicit_locals)
+    local_guide = _local_guide(model, view, settings, method, reasons)
+    coordinates = _coordinates(model, local_guide)
+    population = _population(view, settings, ratio, method, reasons)
+    warmup = int(settings.warmup * settings.steps) if ratio else 0
+    return Plan(
+        method=method, ratio=ratio, ratio_inputs=inputs,
+        ratio_globals=_ratio_globals(model, ratio),
+        ratio_locals=_ratio_locals(model, ratio),
+        ratio_reads=_ratio_reads(model, ratio, inputs),
+        exact_local_prior=exact_prior and ratio != "empirical" or method == "vi",
+        local_guide=local_guide, local_coordinates=coordinates,
+        global_families=_global_families(view, settings, reasons),
+        ratio_updates=_ratio_updates(settings, ratio, reasons),
+        ratio_simulations=settings.simulations,
+        population=population,
+        q_objective="covering" if population else "elbo",
+        init_scale=_init_scale(population, reasons),
+        global_gradient=_global_gradient(view, settings, local_guide, exact_prior, ratio, reasons),
+        ratio_ema=_ema(settings, ratio),
+        mlp_decay=ratio == "contrastive" and view.has_plate,
+        reuse=settings.reuse if ratio == "contrastive" else 0,
+        budget=_budget(view, settings, ratio),
+        encodings=tuple((b.name, b.encoding) for b in view.x_blocks + view.c_blocks),
+        warmup_steps=warmup,
+        average_from=int(settings.steps * (1 - settings.average)),
+        rows=view.n_rows,
+        reasons=reasons,
+    )
+
+
+def _method(model, settings: FitSettings, reasons: dict) -> str:
+    if settings.method != "auto":
+        if settings.method == "vi" and not model.explicit:
+            raise ValueError("method vi needs a model where every local latent and observation has "
+                             "a density written with `~` and no noise or extern in its arguments; "
+                             "this one is implicit (use lfvi)")
+        reasons["method"] = "as set"
+        return settings.method
+    if model.explicit:
+        reasons["method"] = "every observation and local latent has a known density: exact, no ratio"
+        return "vi"
+    reasons["method"] = "the likelihood is implicit: a ratio estimates it"
+    return "lfvi"
+
+
+def _ratio_mode(model, view, settings, method, has_params, reasons) -> str | None:
+    if method == "vi":
+        return None
+    mode = settings.ratio.mode
+    implicit_locals = [n for n in model.local_names if n not in model.explicit_locals]
+    if mode == "auto":
+        if implicit_locals:
+            reasons["ratio"] = (f"local `{implicit_locals[0]}` has no density: the ratio contrasts "
+                                "the model with the data's rows")
+            return "empirical"
+        if has_params:
+            reasons["ratio"] = "point parameters learn from the ratio against the data's rows"
+            return "empirical"
+        reasons["ratio"] = "per row, p(x | its latent parents) from pairs of simulations"
+        return "contrastive"
+    if mode == "contrastive" and (implicit_locals or has_params):
+        what = (f"local latents without a density ({', '.join(implicit_locals)})" if implicit_locals
+                else "point-estimated parameters")
+        raise ValueError(f"the contrastive ratio needs every latent to have a density and no "
+                         f"point-estimated parameters; this model has {what}: use "
+                         "ratio { mode = empirical }")
+    reasons["ratio"] = "as set"
+    return mode
+
+
+def _ratio_inputs(model, view, settings, ratio, reasons) -> str:
+    """What the ratio reads of the latents. The likelihood's noise-free inputs carry
+    everything the latents tell the data (structure.py), so the contrastive ratio
+    reads them unless they are wider than the latents themselves. Network weights
+    (Bayesian layers) are read through the model's prediction, noise at its mean,
+    which a ratio network can use where it cannot use the weights (docs/lfvi.md)."""
+    setting = "parents" if settings.ratio_inputs == "globals" else settings.ratio_inputs
+    offered = ratio is not None and view.has_plate and view.prediction_dim > 0 and not view.z_blocks
+    if setting == "prediction" and not offered:
+        raise ValueError("ratio_inputs prediction needs a plate whose observations are computed "
+                         "from `let` values (and no extern or local latent); this model has none")
+    if setting == "inputs" and ratio != "contrastive":
+        raise ValueError("ratio_inputs inputs needs the contrastive ratio")
+    if setting != "auto" or ratio is None:
+        return setting if setting != "auto" else "parents"
+    weights = set(getattr(model, "bayesian_weights", ()))
+    if offered and weights & set(model.likelihood_parents):
+        reasons["ratio_inputs"] = "the globals are network weights: the ratio reads their prediction"
+        return "prediction"
+    parents = sum(math.prod(model.nodes[n].shape) for n in model.likelihood_parents)
+    inputs = set(model.likelihood_inputs)
+    if ratio == "contrastive" and inputs and inputs != set(model.likelihood_parents) \
+            and view.input_dim <= parents:
+        reasons["ratio_inputs"] = (f"the likelihood is computed from {', '.join(model.likelihood_inputs)}, "
+                                   "no wider than its latent parents: the ratio reads them")
+        return "inputs"
+    return "parents"
+
+
+def _ratio_globals(model, ratio) -> tuple[str, ...]:
+    if ratio == "contrastive":
+        return tuple(n for n in model.global_names if n in model.likelihood_parents)
+    return tuple(model.global_names) if ratio else ()
+
+
+def _ratio_locals(model, ratio) -> tuple[str, ...]:
+    if ratio == "contrastive":
+        return tuple(n for n in model.local_names if n in model.likelihood_parents)
+    return tuple(model.local_names) if ratio else ()
+
+
+def _ratio_reads(model, ratio, inputs) -> tuple[str, ...]:
+    if ratio is None:
+        return ()
+    if inputs == "inputs":
+        return tuple(model.likelihood_inputs)
+    if inputs == "prediction":
+        return tuple(model.prediction_names)
+    return _ratio_locals(model, ratio) + _ratio_globals(model, ratio)
+
+
+def _local_guide(model, view, settings, method, reasons) -> str | None:
+    if not view.z_blocks:
+        return None
+    specs = [settings.guide[n] for n in model.local_names if n in settings.guide]
+    spec = specs[0] if specs else LocalGuideSpec()
+    family = spec if isinstance(spec, str) else spec.family
+    if family == "auto":
+        if model.local_activations and method == "lfvi":
+            reasons["local_guide"] = "a local's definition bounds its support (relu, ...): implicit q shares it"
+            return "implicit"
+        return "gaussian"
+    if family == "implicit" and method == "vi":
+        raise ValueError("method vi needs local guides with a density (gaussian)")
+    return family
+
+
+def _coordinates(model, local_guide) -> tuple[str, ...]:
+    """Locals whose Gaussian guide works in their prior's coordinates: those with a
+    density whose prior reads no other local (its parameters are then known at a
+    draw of β before any local is drawn)."""
+    if local_guide != "gaussian":
+        return ()
+    locals_ = set(model.local_names)
+    return tuple(n for n in model.explicit_locals
+                 if not set(model.local_prior_parents.get(n, ())) & locals_)
+
+
+def full_batch(view, settings) -> bool:
+    """Every q step sees every row (no plate, or N ≤ batch)."""
+    return not view.has_plate or settings.batch >= view.n_rows
+
+
+def _global_families(view, settings, reasons) -> tuple[tuple[tuple[str, ...], str], ...]:
+    families = {n: ("flow" if isinstance(f, FlowSpec) else f) for n, f in settings.guide.items()
+                if n in view.g_shapes}
+    whole = full_batch(view, settings)
+    blocks = global_blocks(list(view.g_shapes), view.u_dims, families, whole)
+    auto = [(b, f) for b, f in blocks if not set(b) & set(families)]
+    if auto:
+        dims = sum(view.u_dims[n] for n in auto[0][0])
+        why = ("beyond " if dims > AUTO_FLOW_MAX_DIMS else "up to ") + f"{AUTO_FLOW_MAX_DIMS}"
+        batch = "every step sees every row" if whole else f"steps see {settings.batch} of {view.n_rows} rows"
+        reasons["q(globals)"] = f"{dims} unconstrained dimensions ({why}); {batch}"
+    return tuple(blocks)
+
+
+def _ratio_updates(settings, ratio, reasons) -> int:
+    if ratio is None:
+        return 0
+    if settings.ratio_updates is not None:
+        return settings.ratio_updates
+    if ratio == "contrastive":
+        reasons["ratio updates"] = "the pair ratio's target does not move with q"
+        return CONTRASTIVE_RATIO_UPDATES
+    reasons["ratio updates"] = "the empirical ratio's target moves with q (Algorithm 1)"
+    return EMPIRICAL_RATIO_UPDATES
+
+
+def _population(view, settings, ratio, method, reasons) -> int:
+    """Particles of the covering population: the ratio then gives the posterior of
+    the globals up to a constant (contrastive, no locals), and the population tracks
+    it while q is fitted to it by forward KL, which keeps every mode; it needs the
+    ratio on every row for every particle, so it is sized to N."""
+    if settings.covering == "off" or ratio != "contrastive" or view.z_blocks or not view.g_shapes:
+        return 0
+    affordable = POPULATION_MAX_ROW_EVALUATIONS // max(view.n_rows, 1)
+    if settings.covering == "auto" and affordable < MIN_PARTICLES:
+        reasons["q objective"] = f"{view.n_rows} rows: the population would be too costly; ELBO only"
+        return 0
+    reasons["q objective"] = "the ratio's posterior is known up to a constant: q covers every mode"
+    return min(settings.simulations, max(affordable, MIN_PARTICLES))
+
+
+def _budget(view, settings, ratio) -> int | None:
+    """The simulation budget, which the contrastive ratio's stored pairs make
+    meaningful: it must pay for the inputs' scaling pilot and one batch of pairs."""
+    if settings.budget is None:
+        return None
+    if ratio != "contrastive":
+        raise ValueError("a simulation budget needs the contrastive ratio (the empirical one "
+                         "simulates at the current q every step)")
+    least = scaling_simulations(view) + settings.simulations
+    if settings.budget < least:
+        raise ValueError(f"budget {settings.budget:,} is below the {least:,} simulations of the inputs' "
+                         f"scaling and one batch of {settings.simulations} pairs")
+    return settings.budget
+
+
+def scaling_simulations(view) -> int:
+    """Simulations the networks' input scaling draws (prior draws × a few rows)."""
+    draws = SCALING_DRAWS if view.g_shapes else 1
+    return draws * (min(SCALING_ROWS, view.n_rows) if view.has_plate else 1)
+
+
+def _global_gradient(view, settings, local_guide, exact_prior, ratio, reasons) -> str:
+    """q(β) learns through the local guide's draws (the ELBO's own gradient) unless
+    asked otherwise. Fisher's identity (objective.py) holds the locals at the guide's
+    draws; it needs a known local prior and a guide with a density, and it is a named
+    option, not the default: on the hierarchical suite, whose likelihoods are all
+    implicit, it left q(β) noisier (a logistic model's location collapsed) while the
+    ELBO's gradient met the targets on more models (docs/accuracy.md)."""
+    possible = view.g_shapes and local_guide == "gaussian" and exact_prior and ratio != "empirical"
+    if settings.global_gradient == "fisher" and not possible:
+        raise ValueError("global_gradient fisher needs globals and local latents with a known prior "
+                         "and a gaussian local guide")
+    if settings.global_gradient == "fisher":
+        reasons["q(globals) gradient"] = "Fisher's identity: locals held at the guide's draws"
+        return "fisher"
+    return "elbo"
+
+
+def _init_scale(population: int, reasons: dict) -> float:
+    """Where q starts: fitted to the covering population, which starts as prior
+    draws, q starts as wide as the prior (narrower, the forward KL to far particles
+    blew up its first steps). Maximising the ELBO, q starts at a tenth of the prior's
+    spread, as NumPyro's AutoNormal does: as wide as the prior it reaches into the
+    tails at once, where a likelihood can be so extreme that the first gradients
+    throw q into a corner it never leaves (a random-effects scale pinned near 0)."""
+    if population:
+        reasons["start"] = "the covering population starts as prior draws"
+        return 1.0
+    reasons["start"] = "narrow: the ELBO's first gradients in the prior's tails can be extreme"
+    return ELBO_INIT_SCALE
+
+
+def _ema(settings, ratio) -> float:
+    if settings.ratio_ema is not None:
+        return settings.ratio_ema if ratio else 0.0
+    return CONTRASTIVE_EMA if ratio == "contrastive" else 0.0

@@ -1,0 +1,81 @@
+"""The trust checks: a fit whose ratio separates p from q, whose q collapsed or
+is still moving is reported as failed, with the reason."""
+from types import SimpleNamespace
+
+import torch
+
+from himdsl.infer import FitSettings, fit
+from himdsl.infer.checks import MomentTrace, q_drift, ratio_separation
+from himdsl.infer.result import TraceRow
+from tests.infer.models import compiled, hier_gauss, hier_gauss_data
+
+
+def _trace(acc, steps=3000, every=50):
+    return [TraceRow(k, -1.0, 0.5, acc, float(k)) for k in range(every, steps + 1, every)]
+
+
+def _stub(ratio="empirical", acc=0.6, moments=(), n_rows=100):
+    trainer = SimpleNamespace(
+        plan=SimpleNamespace(ratio=ratio), settings=FitSettings(),
+        state=SimpleNamespace(trace=_trace(acc)), moments=SimpleNamespace(rows=list(moments)),
+        view=SimpleNamespace(g_shapes={}, n_rows=n_rows), proposal=None, ratio=None)
+    return trainer
+
+
+def test_an_empirical_ratio_that_separates_p_from_q_fails_the_fit():
+    check = ratio_separation(_stub(acc=0.97))
+    assert not check.ok and "accuracy 0.97" in check.message
+    assert ratio_separation(_stub(acc=0.62)).ok
+    assert ratio_separation(_stub(ratio="contrastive", acc=0.99)) is None     # pairs: not meaningful
+
+
+def test_a_q_still_moving_at_the_end_fails_the_fit():
+    sd = torch.ones(2)
+    drifting = [(k, torch.tensor([0.2 * i, 0.0]), sd) for i, k in enumerate(range(2300, 3001, 50))]
+    check = q_drift(_stub(moments=drifting))
+    assert not check.ok and "still moving" in check.message
+    noisy = [(k, torch.tensor([0.3 * (-1) ** i, 0.0]), sd) for i, k in enumerate(range(2300, 3001, 50))]
+    assert q_drift(_stub(moments=noisy)).ok          # noise around a fixed mean is settled
+
+
+def test_a_q_whose_mean_jumps_by_more_than_its_width_fails_the_fit():
+    """A collapsed q jittering around the right place (the mean of the jumps is
+    settled) reports an sd far below the optimisation's own noise."""
+    sd = torch.tensor([0.01, 1.0])
+    jumping = [(k, torch.tensor([0.05 * (-1) ** i, 0.0]), sd) for i, k in enumerate(range(2300, 3001, 50))]
+    check = q_drift(_stub(moments=jumping))
+    assert not check.ok and "jumped by 5.2 of its own sd" in check.message
+    steady = [(k, torch.tensor([0.015 * (-1) ** i, 0.0]), sd) for i, k in enumerate(range(2300, 3001, 50))]
+    assert q_drift(_stub(moments=steady)).ok         # 1.5 sds of jitter: within JITTER_SDS
+
+
+def test_moments_are_recorded_only_in_the_final_quarter():
+    trace = MomentTrace(start=100)
+    model, data = hier_gauss(), hier_gauss_data(n=20)[0]
+    result = fit(model, data, FitSettings(steps=40, batch=8, particles=4, simulations=32, log_every=10))
+    trace.record(50, result.global_guide)
+    trace.record(150, result.global_guide)
+    assert [row[0] for row in trace.rows] == [150]
+
+
+PINNED = """
+model pinned
+data x : real
+latent p ~ Uniform(0, 1)
+plate n over x {
+    noise e ~ Normal(0, 1)
+    observe x = 1000 * p + e
+}
+"""
+
+
+def test_data_the_model_cannot_produce_fail_the_fit():
+    """Data far beyond what the prior allows: the ratio never saw such data and q
+    stays near the prior, which must not pass for a posterior."""
+    result = fit(compiled("pinned.him", PINNED), {"x": torch.full((50,), 5000.0)},
+                 FitSettings(steps=100, batch=16, particles=8, simulations=64))
+    failed = [c for c in result.verdict.checks if not c.ok]
+    assert [c.name for c in failed] == ["data in range"] and "cannot produce" in failed[0].message
+    fine = fit(compiled("pinned.him", PINNED), {"x": 300 + torch.randn(50)},
+               FitSettings(steps=100, batch=16, particles=8, simulations=64))
+    assert next(c for c in fine.verdict.checks if c.name == "data in range").ok

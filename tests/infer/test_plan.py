@@ -1,0 +1,122 @@
+"""The plan: every automatic choice follows from the model's structure and the
+data's size (himdsl/infer/plan.py), and is visible."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from himdsl.infer import FitSettings, RatioSettings, Trainer
+from himdsl.infer.data import ModelView
+from himdsl.infer.plan import make_plan
+from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+                                linear_regression, linreg_data, point_regression,
+                                point_regression_data, sbibm_task)
+
+POISSON = """
+model poisson_re
+data exposure : real
+data y : int
+latent mu ~ Normal(0, 2)
+latent sigma ~ HalfNormal(1)
+plate g over y {
+    latent v ~ Normal(0, 1)
+    let logr = mu + sigma * v
+    noise k ~ Poisson(exposure * exp(logr))
+    observe y = k
+}
+"""
+
+EXPLICIT = """
+model explicit
+data y : real
+latent mu ~ Normal(0, 1)
+latent tau ~ HalfNormal(1)
+plate g over y {
+    latent theta ~ Normal(mu, tau)
+    observe y ~ Normal(theta, 1)
+}
+"""
+
+
+def _plan(module, data, **settings):
+    params = any(p.requires_grad for p in module.parameters())
+    return make_plan(ModelView(module, data), FitSettings(**settings), params)
+
+
+def _poisson_data(n=30):
+    rng = np.random.default_rng(0)
+    return {"exposure": rng.uniform(1, 2, n), "y": rng.poisson(3, n)}
+
+
+def test_a_fully_explicit_model_needs_no_ratio():
+    plan = _plan(compiled("explicit.him", EXPLICIT), {"y": np.zeros(10)})
+    assert plan.method == "vi" and plan.ratio is None and plan.exact_local_prior
+    assert "known density" in plan.reasons["method"]
+
+
+def test_locals_with_a_density_get_the_contrastive_ratio_over_the_likelihoods_parents():
+    plan = _plan(hier_gauss(), hier_gauss_data(n=20)[0])
+    assert (plan.method, plan.ratio) == ("lfvi", "contrastive")
+    assert plan.ratio_locals == ("z",) and plan.ratio_globals == ()       # beta only reaches x via z
+    assert plan.exact_local_prior and plan.local_guide == "gaussian" and plan.local_coordinates == ("z",)
+
+
+def test_the_ratio_reads_the_likelihoods_noise_free_inputs_when_narrower():
+    plan = _plan(compiled("poisson.him", POISSON), _poisson_data())
+    assert plan.ratio_inputs == "inputs" and plan.ratio_reads == ("logr",)   # 1 value, not 3
+    assert plan.ratio_globals == ("mu", "sigma") and plan.ratio_locals == ("v",)
+
+
+def test_implicit_locals_and_point_parameters_need_the_empirical_ratio():
+    plan = _plan(compiled("deep_implicit"), {"x": torch.randn(20, 10)})
+    assert plan.ratio == "empirical" and plan.local_guide == "implicit"
+    assert "no density" in plan.reasons["ratio"]
+    plan = _plan(point_regression(), point_regression_data(n=20))
+    assert plan.ratio == "empirical" and "point parameters" in plan.reasons["ratio"]
+    with pytest.raises(ValueError, match="point-estimated parameters"):
+        _plan(point_regression(), point_regression_data(n=20), ratio=RatioSettings(mode="contrastive"))
+
+
+def test_network_weights_are_read_through_the_prediction():
+    gan = compiled("bayes_gan")
+    rows = {"x": torch.randn(20, 5), "y": torch.randint(2, (20,))}
+    assert _plan(gan, rows).ratio_inputs == "prediction"
+    assert _plan(gan, rows, ratio_inputs="parents").ratio_inputs == "parents"
+    with pytest.raises(ValueError, match="prediction needs a plate"):
+        _plan(hier_gauss(), hier_gauss_data(n=20)[0], ratio_inputs="prediction")
+
+
+def test_the_covering_population_is_sized_by_its_cost():
+    """The ratio's posterior costs N × K ratio evaluations a move: one observation
+    gets `simulations` particles, many rows fewer, too many rows none."""
+    obs, _ = sbibm_task("gaussian_linear")
+    assert _plan(gaussian_linear(), obs).population == 512
+    data, _ = linreg_data(n=200)
+    assert 64 <= _plan(linear_regression(), data).population < 512
+    data, _ = linreg_data(n=5000)
+    plan = _plan(linear_regression(), data)
+    assert plan.population == 0 and plan.q_objective == "elbo" and "too costly" in plan.reasons["q objective"]
+    assert _plan(linear_regression(), data, covering="on").population == 64
+    assert _plan(gaussian_linear(), obs, covering="off").population == 0
+    assert _plan(hier_gauss(), hier_gauss_data(n=20)[0]).population == 0     # locals: no π(β)
+
+
+def test_q_starts_where_its_objectives_target_starts():
+    """Fitted to the covering population (prior draws at first): as wide as the
+    prior; maximising the ELBO: a tenth of the prior's spread."""
+    obs, _ = sbibm_task("gaussian_linear")
+    assert _plan(gaussian_linear(), obs).init_scale == 1.0
+    assert _plan(gaussian_linear(), obs, covering="off").init_scale == 0.1
+    assert _plan(hier_gauss(), hier_gauss_data(n=20)[0]).init_scale == 0.1
+
+
+def test_the_plan_is_printed_and_recorded():
+    trainer = Trainer(compiled("poisson.him", POISSON), _poisson_data(), FitSettings(steps=100))
+    text = trainer.plan.describe()
+    for line in ("method", "q(globals)", "q(locals)", "ratio", "ratio updates", "start", "schedule"):
+        assert f"  {line} " in text
+    assert "reads logr" in text and "warm-up 10 steps" in text
+    record = json.loads(json.dumps(trainer.plan.to_dict()))
+    assert record["ratio"] == "contrastive" and record["encodings"]["y"] == "signed_log1p"
+    assert record["global_families"] == [{"globals": ["mu", "sigma"], "family": "flow"}]

@@ -1,0 +1,128 @@
+"""Every FitSettings knob changes what the trainer does: each test below would fail
+if its setting were ignored."""
+import pytest
+import torch
+
+from himdsl.infer import FitSettings, RatioSettings, Trainer, fit
+from himdsl.infer.ratio import classifier_loss, pair_loss
+from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+                                sbibm_task)
+from tests.infer.test_trainer import EXPLICIT_LINREG
+
+TINY = dict(steps=20, batch=16, particles=4, simulations=32, log_every=10)
+
+
+def _hier(**settings):
+    return Trainer(hier_gauss(), hier_gauss_data(n=60)[0], FitSettings(**{**TINY, **settings}))
+
+
+def _linear(**settings):
+    return Trainer(gaussian_linear(), sbibm_task("gaussian_linear")[0], FitSettings(**{**TINY, **settings}))
+
+
+def _lr(opt):
+    return opt.param_groups[0]["lr"]
+
+
+def test_steps_samples_and_log_every():
+    result = fit(hier_gauss(), hier_gauss_data(n=60)[0], FitSettings(**dict(TINY, steps=30, log_every=15,
+                                                                         samples=77)))
+    assert [r.step for r in result.trace] == [15, 30]
+    assert result.posterior()["beta"].shape == (77, 2)
+
+
+def test_batch_and_particles():
+    trainer = _hier(batch=8, particles=3)
+    assert len(trainer._batch_rows()["x"]) == 8
+    assert trainer._q_draws()[0]["beta"].shape == (3, 2)
+
+
+def test_learning_rates_and_their_decay():
+    trainer = _hier(lr=0.05, ratio_lr=0.002, final_lr=0.2, warmup=0.0)
+    trainer.step()
+    assert _lr(trainer.q_opt) == pytest.approx(0.05) and _lr(trainer.ratio.opt) == pytest.approx(0.002)
+    trainer.schedule.set_lr(TINY["steps"], [(trainer.q_opt, 0.05)])
+    assert _lr(trainer.q_opt) == pytest.approx(0.05 * 0.2)
+
+
+def test_seed():
+    a, b, c = _hier(seed=1), _hier(seed=1), _hier(seed=2)
+    first = [next(t.ratio.net.parameters()) for t in (a, b, c)]
+    assert torch.equal(first[0], first[1]) and not torch.equal(first[0], first[2])
+
+
+def test_ratio_hidden_loss_and_contrast():
+    trainer = _hier(ratio=RatioSettings(hidden=(7, 5), loss="hinge"), contrast="single")
+    assert trainer.ratio.net.net[0].out_features == 7 and trainer.ratio.net.net[2].out_features == 5
+    true, other, ok = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 0.0]), torch.ones(2, dtype=torch.bool)
+    assert torch.allclose(trainer.ratio._judge(true, other, ok)[0], classifier_loss(true, other, "hinge")[0])
+    plain = _hier()
+    assert torch.allclose(plain.ratio._judge(true, other, ok)[0], pair_loss(true, other, "log")[0])
+
+
+def test_ratio_mode_method_guide_inputs_and_gradient():
+    assert _hier(ratio=RatioSettings(mode="empirical")).plan.ratio == "empirical"
+    assert _hier(guide={"beta": "normal"}).global_guide.kinds == ["normal"]
+    assert _hier(guide={"z": "implicit"}).plan.local_guide == "implicit"
+    assert _hier(global_gradient="elbo").plan.global_gradient == "elbo"
+    data = {"f": torch.randn(20, 3), "y": torch.randn(20)}
+    explicit = Trainer(compiled("linreg.him", EXPLICIT_LINREG), data, FitSettings(method="lfvi", **TINY))
+    assert explicit.plan.method == "lfvi"
+    assert _hier(ratio_inputs="parents").plan.ratio_inputs == "parents"
+
+
+def test_warmup_trains_only_the_ratio():
+    trainer = _hier(warmup=0.5)
+    assert trainer.plan.warmup_steps == 10
+    assert "elbo" not in trainer.step() and trainer.state.step == 1
+
+
+def test_ratio_updates_and_simulations():
+    trainer = _hier(ratio_updates=3, simulations=24, warmup=0.0)
+    trainer.step()
+    adam = trainer.ratio.opt.state[next(iter(trainer.ratio.net.parameters()))]
+    assert int(adam["step"]) == 3
+    with torch.no_grad():
+        assert trainer.ratio._pairs(None)[0].shape[0] == 24
+
+
+def test_spread_widens_the_ratios_globals():
+    narrow, wide = _linear(covering="off", spread=1.0), _linear(covering="off", spread=2.0)
+    u = narrow.global_guide.rsample(256)[2].detach()
+    assert torch.allclose(wide.proposal.width(u), 2 * narrow.proposal.width(u))
+
+
+def test_prior_mix_draws_the_ratios_globals_from_the_prior():
+    """All-prior independent pairs spread like the prior; none, like q (narrow at the start)."""
+    spreads = []
+    for mix in (0.0, 1.0):
+        trainer = _linear(covering="off", prior_mix=mix, spread=0.0, simulations=512)
+        u, _ = trainer.ratio._global_pairs(512, None)
+        spreads.append(float(u[:128].std()))
+    assert spreads[1] > 5 * spreads[0]
+
+
+def test_anneal_average_and_ratio_ema():
+    trainer = _hier(anneal=0.5, average=0.5, ratio_ema=0.0)
+    assert trainer.schedule.temperature(trainer.plan.warmup_steps) < 1
+    assert trainer.plan.average_from == 10
+    assert trainer.ratio.average.average is trainer.ratio.net
+    assert _hier(ratio_ema=0.5).ratio.average.average is not _hier(ratio_ema=0.5).ratio.net
+
+
+def test_covering_and_budget():
+    assert _linear(covering="off").covering is None and _linear().covering is not None
+    trainer = _linear(budget=1024 + 64, simulations=32, steps=10)
+    trainer.run()
+    assert int(trainer.ratio.simulated) <= 64
+
+
+def test_checks_and_checkpoint_every(tmp_path, monkeypatch):
+    from himdsl.infer import trainer as trainer_module
+
+    saved = []
+    monkeypatch.setattr(trainer_module, "save_checkpoint", lambda t, path: saved.append(t.state.step))
+    result = fit(hier_gauss(), hier_gauss_data(n=60)[0], FitSettings(**dict(TINY, checks=False,
+                                                                         checkpoint_every=5)),
+                 checkpoint_path=str(tmp_path / "c.pt"))
+    assert result.verdict is None and saved == [5, 10, 15, 20]
