@@ -286,6 +286,7 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
                          announce=lambda plan: typer.echo(plan.describe()))
         bar.close()
         typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
+        _echo_checks(result.result.verdict)
         paths = result.save(str(folder))
     except UntrustedFit as exc:
         bar.close()
@@ -306,6 +307,12 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
         fail(f"interrupted; continue with `himdsl fit {model} {data} --out {folder} --resume`", 130)
     typer.echo(summary_table(result.summary()))
     typer.echo(f"wrote {', '.join(sorted(paths.values()))}")
+
+
+def _echo_checks(verdict) -> None:
+    """One line naming the trust checks the fit passed (docs/lfvi.md, "Checks")."""
+    if verdict is not None and verdict.checks:
+        typer.echo("checks passed: " + ", ".join(c.name for c in verdict.checks))
 
 
 def _guides(items: list[str] | None) -> dict:

@@ -44,6 +44,7 @@ def test_fit_writes_every_output_file(hier_fit):
     code, text, out = hier_fit
     assert code == 0, text
     assert "plan:" in text and "contrastive, reads z" in text and "beta[0]" in text
+    assert "checks passed: q collapsed, simulations, data in range" in text
     posterior = np.load(out / "posterior.npz")
     assert posterior["beta"].shape == (300, 2)
     local = np.load(out / "locals.npz")
