@@ -2,8 +2,8 @@
 
     python examples/make_sbibm_data.py [SBIBM_DIR]
 
-SBIBM_DIR defaults to /work/shared/benchmarks/sbibm (each task folder holds
-`observation.csv`: a header row, then one row of data values). Writes
+SBIBM_DIR defaults to the repository's benchmarks/sbibm (each task folder holds
+`obs1.npz`, whose `x` is the observation; benchmarks/sbibm/README.md). Writes
 examples/<task>/data.npz with one float64 array `x` of shape [2] or [10]
 (the name of the models' `data` declaration).
 """
@@ -18,10 +18,9 @@ TASKS = {"two_moons": 2, "gaussian_linear": 10}
 HERE = Path(__file__).resolve().parent
 
 
-def main(sbibm_dir: str = "/work/shared/benchmarks/sbibm") -> None:
+def main(sbibm_dir: str = str(HERE.parent / "benchmarks" / "sbibm")) -> None:
     for task, dim in TASKS.items():
-        obs = np.loadtxt(Path(sbibm_dir) / task / "observation.csv", delimiter=",",
-                         skiprows=1, ndmin=1).astype(np.float64)
+        obs = np.load(Path(sbibm_dir) / task / "obs1.npz")["x"].reshape(-1).astype(np.float64)
         if obs.shape != (dim,):
             raise SystemExit(f"{task}: expected {dim} values, got shape {obs.shape}")
         out = HERE / task / "data.npz"
