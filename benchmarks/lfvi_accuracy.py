@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.metrics import local_scores  # noqa: E402
 from himdsl.infer import FitSettings, fit  # noqa: E402
 from tests.infer import models  # noqa: E402
 
@@ -34,9 +35,8 @@ def hier_gauss(settings: FitSettings) -> dict:
     out = {"plan": f"{result.plan.method}, {result.plan.ratio}", "verdict_ok": result.verdict.ok}
     out.update(_globals_errors(result.posterior(10_000)["beta"], truth["beta_mean"], truth["beta_sd"]))
     local = result.locals(data)
-    err = (local["z_mean"] - truth["z_mean"]) / truth["z_sd"]
-    out["z_rmse_in_sd"] = round(float(np.sqrt((err ** 2).mean())), 4)
-    out["z_sd_ratio"] = round(float(local["z_sd"].mean() / truth["z_sd"].mean()), 3)
+    scores = local_scores(local["z_mean"], local["z_sd"], truth["z_mean"], truth["z_sd"])
+    out["z_rmse_in_sd"], out["z_sd_ratio"] = round(scores["rmse_in_sd"], 4), round(scores["sd_ratio"], 3)
     return out
 
 

@@ -86,13 +86,6 @@ def hier_case(name: str) -> tuple[dict, dict]:
     return dict(np.load(HIER_SUITE / name / "data.npz")), dict(np.load(HIER_SUITE / name / "reference.npz"))
 
 
-def c2st(draws: np.ndarray, reference: np.ndarray, seed: int = 1, folds: int = 5) -> float:
-    """Classifier two-sample test accuracy as sbibm computes it (benchmarks/metrics.py)."""
-    from benchmarks.metrics import c2st as score
-
-    return score(draws, reference, seed, folds)
-
-
 # ---------------------------------------------------------------- point parameters
 POINT_SOURCE = """
 model point_regression

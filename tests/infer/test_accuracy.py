@@ -11,6 +11,7 @@ on one thread (tests/infer/conftest.py), so a run is deterministic on a platform
 import numpy as np
 import pytest
 
+from benchmarks.metrics import local_scores
 from himdsl.infer import FitSettings, fit
 from tests.infer import models
 
@@ -34,8 +35,8 @@ def _assert_globals(err, ratio):
 
 
 def _assert_locals(mean, sd, ref_mean, ref_sd):
-    rmse = float(np.sqrt((((mean - ref_mean) / ref_sd) ** 2).mean()))
-    ratio = float(sd.mean() / ref_sd.mean())
+    scores = local_scores(mean, sd, ref_mean, ref_sd)
+    rmse, ratio = scores["rmse_in_sd"], scores["sd_ratio"]
     print(f"locals: RMSE {rmse:.3f} sd, sd ratio {ratio:.3f}")
     assert rmse < LOCAL_RMSE and abs(ratio - 1) < LOCAL_SD
 
