@@ -27,7 +27,6 @@ comparison, and writes every row to --json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os

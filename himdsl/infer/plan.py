@@ -277,9 +277,13 @@ def _global_families(view, settings, reasons) -> tuple[tuple[tuple[str, ...], st
     auto = [(b, f) for b, f in blocks if not set(b) & set(families)]
     if auto:
         dims = sum(view.u_dims[n] for n in auto[0][0])
-        why = ("beyond " if dims > AUTO_FLOW_MAX_DIMS else "up to ") + f"{AUTO_FLOW_MAX_DIMS}"
-        batch = "every step sees every row" if whole else f"steps see {settings.batch} of {view.n_rows} rows"
-        reasons["q(globals)"] = f"{dims} unconstrained dimensions ({why}); {batch}"
+        if dims > AUTO_FLOW_MAX_DIMS:
+            why = f"more than {AUTO_FLOW_MAX_DIMS} unconstrained dimensions"
+        elif whole:
+            why = f"{dims} unconstrained dimensions and every step sees every row"
+        else:
+            why = f"steps see {settings.batch} of {view.n_rows} rows: a flow would chase the minibatch noise"
+        reasons["q(globals)"] = why
     return tuple(blocks)
 
 

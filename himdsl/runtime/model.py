@@ -10,7 +10,6 @@ rows); models without a plate drop the M axis.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-import himdsl
 from himdsl.infer import FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit
 from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
                                 linear_regression, linreg_data, sbibm_task, two_moons)
