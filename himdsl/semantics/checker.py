@@ -29,6 +29,13 @@ _TOP_ONLY = (ast.Const, ast.Data, ast.Param, ast.Extern, ast.Guide, ast.Settings
 _KEYWORD_OF = {ast.Const: "const", ast.Data: "data", ast.Param: "param", ast.Extern: "extern",
                ast.Guide: "guide", ast.Settings: "a settings block", ast.ModelName: "model"}
 _ROLE_OF = {"noise": "noise", "let": "deterministic"}
+# integer data types: what they hold and where such values come from (a real value
+# observed as either is simulated off the data's support: a ratio tells them apart at once)
+_INTEGER_DATA = {
+    "cat": ("labels", "labels come from `argmax(...)`, a `Categorical`, or an int extern"),
+    "int": ("integers", "integers come from an integer distribution (`Poisson`, `Binomial`, ...), "
+                        "`floor(...)` or an int extern; or declare `data {name} : real`"),
+}
 
 
 def check_program(program: ast.Program, overrides: dict | None = None) -> tuple[CheckedModel, list[Diagnostic]]:
@@ -521,10 +528,12 @@ class _Checker:
             self.report(error("E0131", where, f"`observe {stmt.name}`: the model gives shape {S.show(vtype.shape)}, "
                                               f"but data `{stmt.name}` is declared with shape "
                                               f"{S.show(declared.shape)}"))
-        elif declared.dtype == "cat" and vtype.dtype not in ("cat", "int"):
-            self.report(error("E0131", where, f"`observe {stmt.name}`: data `{stmt.name}` holds labels "
-                                              f"(cat({declared.categories})) but the model gives a real value",
-                              "labels come from `argmax(...)`, a `Categorical`, or an int extern"))
+        elif declared.dtype in _INTEGER_DATA and vtype.dtype not in ("cat", "int"):
+            what, hint = _INTEGER_DATA[declared.dtype]
+            shown = f"cat({declared.categories})" if declared.dtype == "cat" else "int"
+            self.report(error("E0131", where, f"`observe {stmt.name}`: data `{stmt.name}` holds {what} "
+                                              f"({shown}) but the model gives a real value",
+                              hint.format(name=stmt.name)))
         elif declared.dtype == "cat" and vtype.dtype == "cat" and vtype.categories != declared.categories:
             self.report(error("E0131", where, f"`observe {stmt.name}`: data has {declared.categories} categories "
                                               f"but the model gives {vtype.categories}"))
