@@ -1,5 +1,5 @@
 """`fit`'s seed also seeds numpy, so a fit of a model whose extern draws from numpy's
-global generator reproduces (LANGUAGE.md: externs may draw from torch's or numpy's
+global generator reproduces (docs/language.md: externs may draw from torch's or numpy's
 global generators, which `--seed` seeds)."""
 from __future__ import annotations
 

@@ -233,14 +233,12 @@ class _ModuleWriter:
         from ..semantics.builtins import DISTRIBUTIONS
 
         spec = DISTRIBUTIONS[call.func]
-        names = {k.name for k in call.kwargs}
-        params = next((sig for sig in spec.signatures()[1:] if sig[0] in names), spec.params)
+        params = spec.signature({k.name for k in call.kwargs})
         bound = dict(zip(params, call.args)) | {k.name: k.value for k in call.kwargs}
         args = []
-        for index, pname in enumerate(params):
+        for pname in params:
             code = gen.gen(bound[pname])
-            wanted = len(shape) + (1 if spec.categorical and index == 0 else 0)
-            args.append(f"{pname}={gen._lift(code, wanted).text}")
+            args.append(f"{pname}={gen._lift(code, spec.param_rank(pname, len(shape))).text}")
         return f"self._dist({call.func!r}, {shape!r}, {', '.join(args)})"
 
     # ------------------------------------------------------------ simulation

@@ -3,7 +3,8 @@
 For S globals and M data rows a step, a classifier separates
 
 * p-side: (x', z') ~ p(x, z | β), one *joint* simulation per row from the same β
-  (LFVI.md pitfall 1), covariates from the data rows;
+  (simulating x' from a z drawn apart from it would break their dependence), covariates
+  from the data rows;
 * q-side: (x_m, z_m), x_m the data rows (q(x) = the empirical distribution) and
   z_m ~ q(z | x_m, β);
 

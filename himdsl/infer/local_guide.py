@@ -25,6 +25,7 @@ import torch
 from torch import distributions as D
 from torch import nn
 
+from ..runtime.distributions import HalfStudentT
 from ..runtime.lib import ACTIVATIONS, UNARY
 from .ratio import Standardizer, mlp
 
@@ -32,6 +33,8 @@ Tensor = torch.Tensor
 _LOG_2PI = math.log(2 * math.pi)
 # location-scale families on the real line: z = loc + scale · v
 _LOCATION_SCALE = (D.Normal, D.Laplace, D.StudentT, D.Gumbel, D.Cauchy)
+# |X| of a zero-centred location-scale X: z = exp(log scale + v)
+_HALF = (D.HalfNormal, D.HalfCauchy, HalfStudentT)
 
 
 @dataclass
@@ -97,7 +100,8 @@ def _block_coordinates(dist, block, like: Tensor):
     if dist is None:
         return zeros, zeros + 1, torch.zeros(width, dtype=torch.long, device=like.device), zeros, zeros + 1
     base = dist.base_dist if isinstance(dist, D.Independent) else dist
-    base = base.expand(torch.Size(tuple(lead) + tuple(block.shape)))
+    elements = tuple(block.shape)[:len(block.shape) - len(base.event_shape)]
+    base = base.expand(torch.Size(tuple(lead) + elements))
 
     def flat(t):
         return t.reshape(*lead, width).to(like.dtype)
@@ -107,8 +111,12 @@ def _block_coordinates(dist, block, like: Tensor):
         loc, scale = flat(base.loc), flat(base.scale)
     elif isinstance(base, D.LogNormal):
         loc, scale, kind = flat(base.loc), flat(base.scale), 1
-    elif isinstance(base, D.HalfNormal):
+    elif isinstance(base, D.MultivariateNormal):
+        loc, scale = flat(base.mean), flat(base.stddev)
+    elif isinstance(base, _HALF):
         loc, scale, kind = flat(base.scale).log(), zeros + 1, 1
+    elif isinstance(base, D.Weibull):     # log z = log scale + Gumbel-min / concentration
+        loc, scale, kind = flat(base.scale).log(), flat(base.concentration).reciprocal().clamp(max=1.0), 1
     elif isinstance(base, D.Exponential):
         loc, scale, kind = -flat(base.rate).log(), zeros + 1, 1
     elif isinstance(base, D.Gamma):

@@ -4,7 +4,7 @@
                            guide={"beta": "flow"})
     settings.validate()          # raises ValueError naming the bad key
 
-Keys spelt as in LANGUAGE.md: steps, batch, particles, lr, ratio_lr, samples,
+Keys spelt as in docs/language.md: steps, batch, particles, lr, ratio_lr, samples,
 seed; ratio: hidden, loss, mode; guide: one family per latent. The remaining
 fields are engineering knobs with measured defaults (docs/lfvi.md).
 """

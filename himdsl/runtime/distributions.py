@@ -10,12 +10,58 @@ The table of names and arguments is `himdsl.semantics.builtins.DISTRIBUTIONS`.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import distributions as D
+from torch.distributions import constraints
 
 from ..semantics.builtins import DISTRIBUTIONS
 
-TORCH_CLASSES = {name: getattr(D, name) for name in DISTRIBUTIONS}
+
+class HalfStudentT(D.TransformedDistribution):
+    """|T| for T ~ StudentT(df, 0, scale): Stan's `student_t` with `<lower=0>`, which
+    torch lacks (written like torch's HalfNormal and HalfCauchy)."""
+
+    arg_constraints = {"df": constraints.positive, "scale": constraints.positive}
+    support = constraints.nonnegative
+    has_rsample = True
+
+    def __init__(self, df, scale, validate_args=None):
+        base = D.StudentT(df, torch.zeros_like(torch.as_tensor(scale)), scale, validate_args=False)
+        super().__init__(base, D.AbsTransform(), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(HalfStudentT, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    @property
+    def df(self):
+        return self.base_dist.df
+
+    @property
+    def scale(self):
+        return self.base_dist.scale
+
+    @property
+    def mean(self):
+        df = self.df
+        log_mean = (torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) + 0.5 * torch.log(df / math.pi)
+                    + math.log(2) - torch.log(df - 1))
+        return torch.where(df > 1, self.scale * log_mean.exp(), torch.full_like(df, math.inf))
+
+    @property
+    def variance(self):
+        df = self.df
+        second = self.scale.pow(2) * df / (df - 2)
+        return torch.where(df > 2, second - self.mean.pow(2), torch.full_like(df, math.inf))
+
+    def log_prob(self, value):
+        log_prob = self.base_dist.log_prob(value) + math.log(2)
+        return torch.where(value >= 0, log_prob, -math.inf)
+
+
+TORCH_CLASSES = {name: getattr(D, name, None) for name in DISTRIBUTIONS} | {"HalfStudentT": HalfStudentT}
 # Where the language's argument names differ from torch's.
 TORCH_ARGUMENTS = {"Beta": {"a": "concentration1", "b": "concentration0"}}
 
@@ -24,14 +70,24 @@ def make(name: str, shape: tuple[int, ...], like: torch.Tensor, **params) -> D.D
     """The distribution `name(**params)` with draws of element shape `shape`.
 
     Parameters are tensors whose trailing axes are element axes (already lifted by
-    the code generator) or Python numbers; `like` fixes device and dtype."""
+    the code generator) or Python numbers; `like` fixes device and dtype. A vector
+    distribution (Dirichlet) takes the last axis of `shape` as its event."""
+    spec = DISTRIBUTIONS[name]
     renamed = TORCH_ARGUMENTS.get(name, {})
-    tensors = {renamed.get(k, k): _as_tensor(v, like) for k, v in params.items()}
-    base = TORCH_CLASSES[name](**tensors, validate_args=False)
-    batch = torch.broadcast_shapes(base.batch_shape, tuple(shape))
+    tensors = {k: _as_tensor(v, like) for k, v in params.items()}
+    if spec.event_rank:
+        tensors = {k: t if spec.extra(k) else _event_sized(t, shape[-1]) for k, t in tensors.items()}
+    base = TORCH_CLASSES[name](**{renamed.get(k, k): t for k, t in tensors.items()}, validate_args=False)
+    elements = tuple(shape[:len(shape) - spec.event_rank])
+    batch = torch.broadcast_shapes(base.batch_shape, elements)
     if base.batch_shape != batch:
         base = base.expand(batch)
-    return D.Independent(base, len(shape)) if shape else base
+    return D.Independent(base, len(elements)) if elements else base
+
+
+def _event_sized(t: torch.Tensor, size: int) -> torch.Tensor:
+    """`t` with a last (event) axis of `size`: a scalar or a size-1 axis is repeated."""
+    return t.expand(*(t.shape[:-1] if t.dim() else ()), size)
 
 
 def _as_tensor(value, like: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,17 @@ class DistSpec:
     name: str
     params: tuple[str, ...]
     dtype: str = "real"  # real | int | cat
-    # alternative parameterisations that replace the first parameter (probs | logits)
+    # alternative names of parameter `params[alternative_of]` (probs | logits)
     alternatives: tuple[str, ...] = ()
-    # for Categorical: the last axis of the parameter is the category axis
-    categorical: bool = False
+    alternative_of: int = 0
+    # parameters with trailing axes beyond the draw's element axes: Categorical's
+    # category axis, the columns of MultivariateNormal's scale_tril
+    extra_axes: tuple[tuple[str, int], ...] = ()
+    # trailing axes of the draw that form one event (a simplex, an MVN vector): 0 or 1
+    event_rank: int = 0
+    # whether a local latent may have this prior: the local guides keep a draw in an
+    # interval or a half-line, not on a simplex
+    local: bool = True
 
     @property
     def discrete(self) -> bool:
@@ -30,9 +37,25 @@ class DistSpec:
 
     def signatures(self) -> list[tuple[str, ...]]:
         """Every accepted parameter tuple, e.g. (probs,) and (logits,)."""
-        return [self.params] + [(alt,) + self.params[1:] for alt in self.alternatives]
+        i = self.alternative_of
+        return [self.params] + [self.params[:i] + (alt,) + self.params[i + 1:] for alt in self.alternatives]
+
+    def signature(self, named) -> tuple[str, ...]:
+        """The parameter tuple of a call that names the arguments `named`."""
+        i = self.alternative_of
+        return next((sig for sig in self.signatures()[1:] if sig[i] in named), self.params)
+
+    def extra(self, param: str) -> int:
+        """How many trailing axes `param` has beyond the draw's element axes."""
+        return dict(self.extra_axes).get(param, 0)
+
+    def param_rank(self, param: str, draw_rank: int) -> int:
+        """The element rank `param` is lifted to for a draw of rank `draw_rank`."""
+        return draw_rank + self.extra(param)
 
 
+_PROBS = ("probs",)
+_LOGITS = ("logits",)
 DISTRIBUTIONS: dict[str, DistSpec] = {
     spec.name: spec
     for spec in [
@@ -40,15 +63,23 @@ DISTRIBUTIONS: dict[str, DistSpec] = {
         DistSpec("Uniform", ("low", "high")),
         DistSpec("LogNormal", ("loc", "scale")),
         DistSpec("HalfNormal", ("scale",)),
+        DistSpec("HalfCauchy", ("scale",)),
+        DistSpec("HalfStudentT", ("df", "scale")),
         DistSpec("Exponential", ("rate",)),
         DistSpec("Gamma", ("concentration", "rate")),
+        DistSpec("Weibull", ("scale", "concentration")),
         DistSpec("Beta", ("a", "b")),
         DistSpec("Laplace", ("loc", "scale")),
+        DistSpec("Cauchy", ("loc", "scale")),
         DistSpec("StudentT", ("df", "loc", "scale")),
         DistSpec("Gumbel", ("loc", "scale")),
-        DistSpec("Bernoulli", ("probs",), "int", ("logits",)),
-        DistSpec("Categorical", ("probs",), "cat", ("logits",), categorical=True),
+        DistSpec("Dirichlet", ("concentration",), event_rank=1, local=False),
+        DistSpec("MultivariateNormal", ("loc", "scale_tril"), extra_axes=(("scale_tril", 1),), event_rank=1),
+        DistSpec("Bernoulli", _PROBS, "int", _LOGITS),
+        DistSpec("Categorical", _PROBS, "cat", _LOGITS, extra_axes=(("probs", 1), ("logits", 1))),
         DistSpec("Poisson", ("rate",), "int"),
+        DistSpec("Binomial", ("total_count",) + _PROBS, "int", _LOGITS, alternative_of=1),
+        DistSpec("NegativeBinomial", ("total_count",) + _PROBS, "int", _LOGITS, alternative_of=1),
     ]
 }
 

@@ -29,6 +29,8 @@ _TOP_ONLY = (ast.Const, ast.Data, ast.Param, ast.Extern, ast.Guide, ast.Settings
 _KEYWORD_OF = {ast.Const: "const", ast.Data: "data", ast.Param: "param", ast.Extern: "extern",
                ast.Guide: "guide", ast.Settings: "a settings block", ast.ModelName: "model"}
 _ROLE_OF = {"noise": "noise", "let": "deterministic"}
+# what a parameter with extra trailing axes needs (by: is the distribution categorical)
+_EXTRA_AXES = {True: "a last axis of categories", False: "a last axis beyond the draw's (a [D, D] matrix)"}
 # integer data types: what they hold and where such values come from (a real value
 # observed as either is simulated off the data's support: a ratio tells them apart at once)
 _INTEGER_DATA = {
@@ -333,6 +335,8 @@ class _Checker:
 
     def _check_role(self, symbol: Symbol) -> None:
         stmt = symbol.stmt
+        if symbol.role == "local":
+            self._check_local_prior(symbol)
         if symbol.role != "global":
             return
         if stmt.value is not None:
@@ -345,6 +349,18 @@ class _Checker:
                                                        f"`{stmt.dist.func}`",
                               "globals are inferred by reparameterisation and need a continuous prior "
                               "(e.g. `Uniform`, `Normal`)"))
+
+    def _check_local_prior(self, symbol: Symbol) -> None:
+        """A local whose prior's support no local guide keeps (a simplex) fails in `fit`:
+        say so here."""
+        call = symbol.stmt.dist
+        spec = B.DISTRIBUTIONS.get(call.func) if call is not None else None
+        if spec is None or spec.local:
+            return
+        self.report(error("E0111", call.span, f"local latent `{symbol.name}` has a `{call.func}` prior, "
+                                              "whose support (the simplex) the local guides cannot keep",
+                          f"make `{symbol.name}` a global (declare it outside the plate), or write "
+                          f"`latent a ~ Normal(0, 1) [K]` and `let {symbol.name} = softmax(a)`"))
 
     def _dist_type(self, call: ast.Call, shape_exprs, ctx: Context) -> VType:
         spec = B.DISTRIBUTIONS.get(call.func)
@@ -370,8 +386,7 @@ class _Checker:
         self._infer_all(call, ctx)
 
     def _bind_dist_args(self, spec: B.DistSpec, call: ast.Call) -> dict | None:
-        names = {k.name for k in call.kwargs}
-        params = next((sig for sig in spec.signatures()[1:] if sig[0] in names), spec.params)
+        params = spec.signature({k.name for k in call.kwargs})
         signature = f"{spec.name}({', '.join(params)})"
         if call.late_positional:
             self.report(error("E0121", call.late_positional, "positional argument after a named one"))
@@ -405,29 +420,46 @@ class _Checker:
         categories = None
         batches = {}
         for name, vtype in args.items():
-            if spec.categorical and name == next(iter(args)):
-                if vtype.shape == ():
-                    self.report(error("E0130", call.span, f"`{name}` of `Categorical` needs a last axis "
-                                                          "of categories, got a scalar"))
-                    return VType(draw, "cat")
+            extra = spec.extra(name)
+            if len(vtype.shape) < extra + (spec.event_rank if extra else 0):
+                self.report(error("E0130", call.span, f"`{name}` of `{spec.name}` needs "
+                                                      f"{_EXTRA_AXES[spec.dtype == 'cat']}, got shape "
+                                                      f"{S.show(vtype.shape)}"))
+                return VType(draw, spec.dtype)
+            batches[name] = vtype.shape[:len(vtype.shape) - extra]
+            if extra and spec.dtype == "cat":
                 categories = vtype.shape[-1]
-                batches[name] = vtype.shape[:-1]
-            else:
-                batches[name] = vtype.shape
         if draw is None:
             try:
                 draw = S.broadcast(*batches.values())
             except S.ShapeError as exc:
                 self.report(error("E0130", call.span, f"arguments of `{spec.name}` do not broadcast: {exc}"))
                 return UNKNOWN
+        if len(draw) < spec.event_rank:
+            first = spec.params[0]
+            self.report(error("E0130", call.span, f"`{spec.name}` draws a vector (its last axis), but "
+                                                  f"`{first}` is a scalar",
+                              f"give `{first}` a last axis (`[1.0, 1.0, 1.0]`) or write the draw "
+                              f"shape: `~ {spec.name}(...) [K]`"))
+            return UNKNOWN
         for name, batch in batches.items():
             if _fits(batch, draw):
+                self._check_event_matrix(spec, call, name, args[name], draw)
                 continue
             self.report(error("E0133", call.span, f"argument `{name}` of `{spec.name}` has shape {S.show(batch)}, "
                                                   f"which does not fit the draw shape {S.show(draw)}",
                               "the draw shape is written after the distribution: `~ Normal(0, 1) [D]`"))
             return VType(draw, spec.dtype, categories)
         return VType(draw, spec.dtype, categories)
+
+    def _check_event_matrix(self, spec, call, name: str, vtype: VType, draw: tuple) -> None:
+        """A matrix parameter of a vector draw (scale_tril) must be [.., D, D], D the
+        draw's last axis."""
+        if not (spec.event_rank and spec.extra(name)) or vtype.shape[-2:] == (draw[-1],) * 2:
+            return
+        self.report(error("E0130", call.span, f"`{name}` of `{spec.name}` must be a square [D, D] matrix "
+                                              f"with D = {draw[-1]} (the draw's last axis), got shape "
+                                              f"{S.show(vtype.shape)}"))
 
     # ------------------------------------------------------------ name resolution
     def _resolve(self, name: str, span: Span, ctx: Context, call: bool = False) -> VType:

@@ -381,6 +381,9 @@ class ExpressionTyper:
         spec = B.DISTRIBUTIONS[prior.func]
         if spec.discrete:
             self.report(error("E0111", prior.span, f"a layer's weights need a continuous prior, not `{prior.func}`"))
+        elif spec.event_rank:
+            self.report(error("E0111", prior.span, f"a layer's weights need a prior of one weight at a time, "
+                                                   f"not `{prior.func}` (a distribution over vectors)"))
         for arg in list(prior.args) + [k.value for k in prior.kwargs]:
             self.const_value(arg, "an argument of a layer prior")
 
