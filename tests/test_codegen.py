@@ -21,15 +21,29 @@ def _normalised(source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _compare_with_golden(source: str, golden: str, update: bool) -> None:
+    """Only `--update-golden` writes a golden file; a missing one fails."""
+    if update:
+        with open(golden, "w") as handle:
+            handle.write(source)
+    assert os.path.exists(golden), f"no golden file {golden}: write it with --update-golden and inspect it"
+    with open(golden) as handle:
+        assert source == handle.read(), "generated code changed; inspect and rerun with --update-golden"
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.split("/")[1])
 def test_generated_code_matches_golden(path, update_golden):
     source = _normalised(himdsl.load(path).python())
-    golden = os.path.join(GOLDEN, path.split("/")[1] + ".py")
-    if update_golden or not os.path.exists(golden):
-        with open(golden, "w") as handle:
-            handle.write(source)
-    with open(golden) as handle:
-        assert source == handle.read(), f"generated code changed; inspect and rerun with --update-golden"
+    _compare_with_golden(source, os.path.join(GOLDEN, path.split("/")[1] + ".py"), update_golden)
+
+
+def test_a_missing_golden_fails_and_is_not_written(tmp_path):
+    golden = tmp_path / "new.py"
+    with pytest.raises(AssertionError, match="no golden file"):
+        _compare_with_golden("x = 1\n", str(golden), update=False)
+    assert not golden.exists()
+    _compare_with_golden("x = 1\n", str(golden), update=True)
+    assert golden.read_text() == "x = 1\n"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.split("/")[1])

@@ -1,13 +1,16 @@
 """Translate checked `.him` expressions to PyTorch source text.
 
-    concat(eps1, h2)        →  H.concat(eps1, h2)
+    concat(eps1, h2)        →  H.concat(eps1, h2, like=self._anchor)
     dense(z2, 128, relu)    →  self.h2(z2)
     z + 0.5 * eps           →  z + 0.5 * eps
-    s * v   (scalar * [3])  →  H.lift(s, 0, 1) * v
+    s * v   (scalar * [3])  →  H.lift(s, element_rank=0, new_axes=1) * v
+    -pi / 2 (constants)     →  -pi / 2   (the module defines `pi` as the model does)
 
 Element axes trail the batch axes (draws, rows); whenever operands of different
 element rank meet, the lower-rank one that carries batch axes is lifted (a
 constant carries none, so torch's trailing alignment is already right).
+Constants are written as the model writes them; only what Python's `math` cannot
+say (`sigmoid(2)`, an element of a list) is computed now.
 """
 from __future__ import annotations
 
@@ -15,12 +18,16 @@ from dataclasses import dataclass
 
 from ..frontend import ast
 from ..semantics import builtins as B
-from ..semantics.constants import ConstError, NotConstant, evaluate
+from ..semantics.constants import ConstError, NotConstant, evaluate, shape_of
 from ..semantics.model import CheckedModel
+from .names import ModuleNames
 
 _PY_OP = {"+": "+", "-": "-", "*": "*", "/": "/", "^": "**"}
 _PRECEDENCE = {"+": 2, "-": 2, "*": 3, "/": 3, "**": 5}
 _ATOM, _UNARY = 9, 4
+# functions of constants that Python's `math` (or a builtin) computes as the model does
+_MATH = {"exp": "math.exp", "log": "math.log", "sqrt": "math.sqrt", "sin": "math.sin",
+         "cos": "math.cos", "tan": "math.tan", "tanh": "math.tanh", "abs": "abs", "floor": "math.floor"}
 
 
 @dataclass
@@ -34,14 +41,20 @@ class Code:
 
 
 class ExpressionGen:
-    """Translates expressions of one scope; `names` maps node names to variables."""
+    """Translates expressions of one scope; `scope` maps node names to variables.
 
-    def __init__(self, model: CheckedModel, names: dict[str, str], batch_var: str,
+    `reads` collects the variables of `scope` that the generated text uses (so the
+    module writer can leave out the ones nothing reads); constants are looked up
+    in `names`, which records the ones used."""
+
+    def __init__(self, model: CheckedModel, names: ModuleNames, scope: dict[str, str], batch_var: str,
                  layer_calls: dict[int, str]):
         self.model = model
-        self.names = names
+        self.table = names
+        self.names = scope
         self.batch_var = batch_var
         self.layer_calls = layer_calls  # id(call) -> module expression, e.g. "self.h2"
+        self.reads: set[str] = set()
 
     def source(self, expr) -> str:
         return self.gen(expr).text
@@ -69,13 +82,16 @@ class ExpressionGen:
         if isinstance(expr, ast.Index):
             return self._index(expr)
         if isinstance(expr, ast.ListLit):
-            items = self._lifted(expr.items, self.rank(expr) - 1)
-            text = f"H.stack_first({self.rank(expr) - 1}, {', '.join(c.text for c in items)}, like=self._anchor)"
-            return Code(text, self.rank(expr), any(c.batched for c in items))
+            rank = self.rank(expr)
+            items = self._lifted(expr.items, rank - 1)
+            texts = ", ".join(c.text for c in items)
+            text = f"H.stack_first({texts}, item_rank={rank - 1}, like=self._anchor)"
+            return Code(text, rank, any(c.batched for c in items))
         return self._call(expr)
 
     def _fold(self, expr) -> Code | None:
-        """A compound expression of constants only, computed now."""
+        """A list computed from constants, or a number Python's `math` cannot write
+        as the model does, computed now; None for what `gen` writes out."""
         if isinstance(expr, (ast.Num, ast.Name)):
             return None
         try:
@@ -83,17 +99,31 @@ class ExpressionGen:
         except (NotConstant, ConstError):
             return None
         if isinstance(value, list):
-            return Code(f"H.tensor_like({value!r}, self._anchor)", 1, False)
+            return Code(f"H.tensor_like({value!r}, self._anchor)", len(shape_of(value)), False)
+        if self._writable(expr):
+            return None
         return Code(repr(value), 0, False, _ATOM if value >= 0 else _UNARY)
+
+    def _writable(self, expr) -> bool:
+        """A scalar constant expression that reads the same in Python."""
+        if isinstance(expr, ast.Num):
+            return True
+        if isinstance(expr, ast.Name):
+            return not isinstance(self.model.constants.get(expr.id), list)
+        if isinstance(expr, ast.Neg):
+            return self._writable(expr.operand)
+        if isinstance(expr, ast.Binary):
+            return expr.op in _PY_OP and self._writable(expr.left) and self._writable(expr.right)
+        return (isinstance(expr, ast.Call) and expr.func in _MATH and not expr.kwargs
+                and len(expr.args) == 1 and self._writable(expr.args[0]))
 
     # ------------------------------------------------------------ pieces
     def _name(self, expr: ast.Name) -> Code:
         symbol = self.model.symbols[expr.id]
         rank = len(symbol.shape or ())
         if symbol.role == "const":
-            if isinstance(symbol.value, list):
-                return Code(f"self.const_{expr.id}", rank, False)
-            return Code(repr(symbol.value), rank, False)
+            return Code(self.table.constant(expr.id), rank, False)
+        self.reads.add(self.names[expr.id])
         return Code(self.names[expr.id], rank, True)
 
     @staticmethod
@@ -103,7 +133,7 @@ class ExpressionGen:
     def _lift(self, code: Code, rank: int) -> Code:
         if not code.batched or code.rank >= rank:
             return code
-        return Code(f"H.lift({code.text}, {code.rank}, {rank - code.rank})", rank, True)
+        return Code(lift(code.text, code.rank, rank - code.rank), rank, True)
 
     def _lifted(self, exprs, rank: int) -> list[Code]:
         return [self._lift(self.gen(e), rank) for e in exprs]
@@ -113,7 +143,8 @@ class ExpressionGen:
         left, right = self.gen(expr.left), self.gen(expr.right)
         batched = left.batched or right.batched
         if expr.op == "@":
-            return Code(f"H.matmul({left.text}, {right.text}, {left.rank}, {right.rank})", rank, batched)
+            text = f"H.matmul({left.text}, {right.text}, rank_a={left.rank}, rank_b={right.rank})"
+            return Code(text, rank, batched)
         left, right = self._lift(left, rank), self._lift(right, rank)
         if expr.op not in _PY_OP:  # comparison
             return Code(f"H.compare({left.text} {expr.op} {right.text})", rank, batched)
@@ -152,6 +183,8 @@ class ExpressionGen:
         if name in B.UNARY:
             arg = self.gen(call.args[0])
             func = "torch.nn.functional.softplus" if name == "softplus" else f"torch.{name}"
+            if not arg.batched and arg.rank == 0:   # a number: see _writable
+                func = _MATH[name]
             return Code(f"{func}({arg.text})", rank, arg.batched)
         if name in B.ELEMENTWISE_NARY:
             helper = {"min": "minimum", "max": "maximum"}.get(name, name)
@@ -165,10 +198,11 @@ class ExpressionGen:
             return self._helper("stack", self._lifted(call.args, rank - 1), rank)
         if name == "onehot":
             arg = self.gen(call.args[0])
-            return Code(f"H.onehot({arg.text}, {self._const(call.args[1])}, like=self._anchor)", rank, arg.batched)
+            text = f"H.onehot({arg.text}, categories={self._const(call.args[1])}, like=self._anchor)"
+            return Code(text, rank, arg.batched)
         arg = self.gen(call.args[0])  # reshape
         dims = tuple(int(self._const(d)) for d in call.args[1].items)
-        return Code(f"H.reshape({arg.text}, {arg.rank}, {dims})", rank, arg.batched)
+        return Code(f"H.reshape({arg.text}, element_rank={arg.rank}, shape={dims})", rank, arg.batched)
 
     @staticmethod
     def _helper(helper: str, args: list[Code], rank: int) -> Code:
@@ -179,9 +213,9 @@ class ExpressionGen:
         arg = self.gen(call.args[0])
         base = self._wrap(arg, _ATOM)
         text = {
-            "sum": f"{base}.sum(-1)", "mean": f"{base}.mean(-1)", "prod": f"{base}.prod(-1)",
-            "logsumexp": f"torch.logsumexp({arg.text}, -1)", "softmax": f"torch.softmax({arg.text}, -1)",
-            "argmax": f"{base}.argmax(-1)",
+            "sum": f"{base}.sum(dim=-1)", "mean": f"{base}.mean(dim=-1)", "prod": f"{base}.prod(dim=-1)",
+            "logsumexp": f"torch.logsumexp({arg.text}, dim=-1)",
+            "softmax": f"torch.softmax({arg.text}, dim=-1)", "argmax": f"{base}.argmax(dim=-1)",
         }[call.func]
         return Code(text, rank, arg.batched)
 
@@ -189,6 +223,7 @@ class ExpressionGen:
         info = self.model.externs[call.func]
         args = [self._lift(self.gen(a), len(shape)) for a, (_, shape, _) in zip(call.args, info.params)]
         texts = "".join(f", {a.text}" for a in args)
+        self.reads.add(self.batch_var)
         return Code(f"self._extern({call.func!r}, {self.batch_var}{texts})", self.rank(call), True)
 
     def _layer(self, call: ast.Call) -> Code:
@@ -198,7 +233,8 @@ class ExpressionGen:
             text = arg
             for layer in layers:
                 weight, bias = self.names[layer.weight_name], self.names[layer.bias_name]
-                text = f"H.bayes_dense({text}, {weight}, {bias}, {layer.activation!r})"
+                self.reads |= {weight, bias}
+                text = f"H.bayes_dense({text}, {weight}, {bias}, activation={layer.activation!r})"
             return Code(text, self.rank(call), True)
         return Code(self.layer_calls[id(call)].format(arg), self.rank(call), True)
 
@@ -206,7 +242,12 @@ class ExpressionGen:
         code = self.gen(expr)
         vtype = self.model.expr_shapes[id(expr)]
         if vtype.dtype == "cat" and vtype.categories:
-            return f"H.onehot({code.text}, {vtype.categories}, like=self._anchor)"
+            return f"H.onehot({code.text}, categories={vtype.categories}, like=self._anchor)"
         if code.rank == 0:
             return f"{self._wrap(code, _ATOM)}[..., None]" if code.batched else f"torch.tensor([{code.text}])"
         return code.text
+
+
+def lift(text: str, element_rank: int, new_axes: int) -> str:
+    """Code that inserts `new_axes` singleton axes before the element axes of `text`."""
+    return f"H.lift({text}, element_rank={element_rank}, new_axes={new_axes})"

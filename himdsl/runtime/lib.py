@@ -5,7 +5,7 @@ these helpers work on the element axes only. Where two operands have different
 element ranks the code generator inserts `lift` so that torch's broadcasting,
 which aligns trailing axes, lines up element axes with element axes.
 
-    >>> lift(torch.zeros(4, 7), rank=0, extra=1).shape    # 7 rows of scalars → [4, 7, 1]
+    >>> lift(torch.zeros(4, 7), element_rank=0, new_axes=1).shape   # 7 rows of scalars → [4, 7, 1]
     torch.Size([4, 7, 1])
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ ACTIVATIONS = {
 
 
 # ------------------------------------------------------------------ shapes
-def lift(x, rank: int, extra: int):
-    """Insert `extra` singleton axes just before the last `rank` (element) axes."""
+def lift(x, element_rank: int, new_axes: int):
+    """Insert `new_axes` singleton axes just before the last `element_rank` axes."""
     if not torch.is_tensor(x):
         return x
-    cut = x.dim() - rank
-    return x.reshape(x.shape[:cut] + (1,) * extra + x.shape[cut:])
+    cut = x.dim() - element_rank
+    return x.reshape(x.shape[:cut] + (1,) * new_axes + x.shape[cut:])
 
 
 def tensor_like(value, like: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,11 @@ def tensor_like(value, like: torch.Tensor) -> torch.Tensor:
     if torch.is_tensor(value):
         return value if value.is_floating_point() or value.dtype == torch.bool else value.to(like.dtype)
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def constant(value) -> torch.Tensor:
+    """A model's list constant (a vector, a matrix ...) in the default float dtype."""
+    return torch.tensor(value, dtype=torch.get_default_dtype())
 
 
 def _tensors(values, like):
@@ -60,9 +65,9 @@ def stack(*xs, like=None):
     return torch.stack(torch.broadcast_tensors(*_tensors(xs, like)), dim=-1)
 
 
-def stack_first(rank: int, *xs, like=None):
-    """A list literal `[a, b]`: a new first element axis (items of element rank `rank`)."""
-    return torch.stack(torch.broadcast_tensors(*_tensors(xs, like)), dim=-1 - rank)
+def stack_first(*xs, item_rank: int, like=None):
+    """A list literal `[a, b]`: a new first element axis (items of element rank `item_rank`)."""
+    return torch.stack(torch.broadcast_tensors(*_tensors(xs, like)), dim=-1 - item_rank)
 
 
 def onehot(labels, categories: int, like=None):
@@ -71,9 +76,9 @@ def onehot(labels, categories: int, like=None):
     return F.one_hot(labels.long().clamp(0, categories - 1), categories).to(dtype)
 
 
-def reshape(x, rank: int, shape: tuple[int, ...]):
-    """Reshape the last `rank` (element) axes to `shape`."""
-    return x.reshape(x.shape[: x.dim() - rank] + tuple(shape))
+def reshape(x, element_rank: int, shape: tuple[int, ...]):
+    """Reshape the last `element_rank` axes to `shape`."""
+    return x.reshape(x.shape[: x.dim() - element_rank] + tuple(shape))
 
 
 def matmul(a, b, rank_a: int, rank_b: int):

@@ -20,7 +20,7 @@ from ..diagnostics import Diagnostic, Note, Span, did_you_mean, error, warning
 from ..frontend import ast
 from . import builtins as B
 from . import shapes as S
-from .constants import ConstError, NotConstant, evaluate
+from .constants import ConstError, NotConstant, evaluate, shape_of
 from .expressions import UNKNOWN, Context, ExpressionTyper, VType
 from .model import CheckedModel, Edge, ExternInfo, PlateInfo, Symbol
 from .settings import check_settings
@@ -634,7 +634,7 @@ def _const_type(value) -> VType:
     if value is None:
         return UNKNOWN
     if isinstance(value, list):
-        return VType((len(value),), "real")
+        return VType(shape_of(value), "real")
     return VType((), "int" if isinstance(value, int) else "real")
 
 

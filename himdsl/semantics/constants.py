@@ -3,7 +3,9 @@
     >>> evaluate(parse_expr("sqrt(0.25) * D"), {"D": 4})
     2.0
 
-Values are Python ints, floats, or lists of numbers (`const grid = [0.0, 0.2]`).
+Values are Python ints, floats, or rectangular (nested) lists of numbers
+(`const grid = [0.0, 0.2]`, `const m = [[1, 2], [3, 4]]`); arithmetic on lists is
+elementwise and broadcasts like numpy (trailing axes aligned).
 A name that is not a constant raises `NotConstant`; arithmetic errors raise
 `ConstError` with a user-facing message and the span of the offending expression.
 """
@@ -58,7 +60,7 @@ def evaluate(expr: ast.Expr, env: dict):
             return env[expr.id]
         raise NotConstant(expr.span, expr.id)
     if isinstance(expr, ast.ListLit):
-        return [_scalar(evaluate(item, env), item.span) for item in expr.items]
+        return _rectangular([evaluate(item, env) for item in expr.items], expr.items)
     if isinstance(expr, ast.Neg):
         return _apply(lambda v: -v, [evaluate(expr.operand, env)], expr.span)
     if isinstance(expr, ast.Binary) and expr.op in _BINARY:
@@ -78,6 +80,15 @@ def as_int(value, span: Span, what: str) -> int:
     return int(value)
 
 
+def shape_of(value) -> tuple[int, ...]:
+    """The shape of a constant: () for a number, (2, 3) for two rows of three."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
 def format_value(value) -> str:
     """How a constant is written in messages."""
     if isinstance(value, list):
@@ -95,37 +106,70 @@ def _call(expr: ast.Call, env: dict):
         except TypeError:
             raise ConstError(expr.span, f"wrong number of arguments to `{expr.func}`") from None
     if expr.func in ("sum", "prod") and len(args) == 1 and isinstance(args[0], list):
-        return sum(args[0]) if expr.func == "sum" else math.prod(args[0])
+        return _reduce_last(sum if expr.func == "sum" else math.prod, args[0])
     raise NotConstant(expr.span)
+
+
+def _reduce_last(func, value: list):
+    """`sum`/`prod` over the last axis, as in the model (a matrix gives a vector)."""
+    if value and isinstance(value[0], list):
+        return [_reduce_last(func, row) for row in value]
+    return func(value)
 
 
 def _index(expr: ast.Index, env: dict):
     value = evaluate(expr.target, env)
-    if not isinstance(value, list) or len(expr.items) != 1 or isinstance(expr.items[0], ast.Slice):
+    if not isinstance(value, list) or any(isinstance(item, ast.Slice) for item in expr.items):
         raise NotConstant(expr.span)
-    position = as_int(evaluate(expr.items[0], env), expr.items[0].span, "an index")
-    if not -len(value) <= position < len(value):
-        raise ConstError(expr.span, f"index {position} is out of range for a list of {len(value)}")
-    return value[position]
+    for item in expr.items:
+        if not isinstance(value, list):
+            raise NotConstant(expr.span)
+        position = as_int(evaluate(item, env), item.span, "an index")
+        if not -len(value) <= position < len(value):
+            raise ConstError(expr.span, f"index {position} is out of range for a list of {len(value)}")
+        value = value[position]
+    return value
 
 
 def _apply(func, values, span: Span):
-    lists = [v for v in values if isinstance(v, list)]
     try:
-        if not lists:
-            return func(*values)
-        length = len(lists[0])
-        if any(len(v) != length for v in lists):
-            raise ConstError(span, "lists of different lengths")
-        columns = [v if isinstance(v, list) else [v] * length for v in values]
-        return [func(*row) for row in zip(*columns)]
+        return _elementwise(func, values, span)
     except ZeroDivisionError:
         raise ConstError(span, "division by zero in a constant expression") from None
     except (ValueError, OverflowError) as exc:
         raise ConstError(span, f"cannot evaluate this constant: {exc}") from None
 
 
-def _scalar(value, span: Span):
-    if isinstance(value, list):
-        raise ConstError(span, "nested lists are not constants")
-    return value
+def _elementwise(func, values: list, span: Span):
+    """`func` on every element; a value of fewer axes is repeated along the leading
+    axes of the others (numpy's broadcasting, without stretching axes of length 1)."""
+    rank = max(len(shape_of(v)) for v in values)
+    if rank == 0:
+        return func(*values)
+    deepest = [v for v in values if len(shape_of(v)) == rank]
+    if any(len(v) != len(deepest[0]) for v in deepest):
+        raise ConstError(span, "lists of different lengths")
+    return [_elementwise(func, [v[i] if len(shape_of(v)) == rank else v for v in values], span)
+            for i in range(len(deepest[0]))]
+
+
+def _rectangular(items: list, exprs: list) -> list:
+    """A list literal's value, if its items are all numbers or all lists of one shape
+    (a matrix); otherwise a ConstError at the first item that does not fit."""
+    first = shape_of(items[0]) if items else ()
+    for number, (item, expr) in enumerate(zip(items, exprs), start=1):
+        if isinstance(item, list) != bool(first):
+            raise ConstError(expr.span, f"item {number} of this list is a "
+                                        f"{'list' if isinstance(item, list) else 'number'}, item 1 a "
+                                        f"{'list' if first else 'number'}: a list holds numbers or rows")
+        if shape_of(item) != first:
+            raise ConstError(expr.span, f"row {number} has {_size(shape_of(item))}, row 1 has {_size(first)}: "
+                                        "the rows of a matrix must have the same length")
+    return items
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """`3 items` for a row of numbers, `shape [2, 3]` for a row of rows."""
+    if len(shape) == 1:
+        return f"{shape[0]} item" + ("" if shape[0] == 1 else "s")
+    return f"shape {list(shape)}"
