@@ -18,15 +18,18 @@ import numpy as np
 import typer
 
 from . import __version__
+from .atomic import write_text_atomically
 from .diagnostics import summary_line
 from .driver import FrontendResult, run_frontend
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="himdsl: hierarchical implicit models, compiled to PyTorch and fit by LFVI.")
 
 EXIT_MODEL_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNTRUSTED = 4
+EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -151,6 +154,8 @@ def compile_(model: Path = typer.Argument(..., help="The .him model file."),
     """Compile a model to a readable PyTorch module (or show the AST or graph)."""
     if emit not in ("ast", "graph", "python"):
         fail(f"--emit must be ast, graph or python, got `{emit}`")
+    if output is not None and (output.suffix == ".him" or _same_file(output, model)):
+        fail(f"-o {output}: that would overwrite a model file; write the module to a .py file")
     compiled = load_model(model, parse_overrides(set_))
     if emit == "python":
         instantiate(compiled)  # reports a missing extern function now, not at run time
@@ -159,10 +164,17 @@ def compile_(model: Path = typer.Argument(..., help="The .him model file."),
         typer.echo(text, nl=False)
         return
     try:
-        write_text_atomic(output, text)
+        write_text_atomically(output, text)
     except OSError as exc:
         fail(f"cannot write {output}: {exc}")
     typer.echo(f"wrote {output}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _stage_text(compiled, emit: str) -> str:
@@ -177,19 +189,6 @@ def _stage_text(compiled, emit: str) -> str:
     from .frontend.ast_dump import dump_program
 
     return dump_program(compiled.frontend.program)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file so that a crash never leaves half of it."""
-    import os
-    import tempfile
-
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temp, path)
 
 
 @app.command()
@@ -245,45 +244,60 @@ def simulate(model: Path = typer.Argument(..., help="The .him model file."),
 
 
 @app.command()
-def fit(model: Path = typer.Argument(..., help="The .him model file."),
-        data: Path = typer.Argument(..., help="The data file (.npz, one array per `data` name)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: named after the model)."),
-        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps."),
-        batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Data rows per step."),
-        particles: Optional[int] = typer.Option(None, "--particles", min=1, help="Global draws per step."),
-        lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate of q and the weights."),
-        samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Posterior draws written."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        guide: Optional[List[str]] = typer.Option(None, "--guide", help="NAME=FAMILY (flow, mvnormal, normal, point; implicit or normal for locals)."),
-        method: str = typer.Option("auto", "--method", help="auto, lfvi or vi (likelihood-based, explicit models only)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
-        threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                              help="CPU threads for torch (default: torch's choice; use 1 "
-                                                   "on a busy machine)."),
-        set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a constant: NAME=VALUE.")) -> None:
+def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_default=False,
+                                               help="The .him model file."),
+        data: Optional[Path] = typer.Argument(None, metavar="DATA.npz", show_default=False,
+                                              help="The data file (.npz, one array per `data` name)."),
+        out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                           help="Output folder (default: MODEL_fit, named after the model)."),
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, metavar="N", help="Training steps."),
+        batch: Optional[int] = typer.Option(None, "--batch", min=1, metavar="N", help="Data rows per step."),
+        particles: Optional[int] = typer.Option(None, "--particles", min=1, metavar="N",
+                                                help="Global draws per step."),
+        lr: Optional[float] = typer.Option(None, "--lr", min=0.0, metavar="RATE",
+                                           help="Learning rate of q and the weights."),
+        ratio_lr: Optional[float] = typer.Option(None, "--ratio-lr", min=0.0, metavar="RATE",
+                                                 help="Learning rate of the ratio estimator."),
+        samples: Optional[int] = typer.Option(None, "--samples", min=1, metavar="N",
+                                              help="Posterior draws written."),
+        seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Random seed."),
+        device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu or cuda."),
+        guide: Optional[List[str]] = typer.Option(None, "--guide", metavar="NAME=FAMILY",
+                                                  help="flow, mvnormal, normal or point for a global; "
+                                                       "normal or implicit for a local."),
+        method: str = typer.Option("auto", "--method", metavar="METHOD",
+                                   help="auto, lfvi or vi (likelihood-based, explicit models only)."),
+        resume: bool = typer.Option(False, "--resume", metavar="",
+                                    help="Continue the fit in --out from its checkpoint, with its settings."),
+        replay: Optional[Path] = typer.Option(None, "--replay", metavar="FIT_DIR",
+                                              help="Rerun the fit recorded in FIT_DIR/fit.json (same model "
+                                                   "text, data file and settings)."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N",
+                                              help="CPU threads for torch (default: 1 for small networks, "
+                                                   "torch's choice for large ones)."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
+                                                 help="Override a constant.")) -> None:
     """Fit a model to data by likelihood-free variational inference."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    from .fitting import FitError, UntrustedFit, run_fit, summary_table
-    from .infer import FitSettings, NonFiniteLossError
+    from .fitting import FitError, UntrustedFit, run_fit
+    from .infer import NonFiniteLossError
     from .runtime.data import DataError
     from .runtime.externs import ExternError
     from .runtime.model import SimulationError
 
     if method not in ("auto", "lfvi", "vi"):
         fail(f"--method must be auto, lfvi or vi, got `{method}`")
-    compiled = load_model(model, parse_overrides(set_))
-    folder = out or Path(model.stem if model.stem != "model" else model.parent.name or "fit").with_suffix("")
-    folder = Path(str(folder) + "_fit") if out is None else folder
-    overrides = {"steps": steps, "batch": batch, "particles": particles, "lr": lr, "samples": samples,
-                 "seed": seed, "method": method, "guide": _guides(guide)}
-    bar = ProgressBar(steps or compiled.checked.fit.get("steps") or FitSettings().steps)
+    job = _replay_job(replay, model, data, set_) if replay else _fit_job(model, data, set_)
+    folder = out or _default_folder(job.model_path, replay)
+    overrides = {"steps": steps, "batch": batch, "particles": particles, "lr": lr, "ratio_lr": ratio_lr,
+                 "samples": samples, "seed": seed, "method": method, "guide": _guides(guide)}
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    bar = ProgressBar(steps or job.settings_steps())
     try:
-        result = run_fit(compiled, data, overrides, device, str(folder), resume, bar.update,
-                         announce=lambda plan: typer.echo(plan.describe()))
+        result = run_fit(job.compiled, job.data, overrides, device, str(folder), resume, bar.update,
+                         announce=lambda plan: _announce(plan, bar, threads), settings=job.settings)
         bar.close()
         typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
         _echo_checks(result.result.verdict)
@@ -302,11 +316,94 @@ def fit(model: Path = typer.Argument(..., help="The .him model file."),
         checkpoint = folder / "checkpoint.pt"
         saved = f"; the last good checkpoint is {checkpoint}" if checkpoint.exists() else ""
         fail(f"{exc}{saved}", EXIT_MODEL_ERROR)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         bar.close()
-        fail(f"interrupted; continue with `himdsl fit {model} {data} --out {folder} --resume`", 130)
+        fail(_interrupted(exc, job, folder), EXIT_INTERRUPTED)
+    from .fitting import summary_table
+
     typer.echo(summary_table(result.summary()))
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {', '.join(sorted(paths.values()))}")
+
+
+class FitJob:
+    """What `fit` runs: the compiled model, the data, and the settings of a replay."""
+
+    def __init__(self, compiled, model_path: Path, data, settings=None, set_args=()):
+        self.compiled, self.model_path, self.data = compiled, model_path, data
+        self.settings, self.set_args = settings, tuple(set_args)
+
+    def settings_steps(self) -> int:
+        """The steps the progress bar counts to until the plan says (a resume may differ)."""
+        from .infer import FitSettings
+
+        if self.settings is not None:
+            return self.settings.steps
+        return self.compiled.checked.fit.get("steps") or FitSettings().steps
+
+
+def _fit_job(model: Optional[Path], data: Optional[Path], set_: Optional[List[str]]) -> FitJob:
+    if model is None or data is None:
+        fail("fit needs MODEL.him and DATA.npz (or --replay FIT_DIR); see `himdsl fit --help`")
+    return FitJob(load_model(model, parse_overrides(set_)), model, data, set_args=set_ or ())
+
+
+def _replay_job(folder: Path, model, data, set_) -> FitJob:
+    """The model text, data file and settings that FIT_DIR/fit.json records."""
+    from .fitting import FitError
+    from .replay import load_replay
+
+    if model is not None or data is not None or set_:
+        fail("--replay takes the model, data and constants from FIT_DIR/fit.json; give no "
+             "MODEL, DATA or --set with it")
+    try:
+        recorded = load_replay(folder)
+    except FitError as exc:
+        fail(str(exc))
+    compiled = _compile_recorded(recorded)
+    return FitJob(compiled, Path(recorded.model_file), recorded.data_file, recorded.settings)
+
+
+def _compile_recorded(recorded):
+    """Check and compile the recorded model text (the file may have changed since)."""
+    from .api import Model
+    from .driver import run_frontend
+
+    result = run_frontend(recorded.source, path=recorded.model_file, overrides=recorded.overrides)
+    if not result.ok:
+        typer.echo(result.rendered(), err=True)
+        fail("the model recorded in fit.json no longer checks with this himdsl", EXIT_MODEL_ERROR)
+    return Model(result, recorded.overrides)
+
+
+def _default_folder(model_path: Path, replay: Optional[Path]) -> Path:
+    if replay is not None:
+        return Path(str(replay).rstrip("/") + "_replay")
+    stem = model_path.stem if model_path.stem != "model" else model_path.resolve().parent.name or "fit"
+    return Path(stem + "_fit")
+
+
+def _announce(plan, bar: "ProgressBar", threads: Optional[int]) -> None:
+    """The plan's block, and the thread count it chose when --threads is not given."""
+    if threads is None and plan.threads is not None:
+        import torch
+
+        torch.set_num_threads(plan.threads)
+    bar.total = plan.steps
+    typer.echo(plan.describe())
+
+
+def _interrupted(exc: KeyboardInterrupt, job: FitJob, folder: Path) -> str:
+    """One line: where the fit stopped and the command that continues it."""
+    import shlex
+
+    where = f"at step {exc.step}" if hasattr(exc, "step") else ""
+    if not (folder / "checkpoint.pt").exists():
+        return f"interrupted {where} before the first checkpoint; nothing to resume".replace("  ", " ")
+    args = ["himdsl", "fit", str(job.model_path), str(job.data), "--out", str(folder), "--resume"]
+    args += [a for item in job.set_args for a in ("--set", item)]
+    return f"interrupted {where}; continue with `{shlex.join(args)}`".replace("  ", " ")
 
 
 def _echo_checks(verdict) -> None:

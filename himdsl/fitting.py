@@ -14,15 +14,18 @@ import csv
 import io
 import json
 import os
-import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from . import __version__
+from .atomic import remove_partial_files, write_text_atomically
 from .infer import FitResult, FitSettings, FlowSpec, LocalGuideSpec, RatioSettings, Trainer
+from .infer.checkpoint import check_identity, read_checkpoint
+from .infer.guide_entries import LOCAL_FAMILY_NAMES
+from .infer.result import summarise
+from .provenance import data_sha256, device_name, model_identity, software_versions
 from .runtime.data import as_tensors, read_npz, to_numpy, validate_data, write_npz
 from .simulation import seed_everything
 
@@ -33,7 +36,6 @@ OUTPUT_FILES = {
 }
 # What a fit that failed its trust checks must not leave behind (from an earlier run).
 TRUSTED_ONLY = ("posterior", "locals", "summary", "plot", "weights")
-LOCAL_FAMILY_NAMES = {"implicit": "implicit", "normal": "gaussian"}
 
 
 class FitError(Exception):
@@ -73,34 +75,21 @@ def _guide_entry(family: str, options: dict, local: bool):
 
 def _apply_overrides(settings: FitSettings, overrides: dict, model) -> FitSettings:
     values = {k: v for k, v in overrides.items() if v is not None and k not in ("guide", "method")}
+    unknown = sorted(set(values) - set(FitSettings.__dataclass_fields__))
+    if unknown:
+        raise FitError(f"unknown fit setting(s) {', '.join(unknown)}; the settings are "
+                       f"{', '.join(FitSettings.__dataclass_fields__)}")
     settings = replace(settings, **values)
     method = overrides.get("method")
     if method and method != "auto":
         settings = replace(settings, method=method)
-    for name, family in (overrides.get("guide") or {}).items():
-        settings.guide[name] = _guide_override(model, name, family)
+    # checked against the model with the .him entries when the trainer starts (guide_entries.py)
+    settings.guide.update(overrides.get("guide") or {})
     try:
         settings.validate()
     except ValueError as exc:
         raise FitError(str(exc)) from None
     return settings
-
-
-def _guide_override(model, name: str, family: str):
-    """The guide entry for `--guide NAME=FAMILY` (a global, a local, or a Bayesian
-    layer's weight such as `h.weight`)."""
-    globals_ = [s.name for s in model.checked.by_role("global")]
-    globals_ += [w for layer in model.checked.layers if layer.bayesian
-                 for w in (layer.weight_name, layer.bias_name)]
-    locals_ = [s.name for s in model.checked.by_role("local")]
-    if name not in globals_ + locals_:
-        latents = ", ".join(globals_ + locals_) or "none"
-        raise FitError(f"--guide {name}={family}: `{name}` is not a latent variable (latents: {latents})")
-    local = name in locals_
-    allowed = tuple(LOCAL_FAMILY_NAMES) if local else ("auto", "flow", "mvnormal", "normal", "point")
-    if family not in allowed:
-        raise FitError(f"--guide {name}={family}: expected one of {', '.join(allowed)}")
-    return _guide_entry(family, {}, local)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,6 +117,9 @@ class Fit:
     device: torch.device
     seconds: float
     data_file: str | None = None
+    identity: dict | None = None      # the model's and data's sha256 (provenance.py)
+    _draws: dict | None = field(default=None, repr=False)
+    notes: list = field(default_factory=list)      # what the outputs could not hold
 
     @property
     def plan(self):
@@ -135,16 +127,21 @@ class Fit:
         return self.result.plan
 
     def posterior(self, num_draws: int | None = None) -> dict[str, np.ndarray]:
-        """Draws of every global from q(β), in each global's support."""
-        return self.result.posterior(num_draws or self.settings.samples)
+        """Draws of every global from q(β), in each global's support. The `samples`
+        draws are made once: the printed summary, summary.csv and posterior.npz agree."""
+        if num_draws not in (None, self.settings.samples):
+            return self.result.posterior(num_draws)
+        if self._draws is None:
+            self._draws = self.result.posterior(self.settings.samples)
+        return self._draws
 
     def locals(self, draws: int = 256) -> dict[str, np.ndarray]:
         """Posterior mean and sd of every local latent per data row."""
         return self.result.locals(self.data, draws=draws)
 
     def summary(self) -> list[dict]:
-        """One row per scalar of every global: name, mean, sd, 5%, 50%, 95%."""
-        return [{"name": name, **stats} for name, stats in self.result.summary().items()]
+        """One row per scalar of every global: name, mean, sd, 5%, 50%, 95% (of `posterior()`)."""
+        return [{"name": name, **stats} for name, stats in summarise(self.posterior()).items()]
 
     def weights(self) -> dict[str, np.ndarray]:
         """Point-estimated parameters and layer weights by their stable names."""
@@ -163,39 +160,81 @@ def prepare_data(module, data) -> dict:
 
 
 def run_fit(model, data, overrides: dict | None = None, device: str = "auto", out: str | None = None,
-            resume: bool = False, progress=None, announce=None) -> Fit:
+            resume: bool = False, progress=None, announce=None, settings: FitSettings | None = None) -> Fit:
     """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given.
+    `settings` replaces the model's own (a replay); `overrides` then apply. With
+    `resume` the checkpoint's settings continue, and only a longer run may be asked.
     `announce(plan)` is called once the plan is made, before training. Raises
     UntrustedFit when the fit fails its trust checks (unless `checks` is off)."""
     if not model.checked.by_role("observed"):
         raise FitError(f"model `{model.name}` observes no data, so there is nothing to fit: "
                        "tie a `data` array to the model with `observe NAME = ...`")
-    settings = settings_for(model, overrides)
-    # externs draw from numpy's and Python's generators too (LANGUAGE.md: `--seed`
+    checkpoint = os.path.join(out, OUTPUT_FILES["checkpoint"]) if out else None
+    if out:
+        prepare_output_folder(out)
+    identity = {"model_sha256": model_identity(model)["sha256"], "data_sha256": _data_sha256(data)}
+    if resume:
+        base, earlier = _resumed(checkpoint, identity)
+    else:
+        base, earlier = settings or settings_for(model), 0.0
+    settings = _apply_overrides(replace(base, guide=dict(base.guide)), overrides or {}, model)
+    # externs draw from numpy's and Python's generators too (docs/language.md: `--seed`
     # seeds them); the trainer seeds only torch
     seed_everything(settings.seed)
     target = resolve_device(device)
     module = model.module(target)
     arrays = prepare_data(module, data)
-    checkpoint = os.path.join(out, OUTPUT_FILES["checkpoint"]) if out else None
-    if out:
-        os.makedirs(out, exist_ok=True)
-    if resume and (checkpoint is None or not os.path.exists(checkpoint)):
-        raise FitError(f"--resume: no checkpoint in {out or 'the output folder'}")
     start = time.perf_counter()
     tensors = as_tensors(arrays, module, target)
     try:
-        trainer = Trainer(module, tensors, settings)
+        trainer = Trainer(module, tensors, settings, identity)
         if announce is not None:
             announce(trainer.plan)
         result = trainer.run(progress, checkpoint, resume)
     except ValueError as exc:
         raise FitError(str(exc)) from None
     data_file = str(data) if isinstance(data, (str, os.PathLike)) else None
-    fit = Fit(model, module, tensors, result, settings, target, time.perf_counter() - start, data_file)
+    seconds = earlier + time.perf_counter() - start      # a resumed fit counts its whole time
+    fit = Fit(model, module, tensors, result, settings, target, seconds, data_file, identity)
     if result.verdict is not None and not result.verdict.ok:
         raise UntrustedFit(fit)
     return fit
+
+
+def prepare_output_folder(out: str) -> None:
+    """The output folder exists and can be written, before any training time is
+    spent; temporary files a killed fit left there are removed."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FitError(f"--out {out}: a file of that name exists; the output is a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".himdsl-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise FitError(f"--out {out}: the folder cannot be written ({exc.strerror or exc})") from None
+    remove_partial_files(out)
+
+
+def _data_sha256(data) -> str | None:
+    try:
+        return data_sha256(data)
+    except OSError:
+        return None     # prepare_data reports the unreadable file
+
+
+def _resumed(checkpoint: str | None, identity: dict) -> tuple[FitSettings, float]:
+    """The checkpoint's settings and the seconds it has trained; FitError when there is
+    none, it is damaged, or it belongs to another model or data set."""
+    if checkpoint is None or not os.path.exists(checkpoint):
+        raise FitError(f"--resume: no checkpoint in {os.path.dirname(checkpoint) if checkpoint else 'the output folder'}")
+    try:
+        blob = read_checkpoint(checkpoint)
+        check_identity(blob.get("identity", {}), identity, checkpoint)
+    except ValueError as exc:
+        raise FitError(str(exc)) from None
+    return FitSettings.from_dict(blob["settings"]), float(blob["state"]["seconds"])
 
 
 # ------------------------------------------------------------------ outputs
@@ -225,10 +264,21 @@ def write_outputs(fit: Fit, folder: str) -> dict[str, str]:
         write_npz(paths["weights"], fit.weights())
     _write_text(paths["summary"], summary_csv(fit.summary()))
     if posterior:
-        from .plots import plot_posterior
-
-        plot_posterior(posterior, paths["plot"])
+        _plot(fit, posterior, paths["plot"])
     return {k: p for k, p in paths.items() if os.path.exists(p)}
+
+
+def _plot(fit: Fit, posterior: dict, path: str) -> None:
+    """posterior.png; a picture that cannot be drawn never costs the fit's results."""
+    from .plots import plot_posterior
+
+    try:
+        plot_posterior(posterior, path)
+    except Exception as exc:  # noqa: BLE001 - matplotlib's errors are many and not the user's
+        if os.path.exists(path):
+            os.remove(path)
+        fit.notes.append(f"posterior.png not drawn ({type(exc).__name__}: {exc}); the draws are "
+                         "in posterior.npz")
 
 
 def summary_csv(rows: list[dict]) -> str:
@@ -260,28 +310,26 @@ def trace_csv(trace) -> str:
 
 
 def fit_record(fit: Fit) -> dict:
-    """Everything needed to reproduce the fit: settings, seed, versions, device, time."""
+    """Everything needed to reproduce the fit from its folder alone (`fit --replay`):
+    the model's text, the data file and its sha256, the settings, the plan, the
+    versions and the device."""
+    identity = fit.identity or {}
     return {
-        "model": {"name": fit.model.name, "file": fit.model.path,
-                  "overrides": fit.model.overrides},
-        "data": fit.data_file,
+        "model": {"name": fit.model.name, **model_identity(fit.model)},
+        "data": {"file": os.path.abspath(fit.data_file) if fit.data_file else None,
+                 "sha256": identity.get("data_sha256")},
         "settings": fit.settings.to_dict(),
         "plan": fit.result.plan.to_dict() if fit.result.plan is not None else None,
         "verdict": fit.result.verdict.to_dict() if fit.result.verdict is not None else None,
-        "device": str(fit.device) + (f" ({torch.cuda.get_device_name(fit.device)})"
-                                     if fit.device.type == "cuda" else ""),
+        "device": device_name(fit.device),
         "wall_seconds": round(fit.seconds, 3),
         "steps_per_second": round(fit.settings.steps / max(fit.seconds, 1e-9), 2),
-        "versions": {"himdsl": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": software_versions(),
     }
 
 
 def _write_text(path: str, text: str) -> None:
-    temp = f"{path}.tmp{os.getpid()}"
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temp, path)
+    write_text_atomically(path, text)
 
 
 # ------------------------------------------------------------------ posterior predictive

@@ -9,6 +9,8 @@ import itertools
 
 import numpy as np
 
+from .atomic import write_atomically
+
 
 def scalar_columns(posterior: dict[str, np.ndarray], limit: int = 6) -> list[tuple[str, np.ndarray]]:
     """(label, draws [S]) for the first `limit` scalars of every global."""
@@ -21,6 +23,16 @@ def scalar_columns(posterior: dict[str, np.ndarray], limit: int = 6) -> list[tup
             if len(columns) == limit:
                 return columns
     return columns
+
+
+def _bins(draws: np.ndarray) -> int:
+    """50 bins, or one where the draws' spread is below float precision at their size
+    (numpy then refuses the histogram: "Too many bins")."""
+    finite = draws[np.isfinite(draws)]
+    if finite.size == 0:
+        return 1
+    spread, size = float(np.ptp(finite)), float(np.abs(finite).max())
+    return 50 if spread > 1e-5 * max(size, 1e-30) else 1
 
 
 def plot_posterior(posterior: dict[str, np.ndarray], path: str, limit: int = 6, truth: dict | None = None) -> None:
@@ -36,7 +48,8 @@ def plot_posterior(posterior: dict[str, np.ndarray], path: str, limit: int = 6, 
         if col > row:
             ax.set_visible(False)
         elif col == row:
-            ax.hist(columns[col][1], bins=50, color="#4c72b0", alpha=0.85)
+            draws = columns[col][1]
+            ax.hist(draws[np.isfinite(draws)], bins=_bins(draws), color="#4c72b0", alpha=0.85)
             ax.set_yticks([])
         else:
             ax.scatter(columns[col][1][:2000], columns[row][1][:2000], s=2, alpha=0.3, color="#4c72b0")
@@ -44,6 +57,8 @@ def plot_posterior(posterior: dict[str, np.ndarray], path: str, limit: int = 6, 
             ax.set_xlabel(columns[col][0])
         if col == 0 and row > 0:
             ax.set_ylabel(columns[row][0])
-    figure.suptitle("posterior of the globals (q)")
+    total = sum(int(np.prod(d.shape[1:])) for d in posterior.values())
+    shown = f" (the first {k} of {total} scalars; all are in posterior.npz)" if total > k else ""
+    figure.suptitle("posterior of the globals (q)" + shown)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=90))

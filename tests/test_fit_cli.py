@@ -136,8 +136,8 @@ def test_labels_outside_their_range_are_reported(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--device", "cuda"], "no CUDA device is available"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda"),
-    (["--guide", "beta=magic"], "expected one of auto, flow, mvnormal, normal, point"),
-    (["--guide", "nope=flow"], "`nope` is not a latent variable"),
+    (["--guide", "beta=magic"], "its family must be one of auto, flow, mvnormal, normal, point"),
+    (["--guide", "nope=flow"], "guide entry `nope`: the model has no latent of that name"),
     (["--method", "vi"], "method vi needs a model where every local latent"),
     (["--method", "best"], "--method must be auto, lfvi or vi"),
     (["--steps", "0"], "Invalid value for '--steps'"),
@@ -188,13 +188,14 @@ def test_model_without_observations_cannot_be_fit(tmp_path):
 
 
 def test_guide_override_accepts_bayesian_layer_weights():
-    from himdsl.fitting import FitError, settings_for
+    from himdsl.fitting import settings_for
+    from himdsl.infer.guide_entries import resolve_guide
 
     model = himdsl.load("examples/bayes_gan/model.him")
     settings = settings_for(model, {"guide": {"h.weight": "point"}})
-    assert settings.guide["h.weight"] == "point"
-    with pytest.raises(FitError, match=r"latents: h.weight, h.bias, logits.weight, logits.bias"):
-        settings_for(model, {"guide": {"w": "point"}})
+    assert resolve_guide(model.module(), settings.guide)["h.weight"] == "point"
+    with pytest.raises(ValueError, match=r"latents: h.weight, h.bias, logits.weight, logits.bias"):
+        resolve_guide(model.module(), {"w": "point"})
 
 
 def test_guide_block_names_bayesian_layer_weights(tmp_path):
@@ -230,7 +231,7 @@ def test_progress_counts_to_the_default_steps_when_none_are_given(hier_data, tmp
     import himdsl.fitting
     from himdsl.infer import TraceRow
 
-    def fake_fit(model, data, overrides, device, out, resume, progress, announce=None):
+    def fake_fit(model, data, overrides, device, out, resume, progress, announce=None, settings=None):
         progress(TraceRow(300, 0.0, 1.0, 0.5, 1.0))   # 10 %: a plain line
         raise himdsl.fitting.FitError("stopped by the test")
     monkeypatch.setattr(himdsl.fitting, "run_fit", fake_fit)

@@ -9,6 +9,7 @@ measurements behind them.
 """
 from .checks import Verdict
 from .families import AUTO_FLOW_MAX_DIMS, FlowSpec, GlobalGuide
+from .interrupts import FitInterrupted
 from .plan import Plan, make_plan
 from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec, RatioSettings
@@ -16,4 +17,4 @@ from .trainer import NonFiniteLossError, Trainer, fit
 
 __all__ = ["fit", "Trainer", "FitSettings", "RatioSettings", "LocalGuideSpec", "FlowSpec", "FitResult",
            "TraceRow", "NonFiniteLossError", "GlobalGuide", "Plan", "make_plan", "Verdict",
-           "AUTO_FLOW_MAX_DIMS"]
+           "AUTO_FLOW_MAX_DIMS", "FitInterrupted"]

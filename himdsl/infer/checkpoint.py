@@ -9,12 +9,12 @@ the fit uses (torch's, numpy's and Python's, which externs may draw from).
 """
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
 import torch
 
+from ..atomic import write_atomically
 from .result import TraceRow
 
 # Settings a resumed fit may change: `steps` continues a run to a new length.
@@ -35,19 +35,34 @@ def save_checkpoint(trainer, path: str) -> None:
         "rng": _rng_states(),
         "population": trainer.covering.state_dict() if trainer.covering else None,
         "ratio_state": ratio.state_dict() if hasattr(ratio, "state_dict") else None,
+        "identity": dict(trainer.identity),
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda stream: torch.save(blob, stream))
+
+
+def read_checkpoint(path: str, device="cpu") -> dict:
+    """The checkpoint's contents (plain data); ValueError when it cannot be read."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported alike
+        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                         "it is damaged or was written by another version") from None
+
+
+def check_identity(saved: dict, current: dict, path: str) -> None:
+    """Refuse a checkpoint of another model or data set (their sha256 differ)."""
+    for key, what in (("model_sha256", "model (its text or --set constants)"),
+                      ("data_sha256", "data file")):
+        if saved.get(key) and current.get(key) and saved[key] != current[key]:
+            raise ValueError(f"checkpoint {path} was written for a different {what}: sha256 "
+                             f"{saved[key][:12]}.. there, {current[key][:12]}.. now; resume with "
+                             "the model and data it was written for, or fit into a new --out folder")
 
 
 def load_checkpoint(trainer, path: str) -> None:
     """Restore a checkpoint written by `save_checkpoint` with the same settings."""
-    try:
-        blob = torch.load(path, map_location=trainer.view.device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported alike
-        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                         "it is damaged or was written by another version") from None
+    blob = read_checkpoint(path, trainer.view.device)
+    check_identity(blob.get("identity", {}), trainer.identity, path)
     _check_settings(trainer, blob, path)
     for key, mod in trainer.modules().items():
         mod.load_state_dict(blob["modules"][key])

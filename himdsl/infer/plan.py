@@ -39,6 +39,8 @@ ELBO_INIT_SCALE = 0.1
 POPULATION_MAX_ROW_EVALUATIONS = 2 ** 15
 # ... and fewer particles than this would not represent a posterior.
 MIN_PARTICLES = 64
+# Networks no wider than this train fastest on one CPU thread (benchmarks/threads.py).
+SINGLE_THREAD_MAX_WIDTH = 256
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Plan:
     warmup_steps: int
     average_from: int
     rows: int
+    steps: int = 0
+    threads: int | None = None       # CPU threads for torch (None: torch's choice)
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -105,6 +109,8 @@ class Plan:
                 rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
         rows.append(("schedule", f"warm-up {self.warmup_steps} steps, average from step {self.average_from}"))
+        if self.threads:
+            rows.append(("threads", str(self.threads)))
         return rows
 
 
@@ -142,8 +148,33 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         warmup_steps=warmup,
         average_from=int(settings.steps * (1 - settings.average)),
         rows=view.n_rows,
+        steps=settings.steps,
+        threads=_threads(view, settings, reasons),
         reasons=reasons,
     )
+
+
+def _threads(view, settings: FitSettings, reasons: dict) -> int | None:
+    """One CPU thread when every network is narrow: a step is then many small
+    matrix products, and threads spend more time meeting than computing (on a
+    shared machine they wait for each other's cores). Wide networks get torch's
+    choice (benchmarks/threads.py measures both)."""
+    if view.device.type != "cpu":
+        return None
+    widest = max(network_widths(view, settings))
+    if widest <= SINGLE_THREAD_MAX_WIDTH:
+        reasons["threads"] = f"the widest network layer has {widest} units: one thread is fastest"
+        return 1
+    return None
+
+
+def network_widths(view, settings: FitSettings) -> list[int]:
+    """Every layer width the fit trains: the ratio's, the guides', the model's layers."""
+    widths = list(settings.ratio.hidden) + [LocalGuideSpec.hidden[0]]
+    for spec in settings.guide.values():
+        widths += list(getattr(spec, "hidden", ()))
+    widths += [max(p.shape) for p in view.model.parameters() if p.dim() == 2]
+    return widths
 
 
 def _method(model, settings: FitSettings, reasons: dict) -> str:
@@ -166,7 +197,12 @@ def _ratio_mode(model, view, settings, method, has_params, reasons) -> str | Non
         return None
     mode = settings.ratio.mode
     implicit_locals = [n for n in model.local_names if n not in model.explicit_locals]
+    implicit_guide = _asked_local_family(model, settings) == "implicit"
     if mode == "auto":
+        if implicit_guide:
+            reasons["ratio"] = ("the implicit local guide has no density: the ratio contrasts the "
+                                "model's rows and locals with the data's rows and q's locals")
+            return "empirical"
         if implicit_locals:
             reasons["ratio"] = (f"local `{implicit_locals[0]}` has no density: the ratio contrasts "
                                 "the model with the data's rows")
@@ -176,9 +212,10 @@ def _ratio_mode(model, view, settings, method, has_params, reasons) -> str | Non
             return "empirical"
         reasons["ratio"] = "per row, p(x | its latent parents) from pairs of simulations"
         return "contrastive"
-    if mode == "contrastive" and (implicit_locals or has_params):
+    if mode == "contrastive" and (implicit_locals or has_params or implicit_guide):
         what = (f"local latents without a density ({', '.join(implicit_locals)})" if implicit_locals
-                else "point-estimated parameters")
+                else "point-estimated parameters" if has_params
+                else "an implicit local guide (no density for q's locals)")
         raise ValueError(f"the contrastive ratio needs every latent to have a density and no "
                          f"point-estimated parameters; this model has {what}: use "
                          "ratio { mode = empirical }")
@@ -237,12 +274,17 @@ def _ratio_reads(model, ratio, inputs) -> tuple[str, ...]:
     return _ratio_locals(model, ratio) + _ratio_globals(model, ratio)
 
 
+def _asked_local_family(model, settings) -> str:
+    """The local guide's family as set (guide_entries.py makes the entries agree)."""
+    specs = [settings.guide[n] for n in model.local_names if n in settings.guide]
+    spec = specs[0] if specs else LocalGuideSpec()
+    return spec if isinstance(spec, str) else spec.family
+
+
 def _local_guide(model, view, settings, method, reasons) -> str | None:
     if not view.z_blocks:
         return None
-    specs = [settings.guide[n] for n in model.local_names if n in settings.guide]
-    spec = specs[0] if specs else LocalGuideSpec()
-    family = spec if isinstance(spec, str) else spec.family
+    family = _asked_local_family(model, settings)
     if family == "auto":
         if model.local_activations and method == "lfvi":
             reasons["local_guide"] = "a local's definition bounds its support (relu, ...): implicit q shares it"

@@ -80,14 +80,19 @@ class FitResult:
 
     def summary(self, num_draws: int | None = None) -> dict[str, dict[str, float]]:
         """Mean, sd, 5%, 50% and 95% of every scalar of every global: {"beta[0]": {...}}."""
-        table = {}
-        for name, draws in self.posterior(num_draws).items():
-            flat = draws.reshape(draws.shape[0], -1)
-            shape = draws.shape[1:]
-            for j, index in enumerate(itertools.product(*(range(d) for d in shape))):
-                label = f"{name}[{', '.join(map(str, index))}]" if shape else name
-                col = flat[:, j]
-                q05, q50, q95 = np.quantile(col, [0.05, 0.5, 0.95])
-                table[label] = {"mean": float(col.mean()), "sd": float(col.std()),
-                                "5%": float(q05), "50%": float(q50), "95%": float(q95)}
-        return table
+        return summarise(self.posterior(num_draws))
+
+
+def summarise(posterior: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean, sd, 5%, 50% and 95% of every scalar of these draws: {"beta[0]": {...}}."""
+    table = {}
+    for name, draws in posterior.items():
+        flat = draws.reshape(draws.shape[0], -1)
+        shape = draws.shape[1:]
+        for j, index in enumerate(itertools.product(*(range(d) for d in shape))):
+            label = f"{name}[{', '.join(map(str, index))}]" if shape else name
+            col = flat[:, j]
+            q05, q50, q95 = np.quantile(col, [0.05, 0.5, 0.95])
+            table[label] = {"mean": float(col.mean()), "sd": float(col.std()),
+                            "5%": float(q05), "50%": float(q50), "95%": float(q95)}
+    return table

@@ -92,6 +92,14 @@ class FitSettings:
     log_every: int = 50
     checkpoint_every: int = 500
 
+    def __post_init__(self):
+        # from Python a `ratio { }` block is naturally a dict: {"mode": "empirical"}
+        if isinstance(self.ratio, dict):
+            unknown = sorted(set(self.ratio) - set(RatioSettings.__dataclass_fields__))
+            _check(not unknown, f"ratio setting(s) {', '.join(unknown)} unknown; expected "
+                   f"{', '.join(RatioSettings.__dataclass_fields__)}")
+            self.ratio = RatioSettings(**self.ratio)
+
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
         _check(isinstance(self.reuse, int) and self.reuse >= 0,
@@ -127,14 +135,27 @@ class FitSettings:
                f"expected one of {', '.join(RATIO_MODES)}")
         _check(all(isinstance(h, int) and h >= 1 for h in self.ratio.hidden),
                "ratio setting `hidden` must be a list of positive layer widths")
-        for name, spec in self.guide.items():
-            family = spec if isinstance(spec, str) else spec.family
-            _check(family in GLOBAL_FAMILIES + LOCAL_FAMILIES,
-                   f"unknown guide family {family!r} for `{name}`")
-
+        # `guide` is checked against the model's latents when a trainer starts (guide_entries.py)
     def to_dict(self) -> dict:
         """Plain-data copy (for checkpoints and reports)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FitSettings":
+        """The settings `to_dict` wrote (a checkpoint's or fit.json's): `--resume` and
+        `--replay` continue or repeat a fit with exactly these."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        ratio = dict(known.pop("ratio", {}))
+        ratio["hidden"] = tuple(ratio.get("hidden", RatioSettings.hidden))
+        guide = {name: _guide_from_dict(spec) for name, spec in known.pop("guide", {}).items()}
+        return cls(**known, ratio=RatioSettings(**ratio), guide=guide)
+
+
+def _guide_from_dict(spec):
+    if isinstance(spec, str):
+        return spec
+    kind = FlowSpec if "layers" in spec else LocalGuideSpec
+    return kind(**{k: tuple(v) if k == "hidden" else v for k, v in spec.items()})
 
 
 def _check(ok: bool, message: str) -> None:

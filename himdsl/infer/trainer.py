@@ -11,9 +11,10 @@ then q(β), q(z | x, β) and point parameters (objective.py). See docs/lfvi.md.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -24,6 +25,8 @@ from .covering import Covering
 from .data import ModelView
 from .empirical import EmpiricalRatio
 from .families import GlobalGuide
+from .guide_entries import resolve_guide
+from .interrupts import FitInterrupted, deferred_interrupts
 from .local_guide import LOCAL_FAMILIES
 from .objective import Objective
 from .plan import SCALING_DRAWS, SCALING_ROWS, full_batch, make_plan
@@ -35,8 +38,13 @@ from .settings import FitSettings, LocalGuideSpec
 Tensor = torch.Tensor
 
 
+# A network weight beyond this has run away: the networks read standardised inputs,
+# and a point weight this size is far outside any data's scale in float32.
+RUNAWAY = 1e6
+
+
 class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN or inf."""
+    """Training produced NaN or inf, or its parameters ran away."""
 
 
 @dataclass
@@ -54,9 +62,14 @@ class TrainState:
 class Trainer:
     """Builds guides, ratio and optimisers for a model and its data, and trains them."""
 
-    def __init__(self, model, data: dict, settings: FitSettings | None = None):
-        self.settings = s = settings or FitSettings()
+    def __init__(self, model, data: dict, settings: FitSettings | None = None,
+                 identity: dict | None = None):
+        """`identity`: the model's and data's sha256 (provenance.py), kept in checkpoints
+        so that a resume with another model or data set is refused."""
+        s = settings or FitSettings()
         s.validate()
+        self.settings = s = replace(s, guide=resolve_guide(model, s.guide))
+        self.identity = dict(identity or {})
         torch.manual_seed(s.seed)
         self.model = model
         self.view = ModelView(model, data)
@@ -101,7 +114,6 @@ class Trainer:
             return None
         specs = [self.settings.guide[n] for n in self.model.local_names if n in self.settings.guide]
         spec = specs[0] if specs else LocalGuideSpec()
-        spec = spec if isinstance(spec, LocalGuideSpec) else LocalGuideSpec(spec)
         kwargs = {"noise": spec.noise, "activations": self._local_activations()} if family == "implicit" else {}
         view = self.view
         guide = LOCAL_FAMILIES[family](view.x_dim, view.g_dim, view.z_dim, tuple(spec.hidden), **kwargs)
@@ -256,25 +268,53 @@ class Trainer:
     # ------------------------------------------------------------ loop
     def run(self, callback=None, checkpoint_path: str | None = None,
             resume: bool = False) -> FitResult:
-        """Train to `settings.steps`; `callback(row: TraceRow)` at each log point."""
+        """Train to `settings.steps`; `callback(row: TraceRow)` at each log point.
+        Ctrl-C ends the step in flight, saves a checkpoint and raises FitInterrupted."""
         if resume and checkpoint_path and os.path.exists(checkpoint_path):
             load_checkpoint(self, checkpoint_path)
-        s, window, t0 = self.settings, [], time.perf_counter() - self.state.seconds
-        while self.state.step < s.steps:
-            window.append(self._guarded_step(window))
-            k = self.state.step
-            row = None
-            if k % s.log_every == 0 or k == s.steps:
-                row = self._log(window, k, time.perf_counter() - t0)
-                self.moments.record(k, self.global_guide)
-                window = []
-            if checkpoint_path and (k % s.checkpoint_every == 0 or k == s.steps):
-                self.state.seconds = time.perf_counter() - t0
-                save_checkpoint(self, checkpoint_path)
-            if row is not None and callback is not None:
-                callback(row)
+        s, window = self.settings, []
+        t0 = time.perf_counter() - self.state.seconds
+        with deferred_interrupts() as interrupt:
+            while self.state.step < s.steps:
+                window.append(self._guarded_step(window))
+                k = self.state.step
+                row = None
+                if k % s.log_every == 0 or k == s.steps:
+                    row = self._log(window, k, time.perf_counter() - t0)
+                    self.moments.record(k, self.global_guide)
+                    window = []
+                if checkpoint_path and (k % s.checkpoint_every == 0 or k == s.steps or interrupt.raised):
+                    self._save(checkpoint_path, time.perf_counter() - t0)
+                if interrupt.raised:
+                    raise FitInterrupted(k, checkpoint_path)
+                if row is not None and callback is not None:
+                    callback(row)
+        self._check_parameters()
         self.state.seconds = time.perf_counter() - t0
         return self.result(verdict=s.checks)
+
+    def _save(self, path: str, seconds: float) -> None:
+        """A checkpoint, only of a state that is finite and has not run away: the
+        checkpoint on disk is then always one a fit can continue from."""
+        self._check_finite({})
+        self._check_parameters()
+        self.state.seconds = seconds
+        save_checkpoint(self, path)
+
+    @torch.no_grad()
+    def _check_parameters(self) -> None:
+        """NaN or inf anywhere; beyond RUNAWAY in any network or point weight (q(β)'s
+        parameters live in the prior's units, which may be large)."""
+        for owner, module in self.modules().items():
+            bound = float("inf") if owner == "global" else RUNAWAY
+            for name, p in module.named_parameters():
+                worst = float(p.detach().abs().max()) if p.numel() else 0.0
+                if not worst <= bound:
+                    what = "is NaN or inf" if not math.isfinite(worst) else f"reached {worst:.3g}"
+                    raise NonFiniteLossError(
+                        f"training diverged: parameter `{name}` of the {owner} {what} by step "
+                        f"{self.state.step}; try a smaller lr or ratio_lr, or check the model's "
+                        "simulation")
 
     def _guarded_step(self, window: list[dict]) -> dict[str, Tensor]:
         """A step; an error caused by an earlier NaN is reported as that NaN."""

@@ -10,12 +10,12 @@ Every error names the array and says what was expected, e.g.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 import torch
 
+from ..atomic import write_atomically
 from .model import HimModule, NodeInfo
 
 
@@ -41,18 +41,7 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 def write_npz(path, arrays: dict) -> None:
     """Write arrays to `path` atomically (a crash never leaves half a file)."""
-    path = str(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **{k: to_numpy(v) for k, v in arrays.items()})
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    write_atomically(path, lambda stream: np.savez(stream, **{k: to_numpy(v) for k, v in arrays.items()}))
 
 
 def to_numpy(value) -> np.ndarray:

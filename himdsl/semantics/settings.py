@@ -25,6 +25,7 @@ def check_settings(program: ast.Program, model: CheckedModel, typer) -> list[Dia
         if isinstance(stmt, ast.Guide):
             for entry in stmt.entries:
                 _guide_entry(entry, model, typer.constants, diags)
+            _locals_share_a_guide(model, diags)
         elif isinstance(stmt, ast.Settings):
             target = model.ratio if stmt.block == "ratio" else model.fit
             keys = B.RATIO_KEYS if stmt.block == "ratio" else B.FIT_KEYS
@@ -55,6 +56,21 @@ def _guide_entry(entry: ast.GuideEntry, model: CheckedModel, constants, diags) -
     family, options = _family(entry, is_local, constants, diags)
     if family is not None:
         model.guide[entry.name] = GuideSpec(entry.name, family, options, entry.span)
+
+
+def _locals_share_a_guide(model: CheckedModel, diags) -> None:
+    """The locals of a row share one amortised guide q(z_1, z_2, .. | x_n, β), so
+    their entries must name one family with one set of options."""
+    entries = [spec for name, spec in model.guide.items()
+               if name in model.symbols and model.symbols[name].role == "local"]
+    for spec in entries[1:]:
+        first = entries[0]
+        if (spec.family, spec.options) != (first.family, first.options):
+            diags.append(error("E0154", spec.span,
+                               f"guide: `{spec.name}` and `{first.name}` are locals with different "
+                               "guides, but the locals of a row share one amortised guide",
+                               f"give both the same family and options (`{first.name}` has "
+                               f"`{first.family}`)"))
 
 
 def _family(entry: ast.GuideEntry, is_local: bool, constants, diags):

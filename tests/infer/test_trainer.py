@@ -1,13 +1,20 @@
 """Trainer mechanics: settings validation, progress callback, NaN detection,
 checkpoint resume, likelihood-based VI, result shapes. Models are compiled from
 `.him` sources (tests/infer/models.py)."""
+import functools
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import himdsl
+
 from himdsl.infer import FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit
 from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
-                                linear_regression, linreg_data, sbibm_task, two_moons)
+                                linear_regression, linreg_data, point_regression,
+                                point_regression_data, sbibm_task, two_moons)
 
 TINY = dict(steps=40, batch=16, particles=4, simulations=32, log_every=10)
 
@@ -29,8 +36,8 @@ def test_settings_validation_names_the_key():
         FitSettings(ratio=RatioSettings(mode="joint")).validate()
     with pytest.raises(ValueError, match="ratio loss"):
         FitSettings(ratio=RatioSettings(loss="l2")).validate()
-    with pytest.raises(ValueError, match="guide family"):
-        FitSettings(guide={"beta": "spline"}).validate()
+    with pytest.raises(ValueError, match="`beta` is a global latent; its family must be one of"):
+        Trainer(hier_gauss(), hier_gauss_data(n=20)[0], FitSettings(guide={"beta": "spline"}))
     with pytest.raises(ValueError, match="covering"):
         FitSettings(covering="sometimes").validate()
     with pytest.raises(ValueError, match="ratio_inputs"):
@@ -112,20 +119,59 @@ def _point_regression():
     return point_regression(), point_regression_data(n=50)
 
 
-@pytest.mark.parametrize("make", [_hier_gauss_small, _gaussian_linear, _point_regression],
-                         ids=["contrastive-with-locals", "contrastive-with-particles", "empirical"])
-def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, make):
-    """Also with the covering population and the moving averages, which the checkpoint holds."""
+NUMPY_EXTERN = """
+model numpy_extern
+extern jitter(mu : real) -> real from "jitter.py"
+data y : real
+latent mu ~ Normal(0, 1)
+plate n over y {
+    observe y = jitter(mu)
+}
+"""
+JITTER = """
+import numpy as np
+import torch
+
+def jitter(mu):
+    return mu + torch.from_numpy(np.random.standard_normal(tuple(mu.shape))).to(mu.dtype)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _extern_folder() -> Path:
+    folder = Path(tempfile.mkdtemp())
+    (folder / "jitter.py").write_text(JITTER)
+    (folder / "model.him").write_text(NUMPY_EXTERN)
+    return folder
+
+
+def _numpy_extern():
+    """A model whose extern draws from numpy's global generator."""
+    model = himdsl.load(str(_extern_folder() / "model.him")).module()
+    return model, {"y": torch.linspace(-1, 1, 30)}
+
+
+@pytest.mark.parametrize("make, extra", [
+    (_hier_gauss_small, {}), (_gaussian_linear, {}), (_point_regression, {}),
+    (_gaussian_linear, {"reuse": 2, "budget": 2000}), (_numpy_extern, {})],
+    ids=["contrastive-with-locals", "contrastive-with-particles", "empirical", "reuse",
+         "numpy-extern"])
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, make, extra):
+    """Also with the covering population, the moving averages, the stored simulations
+    of `reuse` and numpy's generator, which the checkpoint holds."""
     model, data = make()
-    settings = dict(TINY, checkpoint_every=20)
+    settings = dict(TINY, checkpoint_every=20, **extra)
+    np.random.seed(0)
     straight = fit(model, data, FitSettings(**settings))
 
     def stop_at_20(row):
         if row.step == 20:
             raise KeyboardInterrupt
     path = str(tmp_path / "fit.ckpt")
+    np.random.seed(0)
     with pytest.raises(KeyboardInterrupt):
         fit(make()[0], data, FitSettings(**settings), callback=stop_at_20, checkpoint_path=path)
+    np.random.seed(123)           # the checkpoint restores numpy's state, whatever it is now
     resumed = fit(make()[0], data, FitSettings(**settings), checkpoint_path=path, resume=True)
     for a, b in zip(straight.global_guide.parameters(), resumed.global_guide.parameters()):
         assert torch.equal(a, b)
@@ -216,3 +262,35 @@ def test_explicit_model_is_fitted_by_vi_without_being_told():
     assert forced.plan.method == "lfvi" and forced.plan.ratio == "contrastive"
     with pytest.raises(ValueError, match="method vi needs"):
         Trainer(linear_regression(), data, FitSettings(method="vi", **TINY))
+
+
+def test_no_checkpoint_is_written_from_a_state_with_a_nan(tmp_path, monkeypatch):
+    """A loss turns NaN at step 5, between log points: the checkpoint on disk stays the
+    one of step 4, which a fit can continue from."""
+    from himdsl.infer.checkpoint import read_checkpoint
+
+    trainer = Trainer(hier_gauss(), hier_gauss_data(n=50)[0],
+                      FitSettings(**dict(TINY, checkpoint_every=1, log_every=50)))
+    step = trainer.objective.step
+
+    def poisoned(*args):
+        elbo, loss = step(*args)
+        return (elbo * float("nan"), loss) if trainer.state.step == 5 else (elbo, loss)
+    monkeypatch.setattr(trainer.objective, "step", poisoned)
+    path = str(tmp_path / "ckpt.pt")
+    with pytest.raises(NonFiniteLossError, match="NaN or inf at step 5"):
+        trainer.run(checkpoint_path=path)
+    saved = read_checkpoint(path)
+    assert saved["state"]["step"] == 5 and all(
+        torch.isfinite(v).all() for v in saved["modules"]["global"].values())
+
+
+def test_parameters_that_run_away_without_a_nan_end_the_fit(tmp_path):
+    """Weights of 1e7 never make a NaN, but no fit continues sensibly from them."""
+    trainer = Trainer(point_regression(), point_regression_data(n=50),
+                      FitSettings(**dict(TINY, checkpoint_every=10)))
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(1e7)
+    with pytest.raises(NonFiniteLossError, match="reached 1e"):
+        trainer.run(checkpoint_path=str(tmp_path / "ckpt.pt"))
+    assert not (tmp_path / "ckpt.pt").exists()
