@@ -9,8 +9,13 @@ Every error names the array and says what was expected, e.g.
 """
 from __future__ import annotations
 
+import csv
+import math
 import os
+import re
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -23,20 +28,176 @@ class DataError(Exception):
     """A data file that does not fit the model; the message is user-facing."""
 
 
+EXPECTED = ("expected an .npz archive of named arrays, one per `data` declaration "
+            "(numpy.savez(\"data.npz\", x=x, y=y)), or a CSV file whose first line names "
+            "the columns (`x[0],x[1],y`)")
+# what a file that is not an .npz archive starts with, and what to call it
+MAGIC = ((b"\x93NUMPY", "a single .npy array (numpy.save), not an archive of named arrays"),
+         (b"\x1f\x8b", "gzip-compressed"), (b"\x80", "a Python pickle"), (b"\x89HDF", "an HDF5 file"))
+# what numpy and zipfile raise on a corrupt archive (numpy parses an .npy header with tokenize)
+UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
+              tokenize.TokenError)
+
+
 def read_npz(path) -> dict[str, np.ndarray]:
-    """Every array of an `.npz` archive (loaded eagerly; no pickles)."""
+    """Every array of an `.npz` archive, loaded eagerly; never unpickles. A CSV
+    file with a header row is read as columns (`read_csv`).
+
+    Anything else (a text file, a single .npy array, a truncated archive) is a
+    DataError that says what the file is and what is expected."""
     path = str(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file")
+    head = _head(path)
+    if _is_csv(head):
+        return read_csv(path)
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise DataError(f"{path}: not a readable .npz archive: {_what_is(head)}; {EXPECTED}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(f"{path}: expected an .npz archive of named arrays, got a single .npy array")
-            return {name: archive[name] for name in archive.files}
+        with zipfile.ZipFile(path) as archive:
+            return {_array_name(path, m): _read_member(path, archive, m)
+                    for m in archive.infolist() if not m.is_dir()}
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+    except UNREADABLE as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({exc}); is it truncated or corrupt?") from None
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of a data file (DataError when it cannot be read)."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise DataError(f"{path} is a folder; {EXPECTED}")
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(4096)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def _what_is(head: bytes) -> str:
+    """What a file that is not an .npz archive looks like, in words."""
+    if not head:
+        return "the file is empty"
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            return f"it is {kind}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"it starts with the bytes {head[:8].hex(' ')}"
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    shown = first if len(first) <= 60 else first[:57] + "..."
+    if not first:
+        return "it is a text file of white space"
+    if re.search(r"[,;\t]", first):
+        return f"it is a CSV file whose first line (`{shown}`) does not name the columns"
+    return f"it is a text file (first line `{shown}`)"
+
+
+CSV_COLUMN = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)(?:\[(\d+)\])?")
+
+
+def _is_csv(head: bytes) -> bool:
+    """A text file whose first line names columns: `x,y` or `x[0],x[1],y`."""
+    try:
+        first = head.decode("utf-8-sig").lstrip().split("\n", 1)[0]
+    except UnicodeDecodeError:
+        return False
+    return all(CSV_COLUMN.fullmatch(f.strip().strip('"')) for f in first.split(","))
+
+
+def read_csv(path: str) -> dict[str, np.ndarray]:
+    """A CSV file with a header row as arrays: column `y` is an array [N], columns
+    `x[0]`, `x[1]`, ... one array [N, D]. Whole-number columns are int64."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            reader = csv.reader(stream)
+            rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the CSV file ({exc})") from None
+    header = [h.strip() for h in rows[0][1]]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise DataError(f"{path}: the header names column `{twice[0]}` more than once")
+    columns = {name: _csv_column(path, header, rows, k) for k, name in enumerate(header)}
+    return _group_columns(path, columns)
+
+
+def _csv_column(path: str, header: list, rows: list, k: int) -> np.ndarray:
+    """Column k as numbers; DataError naming the line and column otherwise."""
+    values = []
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line} has {len(row)} value(s); the header names {len(header)} columns")
+        cell = row[k].strip()
+        try:
+            values.append(int(cell) if re.fullmatch(r"[-+]?\d+", cell) else float(cell))
+        except ValueError:
+            raise DataError(f"{path}: line {line}, column `{header[k]}`: `{cell}` is not a number") from None
+    if all(isinstance(v, int) for v in values) and all(abs(v) < 2 ** 63 for v in values):
+        return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=np.float64)
+
+
+def _group_columns(path: str, columns: dict) -> dict[str, np.ndarray]:
+    """`x[0]`, `x[1]`, ... into one array [N, D]; plain names stay [N]."""
+    plain, parts = {}, {}
+    for column, values in columns.items():
+        name, index = CSV_COLUMN.fullmatch(column).groups()
+        if index is None:
+            plain[name] = values
+        else:
+            parts.setdefault(name, {})[int(index)] = values
+    for name, numbered in parts.items():
+        if name in plain:
+            raise DataError(f"{path}: the header has both `{name}` and `{name}[...]` columns")
+        if sorted(numbered) != list(range(len(numbered))):
+            raise DataError(f"{path}: columns `{name}[...]` must be numbered 0 to {len(numbered) - 1}, "
+                            f"got {', '.join(map(str, sorted(numbered)))}")
+        plain[name] = np.stack([numbered[i] for i in range(len(numbered))], axis=1)
+    return plain
+
+
+def _array_name(path: str, member: zipfile.ZipInfo) -> str:
+    if not member.filename.endswith(".npy"):
+        raise DataError(f"{path}: not a readable .npz archive: it holds `{member.filename}`, "
+                        f"which is not a numpy array (.npy); {EXPECTED}")
+    return member.filename[:-4]
+
+
+def _read_member(path: str, archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> np.ndarray:
+    """One array, after checking its header against the bytes the archive holds
+    (a corrupt header must not allocate gigabytes or unpickle objects)."""
+    where = f"{path}: array `{member.filename[:-4]}`"
+    with archive.open(member) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            shape, _, dtype = _read_header(stream, version)
+        except UNREADABLE:
+            raise DataError(f"{where} is not a readable numpy array: its .npy header is corrupt") from None
+        if dtype.hasobject:
+            raise DataError(f"{where} holds Python objects (dtype {dtype}), which are never unpickled; "
+                            "save arrays of numbers")
+        expected = math.prod(shape) * dtype.itemsize
+        if expected != member.file_size - stream.tell():
+            raise DataError(f"{where} is truncated or corrupt: its header declares shape {list(shape)} of "
+                            f"{dtype} ({expected} bytes) but the archive holds "
+                            f"{member.file_size - stream.tell()} bytes")
+    with archive.open(member) as stream:
+        try:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+        except UNREADABLE as exc:
+            raise DataError(f"{where} is not a readable numpy array ({exc})") from None
+
+
+def _read_header(stream, version):
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream)
+    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
 
 
 def write_npz(path, arrays: dict) -> None:
@@ -82,6 +243,8 @@ def _check_array(source: str, name: str, info: NodeInfo, array: np.ndarray) -> n
     where = f"{source}: array `{name}`"
     if array.dtype.kind not in "biuf":
         raise DataError(f"{where} has dtype {array.dtype}; expected numbers")
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:  # torch has no long double
+        array = array.astype(np.float64)
     shape = tuple(info.shape)
     if info.plate is not None:
         if array.ndim != len(shape) + 1 or tuple(array.shape[1:]) != shape:

@@ -65,7 +65,7 @@ class _Checker:
         self.uses: list[tuple[str, str, Span, tuple[str, ...]]] = []
         self.plate_spans: dict[str, Span] = {}
         self.typer = ExpressionTyper(self._resolve, self.diags.append, {}, self.model.externs,
-                                     self.model.expr_shapes)
+                                     self.model.expr_shapes, self._bind_dist_args)
 
     def run(self) -> tuple[CheckedModel, list[Diagnostic]]:
         self._declare_all()

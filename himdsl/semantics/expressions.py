@@ -50,9 +50,10 @@ class ExpressionTyper:
     """Infers VTypes of expressions; see the module docstring for the protocol."""
 
     def __init__(self, resolve: Callable, report: Callable, constants: dict, externs: dict,
-                 expr_shapes: dict):
+                 expr_shapes: dict, bind_args: Callable | None = None):
         self.resolve = resolve  # (name, span, context) -> VType
         self.report = report
+        self.bind_args = bind_args  # (DistSpec, call) -> {param: expr} or None after reporting
         self.constants = constants
         self.externs = externs
         self.expr_shapes = expr_shapes
@@ -384,6 +385,8 @@ class ExpressionTyper:
         elif spec.event_rank:
             self.report(error("E0111", prior.span, f"a layer's weights need a prior of one weight at a time, "
                                                    f"not `{prior.func}` (a distribution over vectors)"))
+        if self.bind_args is not None:  # the code generator reads the arguments by name
+            self.bind_args(spec, prior)
         for arg in list(prior.args) + [k.value for k in prior.kwargs]:
             self.const_value(arg, "an argument of a layer prior")
 
