@@ -47,14 +47,32 @@ class _BracketNewlines:
 
     def process(self, stream):
         self.open = []
+        previous = None
         for token in stream:
             if token.type == "_NL" and self.open and self.open[-1].type in _OPENING:
                 continue
+            _check_glued(previous, token)
+            previous = token
             yield token
             if token.type in _OPENERS:
                 self.open.append(token)
             elif token.type in _CLOSERS and self.open:
                 self.open.pop()
+
+
+class GluedKeyword(Exception):
+    """A keyword run into the next word (`constD`): Lark's contextual lexer would
+    read it as `const D` where only a keyword may come, and as a name elsewhere."""
+
+    def __init__(self, keyword: Token, rest: Token):
+        super().__init__(f"{keyword}{rest}")
+        self.keyword, self.rest = keyword, rest
+
+
+def _check_glued(previous: Token | None, token: Token) -> None:
+    if (previous is not None and previous.type != "NAME" and previous.value.isalpha()
+            and token.start_pos == previous.end_pos and (token.value[:1].isalnum() or token.value[:1] == "_")):
+        raise GluedKeyword(previous, token)
 
 
 _OPENERS = _OPENING | {"LBRACE"}
@@ -83,6 +101,8 @@ def parse_source(source: str, path: str = "<string>") -> ast.Program:
         program = _lark().parse(source)
     except UnexpectedInput as exc:
         raise HimError([syntax_diagnostic(exc, source)], path, source) from None
+    except GluedKeyword as exc:
+        raise HimError([glued_diagnostic(exc)], path, source) from None
     program.path, program.source = path, source
     return program
 
@@ -113,6 +133,14 @@ def syntax_diagnostic(exc: UnexpectedInput, source: str) -> Diagnostic:
     span = Span(token.line, token.column, token.line, end)
     unclosed = _unclosed("E0003", span, f"unexpected {text}", expected) if _ends_bracket(token) else None
     return unclosed or error("E0003", span, f"unexpected {text}", _syntax_hint(token, expected))
+
+
+def glued_diagnostic(exc: GluedKeyword) -> Diagnostic:
+    """`constD`: an error on the whole word, suggesting the space."""
+    keyword, rest = exc.keyword, exc.rest
+    span = Span(keyword.line, keyword.column, rest.line, rest.column + len(rest.value))
+    return error("E0003", span, f"unexpected `{keyword}{rest}`: the keyword `{keyword}` runs into `{rest}`",
+                 f"write `{keyword} {rest}`, or choose a name that does not start with a keyword")
 
 
 def _ends_bracket(token: Token) -> bool:
