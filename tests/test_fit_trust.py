@@ -234,3 +234,59 @@ def test_kill_9_loses_at_most_one_checkpoint_interval(data, tmp_path):
     assert code == 0, text
     assert _trace_steps(out)[-1] == saved + 10
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+
+ARGMAX = """
+data x : real[3]
+data y : real
+param w : real[3, 4]
+latent mu ~ Normal(0, 1)
+plate n over x {
+    noise e ~ Normal(0, 1)
+    let k = argmax(x @ w)
+    observe y = mu + k + e
+}
+"""
+
+
+def test_a_param_without_a_gradient_is_left_untrained_and_named(tmp_path):
+    model = tmp_path / "argmax.him"
+    model.write_text(ARGMAX)
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(30, 3)), y=np.ones(30))
+    out = tmp_path / "fit"
+    code, text = _run("fit", model, tmp_path / "d.npz", "--out", out, "--steps", 20, *SHORT)
+    assert code == 0, text
+    assert "untrained        w" in text
+    assert json.loads((out / "fit.json").read_text())["plan"]["untrained"] == ["w"]
+
+
+DISCRETE_LOCAL = """
+data y : int[4]
+latent psi ~ Beta(1, 1)
+latent p ~ Beta(1, 1)
+plate n over y {
+    latent z ~ Bernoulli(psi)
+    noise d ~ Bernoulli(p) [4]
+    observe y = z * d
+}
+"""
+
+
+def test_check_says_that_fit_cannot_infer_a_discrete_local(tmp_path):
+    model = tmp_path / "occupancy.him"
+    model.write_text(DISCRETE_LOCAL)
+    code, text = _run("check", model)
+    assert code == 0 and "warning[W0205]" in text and "`fit` cannot infer the discrete local" in text
+    np.savez(tmp_path / "d.npz", y=np.zeros((10, 4), dtype=int))
+    code, text = _run("fit", model, tmp_path / "d.npz", "--out", tmp_path / "fit", "--steps", 20)
+    assert code == 2 and "only real-valued locals can be inferred" in text and "plan:" not in text
+
+
+def test_exact_vi_shows_no_ratio(tmp_path):
+    model = tmp_path / "explicit.him"
+    model.write_text("data y : real\nlatent mu ~ Normal(0, 1)\nplate n over y {\n"
+                     "    observe y ~ Normal(mu, 1)\n}\n")
+    np.savez(tmp_path / "d.npz", y=np.ones(20))
+    code, text = _run("fit", model, tmp_path / "d.npz", "--out", tmp_path / "fit", "--steps", 20,
+                      "--method", "vi", *SHORT)
+    assert code == 0 and "method           vi" in text and "ratio" not in text.split("checks")[0], text

@@ -19,7 +19,7 @@ import networkx as nx
 from ..diagnostics import Diagnostic, error
 from ..frontend import ast
 from ..frontend.printer import print_expr
-from ..graph.build import topological_order
+from ..graph.build import topological_order, untrained_point_estimates
 from ..graph.structure import Structure, model_structure
 from ..runtime.model import HimModule
 from ..semantics.constants import evaluate
@@ -217,6 +217,10 @@ class _ModuleWriter:
         weights = tuple(w for layer in self.model.layers if layer.bayesian
                         for w in (layer.weight_name, layer.bias_name))
         e.line(f"bayesian_weights = {weights!r}")
+        untrained = untrained_point_estimates(self.model, self.graph)
+        if untrained:
+            e.comment("point estimates no gradient from the data reaches (W0171, W0172): never trained")
+            e.line(f"untrained_params = {untrained!r}")
 
     def _globals(self) -> list[str]:
         """Global latents, then Bayesian layer weights, parents first."""

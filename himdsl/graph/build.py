@@ -103,28 +103,39 @@ def _cycle_path(graph: nx.DiGraph, members: list[str]) -> list[str]:
 
 
 def _untrainable(model: CheckedModel, graph: nx.DiGraph) -> list[Diagnostic]:
+    return [diag for diag, _ in _trainability_of_estimates(model, graph)]
+
+
+def untrained_point_estimates(model: CheckedModel, graph: nx.DiGraph) -> tuple[str, ...]:
+    """Names of the point-estimated parameters no gradient from the data reaches
+    (W0171, W0172): `fit` leaves them at their initial values and says so."""
+    return tuple(n for diag, names in _trainability_of_estimates(model, graph)
+                 if diag.code in ("W0171", "W0172") for n in names)
+
+
+def _trainability_of_estimates(model: CheckedModel, graph: nx.DiGraph):
+    """(diagnostic, parameter names) of every point estimate that cannot be trained."""
     observed = {n for n, a in graph.nodes(data=True) if a["role"] == "observed"}
     if not observed:
-        return []
-    diags = []
-    for start, how, span, what in _point_estimates(model):
+        return
+    for start, how, span, what, names in _point_estimates(model):
         diag = _trainability(graph, start, how, observed, span, what)
         if diag is not None:
-            diags.append(diag)
-    return diags
+            yield diag, names
 
 
 def _point_estimates(model: CheckedModel):
-    """(node the estimate enters, how it enters, span, description) for params and
-    point-estimated layer weights; `how` is smooth, blocked or extern."""
+    """(node the estimate enters, how it enters, span, description, parameter names)
+    for params and point-estimated layer weights; `how` is smooth, blocked or extern."""
     for symbol in model.by_role("param"):
-        yield symbol.name, "smooth", symbol.span, f"param `{symbol.name}`"
+        yield symbol.name, "smooth", symbol.span, f"param `{symbol.name}`", (symbol.name,)
     for layer in model.layers:
         if layer.bayesian or layer.owner not in model.symbols:
             continue
         how = "smooth" if layer.differentiable else "extern" if layer.through_extern else "blocked"
         span = layer.call.span if layer.call is not None else model.symbols[layer.owner].span
-        yield layer.owner, how, span, f"layer `{layer.prefix}` (weights `{layer.weight_name}`, `{layer.bias_name}`)"
+        yield (layer.owner, how, span, f"layer `{layer.prefix}` (weights `{layer.weight_name}`, "
+               f"`{layer.bias_name}`)", (layer.weight_name, layer.bias_name))
 
 
 def _trainability(graph, start, how, observed, span, what) -> Diagnostic | None:

@@ -73,6 +73,7 @@ class Plan:
     rows: int
     steps: int = 0
     threads: int | None = None       # CPU threads for torch (None: torch's choice)
+    untrained: tuple[str, ...] = ()  # point estimates no gradient reaches: left at their start
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -111,6 +112,8 @@ class Plan:
         rows.append(("schedule", f"warm-up {self.warmup_steps} steps, average from step {self.average_from}"))
         if self.threads:
             rows.append(("threads", str(self.threads)))
+        if self.untrained:
+            rows.append(("untrained", ", ".join(self.untrained)))
         return rows
 
 
@@ -150,8 +153,17 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         rows=view.n_rows,
         steps=settings.steps,
         threads=_threads(view, settings, reasons),
+        untrained=_untrained(model, reasons),
         reasons=reasons,
     )
+
+
+def _untrained(model, reasons: dict) -> tuple[str, ...]:
+    names = tuple(getattr(model, "untrained_params", ()))
+    if names:
+        reasons["untrained"] = ("the data reach them only through argmax, comparisons or rounding, "
+                                "which have no gradient: they keep their initial values (W0171)")
+    return names
 
 
 def _threads(view, settings: FitSettings, reasons: dict) -> int | None:

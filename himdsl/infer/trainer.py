@@ -38,9 +38,10 @@ from .settings import FitSettings, LocalGuideSpec
 Tensor = torch.Tensor
 
 
-# A network weight beyond this has run away: the networks read standardised inputs,
-# and a point weight this size is far outside any data's scale in float32.
-RUNAWAY = 1e6
+# A weight beyond this has run away: the trainer's networks read standardised inputs
+# (a weight of 1e4 saturates every unit), and a model's point weight this size makes
+# its simulations leave any data's scale.
+RUNAWAY = 1e4
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,7 +74,9 @@ class Trainer:
         torch.manual_seed(s.seed)
         self.model = model
         self.view = ModelView(model, data)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # a parameter the data reach only through argmax & co. has no gradient (W0171)
+        self.params = [p for n, p in model.named_parameters()
+                       if p.requires_grad and n not in model.untrained_params]
         self.plan = make_plan(self.view, s, bool(self.params))
         self.global_guide = GlobalGuide(model, self._global_families(),
                                         full_batch(self.view, s)).to(self.view.device)

@@ -67,6 +67,7 @@ class HimModule(nn.Module):
     likelihood_parents: tuple[str, ...] = ()
     local_prior_parents: dict[str, tuple[str, ...]] = {}
     bayesian_weights: tuple[str, ...] = ()   # the globals that are weights of Bayesian layers
+    untrained_params: tuple[str, ...] = ()   # point estimates no gradient reaches (never trained)
     # the noise-free values the observations are computed from (p(x | latents) = p(x | these))
     likelihood_inputs: tuple[str, ...] = ()
 

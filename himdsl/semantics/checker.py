@@ -628,6 +628,18 @@ class _Checker:
             span = self.program.statements[0].span if self.program.statements else Span(1, 1, 1, 2)
             self.report(warning("W0204", span, "the model observes no data",
                                 "`fit` needs at least one `observe NAME = ...`"))
+        self._check_discrete_locals()
+
+    def _check_discrete_locals(self) -> None:
+        """`simulate` draws a discrete local; `fit` cannot infer one (its guides are
+        reparameterised, so real-valued): say so at `check`, not after data loading."""
+        for symbol in self.symbols.values():
+            if symbol.role == "local" and symbol.dtype in ("int", "cat"):
+                self.report(warning(
+                    "W0205", symbol.span, f"`fit` cannot infer the discrete local latent "
+                    f"`{symbol.name}` ({symbol.dtype}); `simulate` can draw it",
+                    "to fit the model, sum it out by hand (a mixture written with a real-valued "
+                    "local or noise), or draw it as `noise` if it need not be inferred"))
 
 
 def _const_type(value) -> VType:
