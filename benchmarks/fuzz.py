@@ -205,6 +205,16 @@ def _replace(tokens, args, vocabulary):
     return tokens
 
 
+NUMBERS = ("0", "1", "-1", "2", "0.5", "-0", "3.", "65536", "1e9", "1e400", "1e-400", "99999999999999999999")
+
+
+def _number(tokens, args, _):
+    """A number of the model (a size, a constant, a setting) made extreme."""
+    numbers = [i for i, t in enumerate(tokens) if t[:1].isdigit()] or [0]
+    tokens[numbers[args[0] % len(numbers)]] = NUMBERS[args[1] % len(NUMBERS)]
+    return tokens
+
+
 def _lines(tokens) -> list[list[str]]:
     lines, current = [], []
     for token in tokens:
@@ -239,7 +249,7 @@ def _truncate(data: bytes, args) -> bytes:
     return data[:args[0] % (len(data) + 1)]
 
 
-TOKEN_OPS = {"swap": _swap, "delete": _delete, "insert": _insert, "replace": _replace,
+TOKEN_OPS = {"swap": _swap, "delete": _delete, "insert": _insert, "replace": _replace, "number": _number,
              "dup_line": _dup_line, "drop_line": _drop_line}
 BYTE_OPS = {"flip": _flip, "truncate": _truncate}
 
@@ -384,6 +394,7 @@ def case_strategy(seeds: list[Seed]):
     model_op = st.one_of(
         st.tuples(st.just("swap"), idx, idx), st.tuples(st.just("delete"), idx, st.integers(1, 4)),
         st.tuples(st.just("insert"), idx, idx), st.tuples(st.just("replace"), idx, idx),
+        st.tuples(st.just("number"), idx, idx),
         st.tuples(st.just("dup_line"), idx), st.tuples(st.just("drop_line"), idx),
         st.tuples(st.just("flip"), idx, st.integers(0, 7)), st.tuples(st.just("truncate"), idx))
     array_op = st.one_of(
@@ -470,9 +481,14 @@ def run_case(case: Case, workspace: Workspace) -> Outcome:
         outcome.message = stderr.getvalue()
         if outcome.status == "crash":
             outcome.signature = ("Exit", exc.exit_code)
-    except Exception as exc:  # anything else would be the CLI's exit 3
-        outcome.status, outcome.message = "crash", traceback.format_exc()
-        outcome.signature = crash_signature(exc)
+    except Exception as exc:  # anything else would be the CLI's exit 3 (cli.main)
+        from himdsl import cli
+
+        if cli.out_of_memory(exc):
+            outcome.status, outcome.message = "user", cli.out_of_memory(exc)
+        else:
+            outcome.status, outcome.message = "crash", traceback.format_exc()
+            outcome.signature = crash_signature(exc)
     return outcome
 
 
@@ -552,6 +568,8 @@ def minimise(case: Case, workspace: Workspace, seeds: dict[str, Seed], budget: i
     """A smaller input with the same crash: the seed's own model or data where the
     crash does not need the mutated one, then fewer lines and tokens of the model."""
     target = run_case(case, workspace).signature
+    if not target:  # not reproducible on its own (it needed an earlier input's state)
+        return case
     tries = [0]
 
     def same(candidate: Case) -> bool:
@@ -651,8 +669,23 @@ class Report:
                 "crashes": {" ".join(map(str, s)): c for s, (c, _, _) in self.crashes.items()}}
 
 
+@contextlib.contextmanager
+def memory_cap(gigabytes: float):
+    """Cap the address space, so that a model with huge layers fails to allocate
+    (a crash to report) instead of taking the machine's memory."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = int(gigabytes * 2 ** 30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def fuzz(inputs: int, seed: int = 0, time_limit: float | None = None, chunk: int = 1000,
-         progress=None, workdir: str | None = None) -> Report:
+         progress=None, workdir: str | None = None, memory_gb: float = 4.0) -> Report:
     """Run `inputs` fuzz inputs (fewer if `time_limit` seconds pass first)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
@@ -661,7 +694,7 @@ def fuzz(inputs: int, seed: int = 0, time_limit: float | None = None, chunk: int
     strategy = case_strategy(seeds)
     report = Report()
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="himdsl-fuzz-", dir=workdir) as root:
+    with tempfile.TemporaryDirectory(prefix="himdsl-fuzz-", dir=workdir) as root, memory_cap(memory_gb):
         workspace = Workspace(root)
         round_ = 0
         while report.inputs < inputs and (time_limit is None or time.perf_counter() - start < time_limit):
@@ -691,12 +724,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1000, help="inputs per Hypothesis run (each has its own seed)")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--save", type=Path, default=None, help="write each crash, minimised, here")
+    parser.add_argument("--memory-gb", type=float, default=4.0,
+                        help="address-space cap: a larger allocation fails, as on a smaller machine")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    report = fuzz(args.inputs, args.seed, args.time_limit, args.chunk, progress=_progress)
+    report = fuzz(args.inputs, args.seed, args.time_limit, args.chunk, progress=_progress,
+                  memory_gb=args.memory_gb)
     print(json.dumps(report.summary(), indent=2))
     seeds = {s.name: s for s in map(load_seed, corpus_paths())}
-    with tempfile.TemporaryDirectory(prefix="himdsl-fuzz-min-") as root:
+    with tempfile.TemporaryDirectory(prefix="himdsl-fuzz-min-") as root, memory_cap(args.memory_gb):
         workspace = Workspace(root)
         for number, (signature, (count, case, outcome)) in enumerate(report.crashes.items()):
             print(f"\ncrash {' '.join(map(str, signature))} ({count} inputs); first seen:\n{outcome.message}")

@@ -469,10 +469,28 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # an internal error: keep the terminal readable
+        if out_of_memory(exc):
+            sys.stderr.write(f"error: {out_of_memory(exc)}\n")
+            sys.exit(EXIT_MODEL_ERROR)
         path = _save_traceback()
         sys.stderr.write(f"himdsl: internal error ({type(exc).__name__}: {exc}). This is a bug in himdsl; "
                          f"the traceback is in {path}\n")
         sys.exit(3)
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """The message for a failed allocation (a model whose sizes need more memory
+    than the machine has: a user's choice, not a bug), or None."""
+    import re
+
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and "can't allocate memory" not in text \
+            and "out of memory" not in text.lower():
+        return None
+    wanted = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(wanted.group(1)) / 2 ** 30:.1f} GiB at once)" if wanted else ""
+    return (f"out of memory{size}: the model's sizes (its constants, shapes and layer widths, or "
+            "--batch and --particles) need more memory than this machine has")
 
 
 def _save_traceback() -> str:

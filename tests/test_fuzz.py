@@ -30,3 +30,15 @@ def test_a_mutated_input_is_reproducible():
     """The same hypothesis seed gives the same inputs (the run's seed means something)."""
     first, second = (fuzz.fuzz(inputs=20, seed=7, chunk=20) for _ in range(2))
     assert first.outcomes == second.outcomes
+
+
+def test_the_command_line_reports_a_model_too_large_for_memory(monkeypatch, capsys, tmp_path):
+    """Exit 1 with a message, not exit 3 "internal error" (cli.main)."""
+    from himdsl import cli
+
+    model = tmp_path / "model.him"
+    model.write_bytes((REGRESSIONS[0].parent / "layer_too_large_for_memory" / "model.him").read_bytes())
+    monkeypatch.setattr("sys.argv", ["himdsl", "compile", str(model)])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 1 and "error: out of memory (" in capsys.readouterr().err

@@ -54,7 +54,7 @@ class ConstError(Exception):
 def evaluate(expr: ast.Expr, env: dict):
     """The value of a constant expression given the constants defined so far."""
     if isinstance(expr, ast.Num):
-        return expr.value
+        return finite(expr.value, expr.span)
     if isinstance(expr, ast.Name):
         if expr.id in env:
             return env[expr.id]
@@ -131,9 +131,23 @@ def _index(expr: ast.Index, env: dict):
     return value
 
 
+OVERFLOW = "this number is too large: it overflows to infinity (the largest is about 1.8e308)"
+
+
+def finite(value, span: Span):
+    """`value`, or a ConstError when it (or an element) overflowed to inf or NaN:
+    the generated code and the distributions need finite numbers."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, list):
+            finite(item, span)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ConstError(span, OVERFLOW)
+    return value
+
+
 def _apply(func, values, span: Span):
     try:
-        return _elementwise(func, values, span)
+        return finite(_elementwise(func, values, span), span)
     except ZeroDivisionError:
         raise ConstError(span, "division by zero in a constant expression") from None
     except (ValueError, OverflowError) as exc:

@@ -10,6 +10,7 @@ An unknown shape (None) after an error suppresses follow-on errors.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple
 
@@ -17,7 +18,7 @@ from ..diagnostics import Span, did_you_mean, error
 from ..frontend import ast
 from . import builtins as B
 from . import shapes as S
-from .constants import ConstError, NotConstant, as_int, evaluate
+from .constants import OVERFLOW, ConstError, NotConstant, as_int, evaluate
 
 
 class VType(NamedTuple):
@@ -107,6 +108,8 @@ class ExpressionTyper:
     # ------------------------------------------------------------ dispatch
     def _infer(self, expr, ctx: Context) -> VType:
         if isinstance(expr, ast.Num):
+            if isinstance(expr.value, float) and not math.isfinite(expr.value):
+                self.report(error("E0140", expr.span, OVERFLOW))
             return VType((), "int" if expr.is_int else "real")
         if isinstance(expr, ast.Str):
             self.report(error("E0125", expr.span, "a string is only allowed as an extern's file path"))
