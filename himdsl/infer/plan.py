@@ -25,7 +25,7 @@ from .settings import FitSettings, LocalGuideSpec
 CONTRASTIVE_RATIO_UPDATES = 4
 EMPIRICAL_RATIO_UPDATES = 1
 # The q step reads an exponential average of the contrastive ratio's parameters
-# (docs/lfvi.md, "Contrastive mode").
+# (docs/lfvi.md, "The contrastive ratio": ratio average).
 CONTRASTIVE_EMA = 0.998
 # The networks' input scaling is fitted from SCALING_DRAWS prior draws of the globals,
 # each simulated on SCALING_ROWS data rows (trainer.py).

@@ -8,7 +8,7 @@ the dependence on β grows with how much β varies in its training data. So it i
 trained at u + s ε, u ~ q(u), with per-coordinate width s = spread · sd_q(u) · √N
 (the scale on which one row's likelihood changes by O(1)), capped at the prior's
 spread; a point mass has no spread of its own and gets a band of `POINT_BAND`
-prior sds (docs/lfvi.md, "where the ratio is trained").
+prior sds (docs/lfvi.md, "The contrastive ratio": where the ratio is trained).
 """
 from __future__ import annotations
 

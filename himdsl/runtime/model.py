@@ -139,7 +139,7 @@ class HimModule(nn.Module):
         """The simulator's noise-free prediction: the `prediction_names` nodes with
         every noise at its centre (its mean), {name: [*S, M, *shape]}. Differentiable
         in the globals; local latents are still drawn. The ratio estimator reads it
-        in place of high-dimensional globals (docs/lfvi.md, "ratio inputs")."""
+        in place of high-dimensional globals (docs/lfvi.md, "Ratio inputs")."""
         self._centred = True
         try:
             out = self._run(globals, covariates or {}, rows, None, fixed={}, log_probs=None)
