@@ -42,7 +42,7 @@ import time
 import traceback
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +80,10 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Seed:
-    """A corpus entry: a model that checks, and data that passes fit's check."""
+    """A corpus entry: a model and data that passes fit's check (an empty archive
+    for a model with errors)."""
 
-    name: str
-    folder: Path               # where its externs live
+    name: str                  # repository path; externs are read from its folder
     model: bytes
     data: bytes
     vocabulary: tuple[str, ...] = ()
@@ -125,7 +125,7 @@ def load_seed(path: str) -> Seed:
         except himdsl.HimError:  # a model with errors: its mutations test the checker
             data = EMPTY_NPZ
     names = sorted(set(re.findall(r"[A-Za-z_][A-Za-z_0-9.]*", source.decode())))
-    return Seed(path, folder, source, data, tuple(names))
+    return Seed(path, source, data, tuple(names))
 
 
 def synthetic_data(module, rows: int = 5) -> dict:
@@ -688,13 +688,16 @@ class Report:
 
 @contextlib.contextmanager
 def memory_cap(gigabytes: float):
-    """Cap the address space, so that a model with huge layers fails to allocate
-    (a crash to report) instead of taking the machine's memory."""
+    """Let the process map at most `gigabytes` more, so that a model with huge
+    layers fails to allocate (as on a smaller machine) instead of taking this
+    machine's memory."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = int(gigabytes * 2 ** 30)
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
+    with open("/proc/self/statm") as stream:  # what the process has mapped already
+        mapped = int(stream.read().split()[0]) * resource.getpagesize()
+    cap = mapped + int(gigabytes * 2 ** 30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     try:
         yield
     finally:
@@ -742,7 +745,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--save", type=Path, default=None, help="write each crash, minimised, here")
     parser.add_argument("--memory-gb", type=float, default=4.0,
-                        help="address-space cap: a larger allocation fails, as on a smaller machine")
+                        help="address space allowed beyond what is mapped at the start: a larger "
+                             "allocation fails, as on a smaller machine")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     report = fuzz(args.inputs, args.seed, args.time_limit, args.chunk, progress=_progress,
