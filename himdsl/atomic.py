@@ -33,6 +33,25 @@ def write_atomically(path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def write_path_atomically(path, write: Callable[[str], None]) -> None:
+    """`write_atomically` for writers that want a file name (netCDF, HDF5): `write(temp)`
+    writes the temporary file, which then moves over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".",
+                                    suffix=TEMP_SUFFIX)
+    os.close(handle)
+    try:
+        write(temp)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
 def write_text_atomically(path, text: str) -> None:
     write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
 

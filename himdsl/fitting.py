@@ -4,7 +4,7 @@ trainer, and the files a fit leaves behind.
     fit = himdsl.load("hier_gauss.him").fit({"x": x}, steps=2000)
     fit.posterior(1000)["beta"]     # [1000, 2]
     fit.locals()["z_mean"]          # [N, 2]
-    fit.save("hier_gauss_fit/")     # posterior.npz, locals.npz, summary.csv, trace.csv, fit.json, posterior.png
+    fit.save("hier_gauss_fit/")     # posterior.npz, posterior.nc, locals.npz, summary.csv, trace.csv, fit.json, posterior.png
 
 Output layout (one place knows it): see `OUTPUT_FILES`.
 """
@@ -32,10 +32,10 @@ from .simulation import seed_everything
 OUTPUT_FILES = {
     "posterior": "posterior.npz", "locals": "locals.npz", "summary": "summary.csv",
     "trace": "trace.csv", "settings": "fit.json", "plot": "posterior.png", "checkpoint": "checkpoint.pt",
-    "weights": "weights.npz", "untrusted": "posterior_untrusted.npz",
+    "weights": "weights.npz", "untrusted": "posterior_untrusted.npz", "inference_data": "posterior.nc",
 }
 # What a fit that failed its trust checks must not leave behind (from an earlier run).
-TRUSTED_ONLY = ("posterior", "locals", "summary", "plot", "weights")
+TRUSTED_ONLY = ("posterior", "locals", "summary", "plot", "weights", "inference_data")
 
 
 class FitError(Exception):
@@ -140,8 +140,12 @@ class Fit:
         return self.result.locals(self.data, draws=draws)
 
     def summary(self) -> list[dict]:
-        """One row per scalar of every global: name, mean, sd, 5%, 50%, 95% (of `posterior()`)."""
-        return [{"name": name, **stats} for name, stats in summarise(self.posterior()).items()]
+        """One row per scalar of every global: name, mean, mcse, sd, 5%, 50%, 95% (of
+        `posterior()`). The draws from q are independent, so the Monte Carlo standard
+        error of the mean is sd / sqrt(S)."""
+        draws = max(len(next(iter(self.posterior().values()), ())), 1)
+        return [{"name": name, "mean": stats["mean"], "mcse": stats["sd"] / np.sqrt(draws), **stats}
+                for name, stats in summarise(self.posterior()).items()]
 
     def weights(self) -> dict[str, np.ndarray]:
         """Point-estimated parameters and layer weights by their stable names."""
@@ -239,8 +243,8 @@ def _resumed(checkpoint: str | None, identity: dict) -> tuple[FitSettings, float
 
 # ------------------------------------------------------------------ outputs
 def write_outputs(fit: Fit, folder: str) -> dict[str, str]:
-    """posterior.npz, locals.npz, weights.npz, summary.csv, trace.csv, fit.json,
-    posterior.png; for a fit that failed its checks only trace.csv, fit.json (with
+    """posterior.npz, posterior.nc, locals.npz, weights.npz, summary.csv, trace.csv,
+    fit.json, posterior.png; for a fit that failed its checks only trace.csv, fit.json (with
     the reasons) and posterior_untrusted.npz, and no posterior of an earlier run."""
     os.makedirs(folder, exist_ok=True)
     paths = {kind: os.path.join(folder, name) for kind, name in OUTPUT_FILES.items()}
@@ -263,6 +267,8 @@ def write_outputs(fit: Fit, folder: str) -> dict[str, str]:
     if fit.weights():
         write_npz(paths["weights"], fit.weights())
     _write_text(paths["summary"], summary_csv(fit.summary()))
+    from .inference_data import write_inference_data
+    write_inference_data(fit, paths["inference_data"])
     if posterior:
         _plot(fit, posterior, paths["plot"])
     return {k: p for k, p in paths.items() if os.path.exists(p)}
@@ -281,22 +287,26 @@ def _plot(fit: Fit, posterior: dict, path: str) -> None:
                          "in posterior.npz")
 
 
+# CmdStan's `stansummary` columns that apply to independent draws from q (N_Eff and
+# R_hat are MCMC diagnostics): {column: key of a `Fit.summary()` row}
+SUMMARY_COLUMNS = {"Mean": "mean", "MCSE": "mcse", "StdDev": "sd", "5%": "5%", "50%": "50%", "95%": "95%"}
+
+
 def summary_csv(rows: list[dict]) -> str:
-    """The summary table as CSV text."""
+    """The summary table as CSV text: name, then SUMMARY_COLUMNS."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["name", "mean", "sd", "5%", "50%", "95%"], lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", *SUMMARY_COLUMNS])
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow([row["name"], *(f"{float(row[k]):.6g}" for k in SUMMARY_COLUMNS.values())])
     return buffer.getvalue()
 
 
 def summary_table(rows: list[dict], limit: int = 40) -> str:
-    """The summary as an aligned text table (the first `limit` rows)."""
-    header = f"{'':<16} {'mean':>10} {'sd':>10} {'5%':>10} {'50%':>10} {'95%':>10}"
-    lines = [header]
+    """The summary as an aligned text table (the first `limit` rows), with summary.csv's columns."""
+    lines = [f"{'':<16} " + " ".join(f"{column:>10}" for column in SUMMARY_COLUMNS)]
     for row in rows[:limit]:
-        lines.append(f"{row['name']:<16} " + " ".join(f"{row[k]:>10.4g}" for k in ("mean", "sd", "5%", "50%", "95%")))
+        lines.append(f"{row['name']:<16} " + " ".join(f"{row[k]:>10.4g}" for k in SUMMARY_COLUMNS.values()))
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more rows in summary.csv")
     return "\n".join(lines)

@@ -191,7 +191,7 @@ def test_readme_commands(workdir):
     run_commands("README.md")
     folder = workdir / "hier_gauss_fit"
     # the files the README says the quickstart's fit leaves
-    for name in ("posterior.npz", "locals.npz", "summary.csv", "trace.csv", "fit.json",
+    for name in ("posterior.npz", "posterior.nc", "locals.npz", "summary.csv", "trace.csv", "fit.json",
                  "posterior.png", "checkpoint.pt"):
         assert (folder / name).exists(), name
     assert (workdir / "data.truth.npz").exists()

@@ -52,7 +52,8 @@ def test_fit_writes_every_output_file(hier_fit):
     assert (local["z_sd"] > 0).all()
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [r["name"] for r in rows] == ["beta[0]", "beta[1]"]
-    assert set(rows[0]) == {"name", "mean", "sd", "5%", "50%", "95%"}
+    assert list(rows[0]) == ["name", "Mean", "MCSE", "StdDev", "5%", "50%", "95%"]    # stansummary's
+    assert float(rows[0]["MCSE"]) == pytest.approx(float(rows[0]["StdDev"]) / np.sqrt(300), rel=1e-4)
     trace = list(csv.DictReader(open(out / "trace.csv")))
     assert list(trace[0]) == ["step", "elbo", "ratio_loss", "ratio_accuracy", "seconds"]
     assert int(trace[-1]["step"]) == 20
@@ -86,10 +87,12 @@ def test_a_fit_that_fails_its_checks_exits_4_and_writes_no_posterior(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     np.savez(out / "posterior.npz", mu=np.zeros(3))
+    (out / "posterior.nc").write_bytes(b"an earlier run's")
     code, text = _run("fit", model, tmp_path / "data.npz", "--out", out, *SHORT)
     assert code == 4, text
     assert "failed its checks" in text and "NaN or inf" in text and "Traceback" not in text
     assert not (out / "posterior.npz").exists() and not (out / "summary.csv").exists()
+    assert not (out / "posterior.nc").exists()
     assert np.load(out / "posterior_untrusted.npz")["mu"].shape == (300,)
     record = json.loads((out / "fit.json").read_text())
     assert record["verdict"]["ok"] is False

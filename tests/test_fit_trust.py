@@ -103,7 +103,7 @@ def test_one_set_of_draws_for_the_summary_the_csv_and_the_npz(data, tmp_path):
     assert code == 0, text
     draws = np.load(out / "posterior.npz")["beta"][:, 0]
     row = next(csv.DictReader(open(out / "summary.csv")))
-    assert float(row["mean"]) == pytest.approx(draws.mean(), rel=1e-5)
+    assert float(row["Mean"]) == pytest.approx(draws.mean(), rel=1e-5)
     printed = next(line for line in text.splitlines() if line.startswith("beta[0]"))
     assert float(printed.split()[1]) == pytest.approx(draws.mean(), rel=1e-3)
 
