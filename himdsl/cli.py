@@ -461,6 +461,64 @@ def _shapes(arrays: dict) -> str:
     return ", ".join(f"{name}: {list(value.shape)}" for name, value in arrays.items())
 
 
+@app.command()
+def calibrate(model: Path = typer.Argument(..., metavar="MODEL.him", help="The .him model file."),
+              fits: int = typer.Option(..., "--fits", metavar="K",
+                                       help="Data sets drawn from the prior and fit (at least 2)."),
+              rows: Optional[int] = typer.Option(None, "--rows", metavar="N",
+                                                 help="Plate rows of each data set (default: the covariates' "
+                                                      "rows, else 100)."),
+              data: Optional[Path] = typer.Option(None, "--data", metavar="FILE.npz",
+                                                  help="Covariates, for a model that has them."),
+              steps: Optional[int] = typer.Option(None, "--steps", min=1, metavar="N",
+                                                  help="Training steps of each fit (default: the model's)."),
+              workers: Optional[int] = typer.Option(None, "--workers", metavar="N",
+                                                    help="Fits run at once, one process each (default: "
+                                                         "min(CPU cores, K))."),
+              seed: int = typer.Option(0, "--seed", metavar="N", help="Random seed (same seed, same ranks)."),
+              out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                                 help="Output folder (default: MODEL_calibration)."),
+              set_: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
+                                                       help="Override a constant.")) -> None:
+    """Simulation-based calibration: fit K data sets simulated from the prior and test
+    the posteriors' ranks, coverage and TARP."""
+    from .calibration import CalibrationError, calibrate as run_calibration
+    from .fitting import FitError
+    from .runtime.data import DataError, read_npz
+    from .runtime.externs import ExternError
+    from .runtime.model import SimulationError
+
+    compiled = load_model(model, parse_overrides(set_))
+    folder = out or Path((model.stem if model.stem != "model" else
+                          model.resolve().parent.name or "model") + "_calibration")
+    try:
+        covariates = read_npz(data) if data else None
+        finished = []
+
+        def done(outcome) -> None:
+            finished.append(outcome)
+            typer.echo(f"fit {outcome.index}: {outcome.status} in {outcome.seconds:.1f} s "
+                       f"({len(finished)}/{fits} done)", err=True)
+
+        report = run_calibration(compiled, fits, rows, covariates, steps, seed, workers, str(folder), done)
+        paths = report.save(str(folder))
+    except (CalibrationError, DataError, FitError) as exc:
+        fail(str(exc))
+    except (ExternError, SimulationError) as exc:
+        fail(str(exc), EXIT_MODEL_ERROR)
+    except OSError as exc:
+        fail(f"cannot write {folder}: {exc}")
+    except KeyboardInterrupt:
+        fail("interrupted; no calibration report was written", EXIT_INTERRUPTED)
+    typer.echo(report.table())
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"wrote {', '.join(paths.values())}")
+    if report.stats["fits_used"] < 2:
+        fail(f"only {report.stats['fits_used']} of {fits} fits passed their checks: too few for "
+             "calibration statistics", EXIT_UNTRUSTED)
+
+
 def main() -> None:
     """Console-script entry point. A bug in himdsl (never a user mistake, which
     gets its own message) is reported in one line, its traceback saved to a file."""
