@@ -407,9 +407,14 @@ def _interrupted(exc: KeyboardInterrupt, job: FitJob, folder: Path) -> str:
 
 
 def _echo_checks(verdict) -> None:
-    """One line naming the trust checks the fit passed (docs/lfvi.md, "Checks")."""
-    if verdict is not None and verdict.checks:
-        typer.echo("checks passed: " + ", ".join(c.name for c in verdict.checks))
+    """The trust checks the fit passed (docs/lfvi.md, "Checks"), then the advisory
+    lines, each OK or what to look at (docs/lfvi.md, "Advice")."""
+    if verdict is None:
+        return
+    if verdict.passed():
+        typer.echo("checks passed: " + ", ".join(verdict.passed()))
+    for line in verdict.advice():
+        typer.echo(f"  {'OK' if line.ok else 'LOOK':<4}  {line.name}: {line.message}")
 
 
 def _guides(items: list[str] | None) -> dict:

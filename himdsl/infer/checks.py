@@ -48,6 +48,8 @@ class Check:
     ok: bool
     value: float
     message: str
+    # advisory lines (advice.py) inform; only the trust checks can fail a fit
+    advisory: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,17 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all(c.ok for c in self.checks if not c.advisory)
 
     def failures(self) -> list[str]:
-        return [c.message for c in self.checks if not c.ok]
+        return [c.message for c in self.checks if not c.ok and not c.advisory]
+
+    def passed(self) -> list[str]:
+        """The names of the trust checks that passed."""
+        return [c.name for c in self.checks if c.ok and not c.advisory]
+
+    def advice(self) -> list[Check]:
+        return [c for c in self.checks if c.advisory]
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
@@ -80,9 +89,9 @@ class MomentTrace:
         self.rows.append((step, u.mean(0), u.std(0)))
 
 
-def check_fit(trainer) -> Verdict:
-    """Every check that applies to this fit."""
-    checks = [check(trainer) for check in CHECKS]
+def check_fit(trainer, advice=()) -> Verdict:
+    """Every check that applies to this fit, then the advisory lines `advice`."""
+    checks = [check(trainer) for check in CHECKS + tuple(advice)]
     return Verdict([c for c in checks if c is not None])
 
 
@@ -147,20 +156,25 @@ def q_collapse(trainer) -> Check | None:
 
 
 def _at_edge(trainer, u: torch.Tensor) -> str | None:
-    """The first global (with a bounded support) whose q draws lie mostly beyond
-    EDGE_SDS prior sds from the prior's centre, in unconstrained space."""
+    """The first bounded global whose q draws lie mostly beyond EDGE_SDS prior sds
+    from the prior's centre, in unconstrained space."""
+    return next((name for name, share in edge_shares(trainer, u).items() if share > 0.5), None)
+
+
+def edge_shares(trainer, u: torch.Tensor) -> dict[str, float]:
+    """{bounded global: share of the draws u beyond EDGE_SDS prior sds (unconstrained)
+    from the prior's centre in some coordinate}."""
     guide, proposal = trainer.global_guide, trainer.proposal
     centre = guide.flat_u(trainer.view.prior_globals(1024)).median(0).values
-    far = ((u - centre).abs() > EDGE_SDS * proposal.u_prior_sd).float().mean(0) > 0.5
-    start = 0
+    far = (u - centre).abs() > EDGE_SDS * proposal.u_prior_sd
+    shares, start = {}, 0
     for block in guide.blocks:
         for name in block:
             width = math.prod(guide.u_shapes[name])
-            bounded = not _unbounded(guide.bijectors[name].codomain)
-            if bounded and bool(far[start:start + width].any()):
-                return name
+            if not _unbounded(guide.bijectors[name].codomain):
+                shares[name] = float(far[:, start:start + width].any(-1).float().mean())
             start += width
-    return None
+    return shares
 
 
 def _unbounded(constraint) -> bool:

@@ -40,7 +40,7 @@ from .plan import scaling_simulations
 from .ratio import RatioLearner, classifier_loss, pair_loss
 
 Tensor = torch.Tensor
-# Fraction of the pairs of an update that are local pairs (docs/lfvi.md, "local pairs").
+# Fraction of the pairs of an update that are local pairs (docs/lfvi.md, "The contrastive ratio").
 LOCAL_PAIRS = 0.5
 # Local pairs are this fraction of the widening (or of the population's Metropolis scale).
 PAIR_SCALE = 0.25
@@ -150,6 +150,16 @@ class ContrastiveRatio(RatioLearner):
         if store.check(k, self.net, self._held_out_loss):
             self.average.restart()
         return self.last
+
+    @torch.no_grad()
+    def held_out_margins(self, u: Tensor | None) -> Tensor:
+        """The logit of the right answer on fresh pairs at q's draws `u`, which the
+        network never trained on: the verdict's calibration evidence (advice.py)."""
+        counters = (self.dropped.clone(), self.simulated.clone())
+        x, theta, partner, ok = self._pairs(u)
+        self.dropped, self.simulated = counters
+        margin = self.log_lik(x, theta, False) - self.log_lik(x, theta[partner], False)
+        return margin.reshape(-1)[ok.reshape(-1)]
 
     def _held_out_loss(self, x, theta, partner, ok) -> Tensor:
         return self._judge(self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False), ok)[0]

@@ -85,6 +85,20 @@ class EmpiricalRatio(RatioLearner):
         logit_p, logit_q = self._logits(sim, rows, g, b, draws)
         return self.learn(k, *classifier_loss(logit_p, logit_q, self.settings.ratio.loss))
 
+    @torch.no_grad()
+    def held_out_margins(self, u: Tensor | None) -> Tensor:
+        """The logit of the right answer (model simulation or data row) on fresh
+        simulations at q's draws `u`: the verdict's calibration evidence (advice.py)."""
+        view = self.view
+        rows, draws = self._batch()
+        globals = self.global_guide.constrain(u[:draws])[0] if view.g_shapes else {}
+        draws = next(iter(globals.values())).shape[0] if globals else draws
+        sim = self._simulate(globals, rows, draws)
+        g = view.g_flat(globals) if view.g_shapes else torch.zeros(draws, 0, device=view.device)
+        logit_p, logit_q = self._logits(sim, rows, g, self.beta_inputs(globals, rows, g), draws)
+        margins = torch.cat([logit_p.reshape(-1), -logit_q.reshape(-1)])
+        return margins[torch.isfinite(margins)]
+
     def _batch(self) -> tuple[dict[str, Tensor], int]:
         """Rows drawn with replacement (`batch` of them) and `particles` draws of the
         globals; without a plate, `simulations` draws of the one observation."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .advice import ADVICE
 from .checks import MomentTrace, check_fit
 from .contrastive import ContrastiveRatio
 from .covering import Covering
@@ -345,7 +346,7 @@ class Trainer:
         result = FitResult(self.model, guides["global"], guides.get("local"), self.state.trace,
                            self.mode, self.settings, self.state.seconds, self.plan)
         if verdict:
-            result.verdict = check_fit(self)
+            result.verdict = check_fit(self, ADVICE)
         return result
 
 

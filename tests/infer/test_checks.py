@@ -74,7 +74,7 @@ def test_data_the_model_cannot_produce_fail_the_fit():
     stays near the prior, which must not pass for a posterior."""
     result = fit(compiled("pinned.him", PINNED), {"x": torch.full((50,), 5000.0)},
                  FitSettings(steps=100, batch=16, particles=8, simulations=64))
-    failed = [c for c in result.verdict.checks if not c.ok]
+    failed = [c for c in result.verdict.checks if not c.ok and not c.advisory]
     assert [c.name for c in failed] == ["data in range"] and "cannot produce" in failed[0].message
     fine = fit(compiled("pinned.him", PINNED), {"x": 300 + torch.randn(50)},
                FitSettings(steps=100, batch=16, particles=8, simulations=64))

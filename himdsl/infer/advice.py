@@ -1,0 +1,176 @@
+"""The verdict's advisory lines: evidence for every fit, good or bad, each saying OK
+or what to do. Unlike the trust checks (checks.py) they do not fail a fit: each is
+a symptom worth a look rather than proof that the posterior is wrong.
+
+* **ratio calibration**: on fresh simulations at draws from q, which the ratio
+  never trained on, a classifier at its optimum is calibrated: among the answers
+  it gives with confidence c, a fraction c is right. The expected calibration
+  error (ECE: the gap between confidence and accuracy, averaged over
+  CALIBRATION_BINS bins weighted by their counts) measures how far the ratio is
+  from that optimum, so how far its log ratio is from the likelihood's.
+* **ELBO settled**: the surrogate ELBO's linear trend over the last quarter of the
+  steps, against the scatter of the logged values around it.
+* **q at the support's edge**: the share of q's draws of a bounded global beyond
+  EDGE_SDS prior sds (unconstrained) from the prior's centre: a posterior piled
+  against a bound is often a prior that excludes the data's explanation.
+* **posterior predictive**: the data's mean and sd of every observed feature
+  against the same summaries of data sets simulated at q's draws (a posterior
+  predictive p-value); outside [PPC_TAIL, 1 - PPC_TAIL] the fitted model does
+  not reproduce that summary.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .checks import EDGE_SDS, Check, edge_shares
+
+CALIBRATION_BINS = 10
+CALIBRATION_BATCHES = 4
+MAX_ECE = 0.05
+ELBO_TREND_T = 3.0
+MAX_EDGE_SHARE = 0.01
+PPC_DRAWS = 100
+PPC_ROWS = 256
+PPC_TAIL = 0.005
+
+
+def expected_calibration_error(margins: torch.Tensor, bins: int = CALIBRATION_BINS
+                               ) -> tuple[float, float, list[tuple[float, float, int]]]:
+    """(ECE, accuracy, reliability curve [(confidence, accuracy, count)]) of a
+    classifier from the logits of the right answers (`margins`)."""
+    confidence = torch.sigmoid(margins.abs())            # of the answer it gives
+    correct = (margins > 0).float()
+    edges = torch.linspace(0.5, 1.0, bins + 1, device=margins.device)
+    which = torch.bucketize(confidence, edges[1:-1])
+    curve, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        count = int(mask.sum())
+        if count:
+            conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
+            curve.append((conf, acc, count))
+            ece += count * abs(conf - acc)
+    return ece / max(len(margins), 1), float(correct.mean()), curve
+
+
+def ratio_calibration(trainer) -> Check | None:
+    ratio = trainer.ratio
+    if ratio is None or not hasattr(ratio, "held_out_margins"):
+        return None
+    margins = torch.cat([ratio.held_out_margins(_q_draws(trainer)) for _ in range(CALIBRATION_BATCHES)])
+    if len(margins) < 100:
+        return None
+    ece, accuracy, _ = expected_calibration_error(margins)
+    ok = ece <= MAX_ECE
+    return Check("ratio calibration", ok, ece,
+                 f"on fresh simulations the ratio is calibrated (ECE {ece:.3f}, accuracy "
+                 f"{accuracy:.2f})" if ok else
+                 f"the ratio is miscalibrated on fresh simulations (ECE {ece:.3f}, accuracy "
+                 f"{accuracy:.2f}): its log ratio is off the likelihood's; run more steps, or give "
+                 "it more simulations (`simulations`) or a wider network (`ratio { hidden }`)",
+                 advisory=True)
+
+
+def _q_draws(trainer) -> torch.Tensor | None:
+    if not trainer.view.g_shapes:
+        return None
+    with torch.no_grad():
+        return trainer.result().global_guide.rsample(trainer.plan.ratio_simulations)[2]
+
+
+def elbo_settled(trainer) -> Check | None:
+    rows = [r for r in trainer.state.trace if r.step > 0.75 * trainer.settings.steps
+            and math.isfinite(r.elbo)]
+    if len(rows) < 5:
+        return None
+    steps = torch.tensor([float(r.step) for r in rows], dtype=torch.float64)
+    elbo = torch.tensor([r.elbo for r in rows], dtype=torch.float64)
+    t, change = _trend(steps, elbo)
+    ok = abs(t) <= ELBO_TREND_T
+    return Check("ELBO settled", ok, change,
+                 f"the ELBO changed {change:+.3g} over the last quarter, within its noise" if ok else
+                 f"the ELBO was still {'rising' if change > 0 else 'falling'} over the last quarter "
+                 f"({change:+.3g}, {abs(t):.1f} standard errors): run more steps", advisory=True)
+
+
+def _trend(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """t statistic of a least-squares slope, and the fitted change over x's range."""
+    xc = x - x.mean()
+    slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+    residual = y - y.mean() - slope * xc
+    se = math.sqrt(float((residual ** 2).sum()) / (len(x) - 2) / float((xc * xc).sum()))
+    return slope / max(se, 1e-300), slope * float(x.max() - x.min())
+
+
+def support_edge(trainer) -> Check | None:
+    if not trainer.view.g_shapes or trainer.proposal is None:
+        return None
+    with torch.no_grad():
+        u = trainer.result().global_guide.rsample(1024)[2]
+    shares = edge_shares(trainer, u)
+    if not shares:
+        return None
+    name, share = max(shares.items(), key=lambda item: item[1])
+    ok = share <= MAX_EDGE_SHARE
+    return Check("q at the support's edge", ok, share,
+                 f"{share:.1%} of q's draws of a bounded global lie near its bound" if ok else
+                 f"{share:.0%} of q's draws of `{name}` lie more than {EDGE_SDS:g} prior sds towards "
+                 "its bound: the data may want values the prior excludes; check the prior's range",
+                 advisory=True)
+
+
+@torch.no_grad()
+def posterior_predictive(trainer) -> Check | None:
+    """Posterior predictive p-values of the data's mean and sd per observed feature."""
+    view = trainer.view
+    n = min(view.n_rows, PPC_ROWS)
+    idx = torch.randperm(view.n_rows, device=view.device)[:n] if view.has_plate else None
+    rows = view.rows(idx)
+    draws = PPC_DRAWS if view.g_shapes else 1
+    globals = trainer.result().global_guide.rsample(draws)[0] if view.g_shapes else {}
+    width = sum(b.width for b in view.x_blocks)
+    sim = view.simulate(globals, rows, draws)
+    simulated = torch.cat([b.encode(sim[b.name], 2) for b in view.x_blocks], -1)[..., :width]
+    data = view.x_features(view.with_data(rows, 1))[..., :width]
+    worst, where = _ppc_extreme(simulated, data, _feature_names(view))
+    if worst is None:
+        return None
+    ok = PPC_TAIL <= worst <= 1 - PPC_TAIL
+    return Check("posterior predictive", ok, worst,
+                 "the data's means and sds lie within what the fitted model simulates" if ok else
+                 f"the data's {where} lies outside what the fitted model simulates (posterior "
+                 f"predictive p = {worst:.3f}): the model misses a feature of the data; compare them "
+                 "with `himdsl simulate --posterior`", advisory=True)
+
+
+def _feature_names(view) -> list[str]:
+    """`x` or `x[j]` for every feature of the observed arrays, in the features' order."""
+    names = []
+    for block in view.x_blocks:
+        names += [block.name] if block.width == 1 else [f"{block.name}[{j}]" for j in range(block.width)]
+    return names
+
+
+def _ppc_extreme(simulated: torch.Tensor, data: torch.Tensor, names: list[str]
+                 ) -> tuple[float | None, str]:
+    """The p-value farthest from 1/2 over the mean and sd of every feature."""
+    finite = torch.isfinite(simulated).all(-1).all(-1)
+    simulated = simulated[finite]
+    if len(simulated) < 10:
+        return None, ""
+    worst, where = 0.5, ""
+    stats = {"mean": lambda t: t.mean(-2), "sd": lambda t: t.std(-2) if t.shape[-2] > 1 else None}
+    for label, stat in stats.items():
+        rep, obs = stat(simulated), stat(data)
+        if rep is None:
+            continue
+        p = (rep >= obs).double().mean(0)                # per feature
+        for j, value in enumerate(p.tolist()):
+            if abs(value - 0.5) > abs(worst - 0.5):
+                worst, where = value, f"{label} of {names[j] if j < len(names) else j}"
+    return worst, where
+
+
+ADVICE = (ratio_calibration, elbo_settled, support_edge, posterior_predictive)

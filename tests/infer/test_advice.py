@@ -1,0 +1,49 @@
+"""The verdict's advisory lines: each measure against a known answer, and on fits a
+good one passes while a broken one (too few steps) is flagged."""
+import math
+
+import pytest
+import torch
+
+from himdsl.infer import FitSettings, fit
+from himdsl.infer.advice import _trend, expected_calibration_error
+from tests.infer.models import hier_gauss, hier_gauss_data
+
+
+def test_a_calibrated_classifier_has_a_small_ece_and_an_overconfident_one_a_large_one():
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(40000, generator=gen)
+    right = torch.rand(40000, generator=gen) < torch.sigmoid(logits.abs())   # calibrated answers
+    margins = torch.where(right, logits.abs(), -logits.abs())
+    ece, accuracy, curve = expected_calibration_error(margins)
+    assert ece < 0.01
+    assert accuracy == pytest.approx(float(torch.sigmoid(logits.abs()).mean()), abs=0.01)
+    assert all(abs(conf - acc) < 0.03 for conf, acc, count in curve if count > 1000)
+    overconfident, _, _ = expected_calibration_error(4 * margins)
+    assert overconfident > 0.08
+
+
+def test_the_elbo_trend_is_told_from_its_noise():
+    gen = torch.Generator().manual_seed(1)
+    steps = torch.arange(20, dtype=torch.float64)
+    flat = torch.randn(20, generator=gen, dtype=torch.float64)
+    t, _ = _trend(steps, flat)
+    assert abs(t) < 3
+    t, change = _trend(steps, 0.2 * flat + 0.5 * steps)
+    assert t > 10 and change == pytest.approx(9.5, abs=0.5)
+
+
+def _advice(steps):
+    data, _ = hier_gauss_data(n=300, seed=3)
+    result = fit(hier_gauss(), data, FitSettings(steps=steps, log_every=25, seed=0))
+    return {c.name: c for c in result.verdict.advice()}
+
+
+def test_a_good_fit_is_not_flagged_and_a_broken_one_is():
+    good = _advice(1000)
+    assert all(c.ok for c in good.values()), [c.message for c in good.values()]
+    assert set(good) >= {"ratio calibration", "ELBO settled", "posterior predictive"}
+    broken = _advice(50)
+    assert not broken["posterior predictive"].ok
+    assert "outside what the fitted model simulates" in broken["posterior predictive"].message
+    assert math.isfinite(broken["ratio calibration"].value)
