@@ -11,6 +11,9 @@ import os
 import numpy as np
 import pytest
 
+from himdsl.infer.advice import CALIBRATION_BATCHES, PPC_DRAWS
+from himdsl.infer.checks import PREDICTIVE_DRAWS
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
@@ -88,9 +91,11 @@ def test_lotka_volterra_lfvi_quick(tmp_path):
     (row,) = rows
     assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["nlp_true"] == row["nlp_true"]
     assert row["ratio_mode"] == "contrastive"
-    # counted inside lv.py: `simulations` per step plus the ratio's input-scaling
-    # pilot (1,024 draws at the time of writing)
-    assert 256 * 24 <= row["simulations"] <= 256 * 24 + 2048
+    # counted inside lv.py: `simulations` per step, the ratio's input-scaling pilot
+    # (1,024 draws at the time of writing) and the verdict's held-out simulations
+    # (advice.py: CALIBRATION_BATCHES batches of `simulations`, the predictive checks)
+    verdict = CALIBRATION_BATCHES * 256 + PPC_DRAWS + PREDICTIVE_DRAWS
+    assert 256 * 24 <= row["simulations"] <= 256 * 24 + 2048 + verdict
     draws = np.load(tmp_path / "posterior_lfvi.npz")["log_theta"]
     assert draws.shape == (4000, 4) and np.all((draws > -5) & (draws < 2))
     lo, hi = np.quantile(draws, [0.01, 0.99], axis=0)
