@@ -17,25 +17,15 @@ TEMP_SUFFIX = ".partial"
 
 def write_atomically(path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(stream)` on a temporary file, then move it over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".",
-                                    suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    def to_file(temp: str) -> None:
+        with open(temp, "wb") as stream:
             write(stream)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    write_path_atomically(path, to_file)
 
 
 def write_path_atomically(path, write: Callable[[str], None]) -> None:
-    """`write_atomically` for writers that want a file name (netCDF, HDF5): `write(temp)`
-    writes the temporary file, which then moves over `path`."""
+    """`write(temp)` writes a temporary file beside `path` (writers that want a file
+    name, such as netCDF, call it directly), which then moves over `path`."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
