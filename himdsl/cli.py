@@ -21,6 +21,7 @@ from . import __version__
 from .atomic import write_text_atomically
 from .diagnostics import summary_line
 from .driver import FrontendResult, run_frontend
+from .tracking import TRACKERS, TrackerError, open_trace_log
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -272,6 +273,9 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
         replay: Optional[Path] = typer.Option(None, "--replay", metavar="FIT_DIR",
                                               help="Rerun the fit recorded in FIT_DIR/fit.json (same model "
                                                    "text, data file and settings)."),
+        log: Optional[str] = typer.Option(None, "--log", metavar="TRACKER",
+                                          help="Also send the trace to tensorboard (FIT_DIR/tensorboard) "
+                                               "or mlflow ($MLFLOW_TRACKING_URI)."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N",
                                               help="CPU threads for torch (default: 1 for small networks, "
                                                    "torch's choice for large ones)."),
@@ -294,37 +298,73 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
         import torch
 
         torch.set_num_threads(threads)
+    if log is not None and log not in TRACKERS:
+        fail(f"--log must be {' or '.join(TRACKERS)}, got `{log}`")
     bar = ProgressBar(steps or job.settings_steps())
+    tracker = FitTracker(log, folder, bar)
     try:
-        result = run_fit(job.compiled, job.data, overrides, device, str(folder), resume, bar.update,
-                         announce=lambda plan: _announce(plan, bar, threads), settings=job.settings)
+        result = run_fit(job.compiled, job.data, overrides, device, str(folder), resume, tracker.row,
+                         announce=lambda plan, settings: tracker.start(plan, settings, threads),
+                         settings=job.settings)
         bar.close()
         typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
         _echo_checks(result.result.verdict)
         paths = result.save(str(folder))
+        tracker.finish(result.result.verdict, paths, "FINISHED")
     except UntrustedFit as exc:
         bar.close()
         paths = exc.fit.save(str(folder))
+        tracker.finish(exc.fit.result.verdict, paths, "FAILED")
         typer.echo(f"wrote {', '.join(sorted(paths.values()))}", err=True)
         fail(f"{exc} (the reasons are in {folder / 'fit.json'}; the draws, for inspection only, "
              f"in {folder / 'posterior_untrusted.npz'})", EXIT_UNTRUSTED)
-    except (DataError, FitError) as exc:
-        bar.close()
+    except (DataError, FitError, TrackerError) as exc:
+        tracker.finish(None, {}, "FAILED")
         fail(str(exc))
     except (NonFiniteLossError, ExternError, SimulationError) as exc:
-        bar.close()
+        tracker.finish(None, {}, "FAILED")
         checkpoint = folder / "checkpoint.pt"
         saved = f"; the last good checkpoint is {checkpoint}" if checkpoint.exists() else ""
         fail(f"{exc}{saved}", EXIT_MODEL_ERROR)
     except KeyboardInterrupt as exc:
-        bar.close()
+        tracker.finish(None, {}, "KILLED")
         fail(_interrupted(exc, job, folder), EXIT_INTERRUPTED)
     from .fitting import summary_table
 
     typer.echo(summary_table(result.summary()))
-    for note in result.notes:
+    for note in result.notes + tracker.notes():
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {', '.join(sorted(paths.values()))}")
+
+
+class FitTracker:
+    """What `fit` shows and logs while it trains: the plan, the progress bar, and
+    the trace sent to `--log`'s tracker (opened once the plan is made, so a tracker
+    that cannot start costs no training)."""
+
+    def __init__(self, kind: Optional[str], folder: Path, bar: "ProgressBar"):
+        self.kind, self.folder, self.bar = kind, folder, bar
+        self.log = None
+
+    def start(self, plan, settings, threads: Optional[int]) -> None:
+        _announce(plan, self.bar, threads)
+        if self.kind is not None:
+            self.log = open_trace_log(self.kind, str(self.folder), settings.to_dict(), plan.describe())
+            if self.kind == "tensorboard":
+                typer.echo(f"logging to tensorboard: tensorboard --logdir {self.log.log_dir}")
+
+    def row(self, row) -> None:
+        self.bar.update(row)
+        if self.log is not None:
+            self.log.row(row)
+
+    def finish(self, verdict, paths: dict, status: str) -> None:
+        self.bar.close()
+        if self.log is not None:
+            self.log.finish(verdict.lines() if verdict is not None else [], paths, status)
+
+    def notes(self) -> list[str]:
+        return self.log.notes if self.log is not None else []
 
 
 class FitJob:
@@ -352,29 +392,19 @@ def _fit_job(model: Optional[Path], data: Optional[Path], set_: Optional[List[st
 def _replay_job(folder: Path, model, data, set_) -> FitJob:
     """The model text, data file and settings that FIT_DIR/fit.json records."""
     from .fitting import FitError
-    from .replay import load_replay
+    from .replay import StaleModel, compile_recorded, load_replay
 
     if model is not None or data is not None or set_:
         fail("--replay takes the model, data and constants from FIT_DIR/fit.json; give no "
              "MODEL, DATA or --set with it")
     try:
         recorded = load_replay(folder)
+        compiled = compile_recorded(recorded)
+    except StaleModel as exc:
+        fail(str(exc), EXIT_MODEL_ERROR)
     except FitError as exc:
         fail(str(exc))
-    compiled = _compile_recorded(recorded)
     return FitJob(compiled, Path(recorded.model_file), recorded.data_file, recorded.settings)
-
-
-def _compile_recorded(recorded):
-    """Check and compile the recorded model text (the file may have changed since)."""
-    from .api import Model
-    from .driver import run_frontend
-
-    result = run_frontend(recorded.source, path=recorded.model_file, overrides=recorded.overrides)
-    if not result.ok:
-        typer.echo(result.rendered(), err=True)
-        fail("the model recorded in fit.json no longer checks with this himdsl", EXIT_MODEL_ERROR)
-    return Model(result, recorded.overrides)
 
 
 def _default_folder(model_path: Path, replay: Optional[Path]) -> Path:
@@ -409,12 +439,8 @@ def _interrupted(exc: KeyboardInterrupt, job: FitJob, folder: Path) -> str:
 def _echo_checks(verdict) -> None:
     """The trust checks the fit passed (docs/lfvi.md, "Checks"), then the advisory
     lines, each OK or what to look at (docs/lfvi.md, "Advice")."""
-    if verdict is None:
-        return
-    if verdict.passed():
-        typer.echo("checks passed: " + ", ".join(verdict.passed()))
-    for line in verdict.advice():
-        typer.echo(f"  {'OK' if line.ok else 'LOOK':<4}  {line.name}: {line.message}")
+    for line in verdict.lines() if verdict is not None else ():
+        typer.echo(line)
 
 
 def _guides(items: list[str] | None) -> dict:
@@ -522,6 +548,58 @@ def calibrate(model: Path = typer.Argument(..., metavar="MODEL.him", help="The .
     if report.stats["fits_used"] < 2:
         fail(f"only {report.stats['fits_used']} of {fits} fits passed their checks: too few for "
              "calibration statistics", EXIT_UNTRUSTED)
+
+
+@app.command()
+def diagnose(folder: Path = typer.Argument(..., metavar="FIT_DIR", help="A folder `himdsl fit` wrote."),
+             data: Optional[Path] = typer.Option(None, "--data", metavar="DATA.npz",
+                                                 help="The fit's data file, when it has moved since "
+                                                      "(checked against its recorded sha256)."),
+             draws: int = typer.Option(200, "--draws", min=10, metavar="N",
+                                       help="Replicated data sets for the posterior predictive check."),
+             seed: int = typer.Option(0, "--seed", metavar="N", help="Random seed (same seed, same report)."),
+             out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                                help="Where diagnose.json and ppc.png go (default: FIT_DIR).")
+             ) -> None:
+    """Is the fit right? Posterior predictive checks (numbers and ppc.png) and, for an
+    explicit likelihood, Pareto k-hat of q against the exact posterior."""
+    from .diagnosis import diagnose as run_diagnosis
+    from .fit_folder import open_fit
+    from .fitting import FitError, prepare_output_folder
+    from .replay import StaleModel
+    from .runtime.data import DataError
+    from .runtime.externs import ExternError
+    from .runtime.model import SimulationError
+
+    target = out or folder
+    try:
+        if not folder.is_dir():
+            raise FitError(f"diagnose {folder}: not a folder (give the --out folder of `himdsl fit`)")
+        prepare_output_folder(str(target))
+        fit = open_fit(folder, str(data) if data else None)
+        report = run_diagnosis(fit, draws, verdict=_recorded_verdict(folder), seed=seed)
+        paths = report.save(str(target))
+    except StaleModel as exc:
+        fail(str(exc), EXIT_MODEL_ERROR)
+    except (DataError, FitError) as exc:
+        fail(str(exc))
+    except (ExternError, SimulationError) as exc:
+        fail(str(exc), EXIT_MODEL_ERROR)
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc}")
+    typer.echo(report.text())
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"wrote {', '.join(paths.values())}")
+
+
+def _recorded_verdict(folder: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((folder / "fit.json").read_text()).get("verdict")
+    except (OSError, ValueError):
+        return None
 
 
 def main() -> None:

@@ -168,7 +168,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given.
     `settings` replaces the model's own (a replay); `overrides` then apply. With
     `resume` the checkpoint's settings continue, and only a longer run may be asked.
-    `announce(plan)` is called once the plan is made, before training. Raises
+    `announce(plan, settings)` is called once the plan is made, before training. Raises
     UntrustedFit when the fit fails its trust checks (unless `checks` is off)."""
     if not model.checked.by_role("observed"):
         raise FitError(f"model `{model.name}` observes no data, so there is nothing to fit: "
@@ -193,7 +193,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     try:
         trainer = Trainer(module, tensors, settings, identity)
         if announce is not None:
-            announce(trainer.plan)
+            announce(trainer.plan, trainer.settings)
         result = trainer.run(progress, checkpoint, resume)
     except ValueError as exc:
         raise FitError(str(exc)) from None
@@ -266,7 +266,7 @@ def write_outputs(fit: Fit, folder: str) -> dict[str, str]:
         write_npz(paths["locals"], local_summaries)
     if fit.weights():
         write_npz(paths["weights"], fit.weights())
-    _write_text(paths["summary"], summary_csv(fit.summary()))
+    _write_text(paths["summary"], summary_csv(fit.summary(), verdict))
     from .inference_data import write_inference_data
     write_inference_data(fit, paths["inference_data"])
     if posterior:
@@ -292,13 +292,17 @@ def _plot(fit: Fit, posterior: dict, path: str) -> None:
 SUMMARY_COLUMNS = {"Mean": "mean", "MCSE": "mcse", "StdDev": "sd", "5%": "5%", "50%": "50%", "95%": "95%"}
 
 
-def summary_csv(rows: list[dict]) -> str:
-    """The summary table as CSV text: name, then SUMMARY_COLUMNS."""
+def summary_csv(rows: list[dict], verdict=None) -> str:
+    """The summary table as CSV text: name, then SUMMARY_COLUMNS; below it, as
+    stansummary does, the verdict as `#` comment lines (`pandas.read_csv(path,
+    comment="#")` skips them)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["name", *SUMMARY_COLUMNS])
     for row in rows:
         writer.writerow([row["name"], *(f"{float(row[k]):.6g}" for k in SUMMARY_COLUMNS.values())])
+    for line in verdict.lines() if verdict is not None else ():
+        buffer.write(f"# {line.strip()}\n")
     return buffer.getvalue()
 
 

@@ -50,8 +50,14 @@ def test_fit_writes_every_output_file(hier_fit):
     local = np.load(out / "locals.npz")
     assert local["z_mean"].shape == (60, 2) and local["z_sd"].shape == (60, 2)
     assert (local["z_sd"] > 0).all()
-    rows = list(csv.DictReader(open(out / "summary.csv")))
+    lines = (out / "summary.csv").read_text().splitlines()
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     assert [r["name"] for r in rows] == ["beta[0]", "beta[1]"]
+    # the verdict below the table, as fit printed it (stansummary's comment lines)
+    verdict = [line[2:] for line in lines if line.startswith("#")]
+    assert verdict[0] == "checks passed: q collapsed, simulations, data in range"
+    assert all(line.split()[0] in ("OK", "LOOK") for line in verdict[1:]) and len(verdict) > 1
+    assert all(line in text for line in verdict[1:])
     assert list(rows[0]) == ["name", "Mean", "MCSE", "StdDev", "5%", "50%", "95%"]    # stansummary's
     assert float(rows[0]["MCSE"]) == pytest.approx(float(rows[0]["StdDev"]) / np.sqrt(300), rel=1e-4)
     trace = list(csv.DictReader(open(out / "trace.csv")))

@@ -141,8 +141,8 @@ def posterior_predictive(trainer) -> Check | None:
     return Check("posterior predictive", ok, worst,
                  "the data's means and sds lie within what the fitted model simulates" if ok else
                  f"the data's {where} lies outside what the fitted model simulates (posterior "
-                 f"predictive p = {worst:.3f}): the model misses a feature of the data; compare them "
-                 "with `himdsl simulate --posterior`", advisory=True)
+                 f"predictive p = {worst:.3f}): the model misses a feature of the data; `himdsl "
+                 "diagnose FIT_DIR` compares them", advisory=True)
 
 
 def _feature_names(view) -> list[str]:

@@ -70,6 +70,13 @@ class Verdict:
     def advice(self) -> list[Check]:
         return [c for c in self.checks if c.advisory]
 
+    def lines(self) -> list[str]:
+        """The verdict as `fit` prints it: the trust checks passed, then each advisory
+        line as `OK` or `LOOK` (what to look at)."""
+        lines = ["checks passed: " + ", ".join(self.passed())] if self.passed() else []
+        lines += [f"  {'OK' if c.ok else 'LOOK':<4}  {c.name}: {c.message}" for c in self.advice()]
+        return lines
+
     def to_dict(self) -> dict:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
