@@ -13,6 +13,9 @@ checks (the posteriors a user would keep); the others are counted and listed.
 
 Each fit's randomness comes from `seed` and its index alone, and each fit runs on
 one torch thread, so the results do not depend on how many processes share the work.
+Each finished fit is appended to DIR/fits.jsonl at once, so a run that is stopped
+(Ctrl-C, a crash, a machine taken back) keeps its fits, and `resume` runs only the
+others: the report is the one an uninterrupted run would have written.
 """
 from __future__ import annotations
 
@@ -24,12 +27,13 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from .atomic import write_atomically, write_text_atomically
+from .provenance import data_sha256, model_identity
 
 RANK_DRAWS = 99                  # L: posterior draws a rank is taken among (ranks 0..99)
 DEFAULT_ROWS = 100               # plate rows simulated when neither --rows nor covariates say
@@ -38,7 +42,8 @@ BAND_LEVEL = 0.99                # simultaneous ECDF band and histogram band
 TARP_ALPHAS = tuple(np.round(np.linspace(0, 1, 21), 2))
 SCALE_DRAWS = 4000               # prior draws that set TARP's per-coordinate scale
 PLOT_LIMIT = 8                   # scalars drawn in sbc.png
-OUTPUT_FILES = {"report": "calibration.json", "ranks": "ranks.csv", "plot": "sbc.png"}
+OUTPUT_FILES = {"report": "calibration.json", "ranks": "ranks.csv", "plot": "sbc.png",
+                "journal": "fits.jsonl"}
 
 
 class CalibrationError(Exception):
@@ -393,27 +398,91 @@ def plan_tasks(model, fits: int, rows: int | None = None, covariates: dict | Non
 
 def calibrate(model, fits: int, rows: int | None = None, covariates: dict | None = None,
               steps: int | None = None, seed: int = 0, workers: int | None = None,
-              out: str | None = None, done=None) -> "Calibration":
+              out: str | None = None, done=None, resume: bool = False) -> "Calibration":
     """Simulation-based calibration of `model` (a himdsl.Model) over `fits` data sets;
     see the module docstring. `out` is checked to be writable before any fit starts
-    (`save` writes there); `done(outcome)` is called as each fit finishes. With
+    (`save` writes there) and holds the journal of finished fits; `resume` continues
+    the run it records. `done(outcome)` is called as each fit finishes. With
     workers > 1 the fits run in spawned processes, which import the calling script:
     a script needs the `if __name__ == "__main__":` guard."""
-    from .fitting import FitError, prepare_output_folder
-
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise CalibrationError(f"--workers must be a positive whole number, got {workers}")
     start = time.perf_counter()
     tasks, run = plan_tasks(model, fits, rows, covariates, steps, seed)
-    if out is not None:
+    identity = {"model_sha256": model_identity(model)["sha256"],
+                "covariates_sha256": data_sha256(covariates) if covariates else None}
+    journal = Journal(out, {**run, **identity}) if out else None
+    finished = journal.open(resume) if journal else {}
+    run["workers"] = workers or default_workers(fits)
+
+    def record(outcome: FitOutcome) -> None:
+        if journal:
+            journal.append(outcome)
+        if done:
+            done(outcome)
+
+    left = [task for task in tasks if task.index not in finished]
+    outcomes = sorted([*finished.values(), *run_tasks(left, run["workers"], record)], key=lambda o: o.index)
+    labels = scalar_labels(tasks[0].shapes)
+    earlier = sum(o.seconds for o in finished.values())
+    return Calibration(model.path, labels, outcomes, run, earlier + time.perf_counter() - start)
+
+
+class Journal:
+    """DIR/fits.jsonl: the run's settings, then one line per finished fit, each
+    flushed to disk as the fit ends. A line cut short by a crash is ignored."""
+
+    def __init__(self, folder: str, run: dict):
+        self.folder, self.run = folder, json.loads(json.dumps(run, default=str))
+        self.path = os.path.join(folder, OUTPUT_FILES["journal"])
+
+    def open(self, resume: bool) -> dict[int, FitOutcome]:
+        """The fits already finished (resume), or none after starting a new journal;
+        CalibrationError for a journal of another run, or an unfinished run that a
+        fresh start would throw away."""
+        from .fitting import FitError, prepare_output_folder
+
         try:
-            prepare_output_folder(out)
+            prepare_output_folder(self.folder)
         except FitError as exc:
             raise CalibrationError(str(exc)) from None
-    run["workers"] = workers or default_workers(fits)
-    outcomes = run_tasks(tasks, run["workers"], done)
-    labels = scalar_labels(tasks[0].shapes)
-    return Calibration(model.path, labels, outcomes, run, time.perf_counter() - start)
+        finished = self._read() if os.path.exists(self.path) else None
+        if resume:
+            if finished is None:
+                raise CalibrationError(f"--resume: no {OUTPUT_FILES['journal']} in {self.folder}")
+            return finished
+        report = os.path.join(self.folder, OUTPUT_FILES["report"])
+        if finished and not os.path.exists(report):
+            raise CalibrationError(f"{self.folder} holds {len(finished)} finished fits of a run that "
+                                   "did not end: add --resume to continue it, or give another --out")
+        write_text_atomically(self.path, json.dumps({"run": self.run}) + "\n")
+        return {}
+
+    def _read(self) -> dict[int, FitOutcome]:
+        with open(self.path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+        try:
+            header = json.loads(lines[0])["run"]
+        except (ValueError, KeyError, TypeError):
+            raise CalibrationError(f"{self.path} is not a calibration journal") from None
+        changed = sorted(k for k in set(header) | set(self.run) if header.get(k) != self.run.get(k))
+        if changed:
+            raise CalibrationError(f"{self.path} records a run with other settings "
+                                   f"({', '.join(changed)}); resume with the same ones, or give another --out")
+        finished = {}
+        for line in lines[1:]:
+            try:
+                outcome = FitOutcome(**json.loads(line))
+            except (ValueError, TypeError):
+                continue                     # empty, or cut short by a crash
+            finished[outcome.index] = outcome
+        return finished
+
+    def append(self, outcome: FitOutcome) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(outcome)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 # ------------------------------------------------------------------ the report
@@ -456,7 +525,8 @@ class Calibration:
         """calibration.json, ranks.csv and sbc.png in `folder`; {kind: path}. A picture
         that cannot be drawn is skipped with a note (in `notes`), never losing the numbers."""
         os.makedirs(folder, exist_ok=True)
-        paths = {kind: os.path.join(folder, name) for kind, name in OUTPUT_FILES.items()}
+        paths = {kind: os.path.join(folder, name) for kind, name in OUTPUT_FILES.items()
+                 if kind != "journal"}
         write_text_atomically(paths["report"], json.dumps(self.to_json(), indent=2) + "\n")
         write_text_atomically(paths["ranks"], ranks_csv(self))
         try:

@@ -509,6 +509,9 @@ def calibrate(model: Path = typer.Argument(..., metavar="MODEL.him", help="The .
               seed: int = typer.Option(0, "--seed", metavar="N", help="Random seed (same seed, same ranks)."),
               out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
                                                  help="Output folder (default: MODEL_calibration)."),
+              resume: bool = typer.Option(False, "--resume", metavar="",
+                                          help="Continue the run in --out: only the fits it has not "
+                                               "finished are run."),
               set_: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
                                                        help="Override a constant.")) -> None:
     """Simulation-based calibration: fit K data sets simulated from the prior and test
@@ -531,7 +534,8 @@ def calibrate(model: Path = typer.Argument(..., metavar="MODEL.him", help="The .
             typer.echo(f"fit {outcome.index}: {outcome.status} in {outcome.seconds:.1f} s "
                        f"({len(finished)}/{fits} done)", err=True)
 
-        report = run_calibration(compiled, fits, rows, covariates, steps, seed, workers, str(folder), done)
+        report = run_calibration(compiled, fits, rows, covariates, steps, seed, workers, str(folder), done,
+                                 resume)
         paths = report.save(str(folder))
     except (CalibrationError, DataError, FitError) as exc:
         fail(str(exc))
@@ -540,7 +544,10 @@ def calibrate(model: Path = typer.Argument(..., metavar="MODEL.him", help="The .
     except OSError as exc:
         fail(f"cannot write {folder}: {exc}")
     except KeyboardInterrupt:
-        fail("interrupted; no calibration report was written", EXIT_INTERRUPTED)
+        args = [str(model), "--fits", str(fits)] + [
+            a for flag, value in (("--rows", rows), ("--data", data), ("--steps", steps), ("--seed", seed))
+            if value is not None for a in (flag, str(value))] + [a for item in set_ or () for a in ("--set", item)]
+        fail(_calibration_interrupted(folder, args), EXIT_INTERRUPTED)
     typer.echo(report.table())
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
@@ -600,6 +607,20 @@ def _recorded_verdict(folder: Path) -> dict | None:
         return json.loads((folder / "fit.json").read_text()).get("verdict")
     except (OSError, ValueError):
         return None
+
+
+def _calibration_interrupted(folder: Path, args: list[str]) -> str:
+    """One line: how many fits are kept, and the command that continues the run."""
+    import shlex
+
+    from .calibration import OUTPUT_FILES
+
+    journal = folder / OUTPUT_FILES["journal"]
+    if not journal.exists():
+        return "interrupted before the first fit; nothing to resume"
+    kept = max(0, len(journal.read_text().strip().splitlines()) - 1)
+    again = shlex.join(["himdsl", "calibrate", *args, "--out", str(folder), "--resume"])
+    return f"interrupted; the {kept} finished fits are kept in {journal}: continue with `{again}`"
 
 
 def main() -> None:

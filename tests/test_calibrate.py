@@ -252,3 +252,66 @@ def test_calibrate_refuses_a_missing_model_an_output_file_and_rows_without_a_pla
     result = runner.invoke(cli.app, ["calibrate", "examples/two_moons/model.him", "--fits", "3",
                                      "--rows", "5", "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "no plate" in result.output
+
+
+# ------------------------------------------------------------------ a stopped run
+def _stop_after(count: int):
+    finished = []
+
+    def done(outcome):
+        finished.append(outcome)
+        if len(finished) == count:
+            raise KeyboardInterrupt
+    return done
+
+
+def test_a_stopped_run_keeps_its_fits_and_resumes_to_the_same_report(conjugate, tmp_path):
+    model = himdsl.load(str(conjugate))
+    args = dict(rows=10, steps=20, seed=5, workers=1)
+    straight = sbc.calibrate(model, 4, out=str(tmp_path / "straight"), **args)
+    out = str(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        sbc.calibrate(model, 4, out=out, done=_stop_after(2), **args)
+    lines = (tmp_path / "stopped" / "fits.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["run"]["fits"] == 4
+    with open(tmp_path / "stopped" / "fits.jsonl", "a") as handle:
+        handle.write('{"index": 3, "status": "o')          # a line cut short by a crash
+    ran = []
+    resumed = sbc.calibrate(model, 4, out=out, done=ran.append, resume=True, **args)
+    assert [o.index for o in ran] == [2, 3]                 # only the fits not finished
+    for key in ("status", "rank", "truth", "tarp", "covered"):
+        assert [getattr(o, key) for o in resumed.outcomes] == [getattr(o, key) for o in straight.outcomes]
+    assert resumed.stats["globals"] == straight.stats["globals"]
+
+
+def test_an_unfinished_run_is_not_overwritten_and_resume_checks_the_run(conjugate, tmp_path):
+    model = himdsl.load(str(conjugate))
+    out = str(tmp_path / "o")
+    with pytest.raises(sbc.CalibrationError, match="no fits.jsonl"):
+        sbc.calibrate(model, 3, rows=10, steps=20, workers=1, out=out, resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        sbc.calibrate(model, 3, rows=10, steps=20, workers=1, out=out, done=_stop_after(1))
+    with pytest.raises(sbc.CalibrationError, match="holds 1 finished fits of a run that did not end"):
+        sbc.calibrate(model, 3, rows=10, steps=20, workers=1, out=out)
+    with pytest.raises(sbc.CalibrationError, match=r"other settings \(fit_settings, steps\)"):
+        sbc.calibrate(model, 3, rows=10, steps=30, workers=1, out=out, resume=True)
+
+
+def test_ctrl_c_prints_the_command_that_continues(conjugate, tmp_path, monkeypatch):
+    real = sbc.run_task
+
+    def stop_at_the_third(task):
+        if task.index == 2:
+            raise KeyboardInterrupt
+        return real(task)
+    monkeypatch.setattr(sbc, "run_task", stop_at_the_third)
+    out = tmp_path / "o"
+    args = ["calibrate", str(conjugate), "--fits", "4", "--rows", "10", "--steps", "20", "--workers", "1"]
+    result = CliRunner().invoke(cli.app, args + ["--out", str(out)])
+    assert result.exit_code == 130
+    assert f"the 2 finished fits are kept in {out / 'fits.jsonl'}" in result.output
+    command = result.output.split("continue with `")[1].split("`")[0].split()
+    monkeypatch.setattr(sbc, "run_task", real)
+    result = CliRunner().invoke(cli.app, command[1:])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "calibration.json").read_text())["fits"]["ok"] == 4
