@@ -62,15 +62,18 @@ def ratio_calibration(trainer) -> Check | None:
     margins = torch.cat([ratio.held_out_margins(_q_draws(trainer)) for _ in range(CALIBRATION_BATCHES)])
     if len(margins) < 100:
         return None
-    ece, accuracy, _ = expected_calibration_error(margins)
+    ece, accuracy, curve = expected_calibration_error(margins)
     ok = ece <= MAX_ECE
+    reliability = {"accuracy": round(accuracy, 4), "simulations": len(margins),
+                   "reliability": [{"confidence": round(c, 4), "accuracy": round(a, 4), "count": n}
+                                   for c, a, n in curve]}
     return Check("ratio calibration", ok, ece,
                  f"on fresh simulations the ratio is calibrated (ECE {ece:.3f}, accuracy "
                  f"{accuracy:.2f})" if ok else
                  f"the ratio is miscalibrated on fresh simulations (ECE {ece:.3f}, accuracy "
                  f"{accuracy:.2f}): its log ratio is off the likelihood's; run more steps, or give "
                  "it more simulations (`simulations`) or a wider network (`ratio { hidden }`)",
-                 advisory=True)
+                 advisory=True, detail=reliability)
 
 
 def _q_draws(trainer) -> torch.Tensor | None:

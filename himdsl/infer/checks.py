@@ -50,6 +50,8 @@ class Check:
     message: str
     # advisory lines (advice.py) inform; only the trust checks can fail a fit
     advisory: bool = False
+    # what lies behind the value, for fit.json (e.g. the ratio's reliability curve)
+    detail: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,10 @@ def test_a_good_fit_is_not_flagged_and_a_broken_one_is():
     assert not broken["posterior predictive"].ok
     assert "outside what the fitted model simulates" in broken["posterior predictive"].message
     assert math.isfinite(broken["ratio calibration"].value)
+    # fit.json keeps the reliability curve behind the ECE: the bins hold every held-out
+    # simulation, and their count-weighted gaps are the ECE
+    detail = broken["ratio calibration"].detail
+    counts = [b["count"] for b in detail["reliability"]]
+    assert sum(counts) == detail["simulations"] >= 100
+    gaps = sum(b["count"] * abs(b["confidence"] - b["accuracy"]) for b in detail["reliability"])
+    assert gaps / sum(counts) == pytest.approx(broken["ratio calibration"].value, abs=1e-3)
