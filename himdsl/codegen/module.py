@@ -20,6 +20,7 @@ from ..diagnostics import Diagnostic, error
 from ..frontend import ast
 from ..frontend.printer import print_expr
 from ..graph.build import topological_order, untrained_point_estimates
+from ..graph.elements import observed_elements
 from ..graph.structure import Structure, model_structure
 from ..runtime.model import HimModule
 from ..semantics.constants import evaluate
@@ -217,6 +218,10 @@ class _ModuleWriter:
         weights = tuple(w for layer in self.model.layers if layer.bayesian
                         for w in (layer.weight_name, layer.bias_name))
         e.line(f"bayesian_weights = {weights!r}")
+        elements = observed_elements(self.model)
+        if elements:
+            e.comment("observations whose values are independent given the row: {name: element covariates}")
+            e.line(f"observed_elements = {elements!r}")
         untrained = untrained_point_estimates(self.model, self.graph)
         if untrained:
             e.comment("point estimates no gradient from the data reaches (W0171, W0172): never trained")

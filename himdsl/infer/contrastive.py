@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import torch
 
+from .elements import ElementLayout
 from .local_guide import coordinates_at
 from .pair_store import PairStore
 from .plan import scaling_simulations
@@ -56,7 +57,10 @@ class ContrastiveRatio(RatioLearner):
         self.global_guide, self.local_guide, self.proposal = global_guide, local_guide, proposal
         self.z_parents = [b for b in view.z_blocks if b.name in plan.ratio_locals]
         self.g_parents = [n for n in view.g_shapes if n in plan.ratio_globals]
-        super().__init__(view.x_dim + self.theta_dim, settings, plan.ratio_ema, plan.mlp_decay, view.device)
+        # a row whose values are independent given it is scored one value at a time
+        self.elements = ElementLayout(view, plan.ratio_elements) if plan.ratio_elements else None
+        x_dim = self.elements.width if self.elements else view.x_dim
+        super().__init__(x_dim + self.theta_dim, settings, plan.ratio_ema, plan.mlp_decay, view.device)
         self.covering = None        # set by the trainer when the plan has a population
         self.store = PairStore(plan.budget, settings.steps, scaling_simulations(view), 2 * (plan.ratio_simulations // 2))
         self.last = (torch.zeros(()), torch.zeros(()))
@@ -113,8 +117,37 @@ class ContrastiveRatio(RatioLearner):
         """r(x, θ) [S, M] for features x [S, M, Fx] and θ [S, M, Dθ]; `averaged`: the
         moving average, score-calibrated (what q reads), else the network itself."""
         theta = theta.expand(*x.shape[:2], -1)
-        logit = self.apply(torch.cat([x, theta], -1), averaged)
+        logit = self._logit(x, theta, averaged)
         return logit - (theta * self.calibration.score).sum(-1) if averaged else logit
+
+    def _logit(self, x: Tensor, theta: Tensor, averaged: bool) -> Tensor:
+        """The network's logit of rows x [..., Fx] at θ [..., Dθ]: the sum of the
+        values' logits when the plan scores one value at a time."""
+        if self.elements is None:
+            return self.apply(torch.cat([x, theta], -1), averaged)
+        return self._values_logit(self.elements.split(x), theta, averaged).sum(-1)
+
+    def _values_logit(self, values: Tensor, theta: Tensor, averaged: bool) -> Tensor:
+        """The logit of each value [..., K, Fe] of a row at the row's θ [..., Dθ]: [..., K]."""
+        theta = theta.unsqueeze(-2).expand(*theta.shape[:-1], values.shape[-2], theta.shape[-1])
+        return self.apply(torch.cat([values, theta], -1), averaged)
+
+    def _one_value(self, x: Tensor) -> Tensor:
+        """One value of each row [N, 1, Fx], chosen at random: [N, 1, 1, Fe]. Training on
+        it costs what reading the row whole costs, and values of different rows are
+        independent; the optimum of the pair loss is the same (a value's likelihood)."""
+        values = self.elements.split(x)
+        pick = torch.randint(values.shape[-2], (values.shape[0],), device=x.device)
+        return values[torch.arange(values.shape[0], device=x.device), :, pick][:, :, None]
+
+    def _training_logits(self, x: Tensor, theta: Tensor, partner: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's logits of each simulation at its own θ and at its partner's
+        ([N, 1] each): of the row, or of one of its values (`_one_value`)."""
+        if self.elements is None:
+            return self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False)
+        value = self._one_value(x)
+        return (self._values_logit(value, theta, False)[..., 0],
+                self._values_logit(value, theta[partner], False)[..., 0])
 
     def log_lik_all(self, globals: dict) -> Tensor:
         """Σ_n r(x_n, β) over every data row [K] (the covering population's target)."""
@@ -128,6 +161,8 @@ class ContrastiveRatio(RatioLearner):
         """Standardise the inputs from prior simulations (and the data's features)."""
         z = self.view.z_flat(sim) if self.view.z_blocks else None
         theta = self.theta(prior, z, rows)
+        if self.elements is not None:
+            x_blocks = [self.elements.split(b).flatten(0, -2) for b in x_blocks]
         self.fit_input_scaling(x_blocks + [theta.flatten(0, -2)])
 
     # ------------------------------------------------------------ training
@@ -162,7 +197,7 @@ class ContrastiveRatio(RatioLearner):
         return margin.reshape(-1)[ok.reshape(-1)]
 
     def _held_out_loss(self, x, theta, partner, ok) -> Tensor:
-        return self._judge(self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False), ok)[0]
+        return self._judge(*self._training_logits(x, theta, partner), ok)[0]
 
     def _calibrate(self, k: int, batch) -> None:
         """Update the mean score c from the local pairs' simulations (module docstring)."""
@@ -174,7 +209,10 @@ class ContrastiveRatio(RatioLearner):
         if not bool(keep.any()) or self.theta_dim == 0:
             return
         t = theta[idx][keep].detach().requires_grad_(True)
-        logit = self.apply(torch.cat([x[idx][keep], t], -1), averaged=True)
+        if self.elements is None:
+            logit = self.apply(torch.cat([x[idx][keep], t], -1), averaged=True)
+        else:       # a row's score is K times a random value's, on average
+            logit = self.elements.size * self._values_logit(self._one_value(x[idx][keep]), t, True)
         score, = torch.autograd.grad(logit.sum(), t)
         self.calibration.update(k, score.reshape(-1, t.shape[-1]).mean(0))
 
@@ -184,9 +222,7 @@ class ContrastiveRatio(RatioLearner):
         return self._learn(k, *self.store.sample())
 
     def _learn(self, k: int, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor):
-        logit_true = self.log_lik(x, theta, averaged=False)
-        logit_other = self.log_lik(x, theta[partner], averaged=False)
-        return self.learn(k, *self._judge(logit_true, logit_other, ok))
+        return self.learn(k, *self._judge(*self._training_logits(x, theta, partner), ok))
 
     def _judge(self, logit_true: Tensor, logit_other: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
         """The pair (or single) loss over the finite simulations, and the accuracy."""

@@ -53,6 +53,9 @@ class Plan:
     ratio_globals: tuple[str, ...]   # the globals the ratio reads (its likelihood parents)
     ratio_locals: tuple[str, ...]    # the locals the ratio reads
     ratio_reads: tuple[str, ...]     # the model's nodes the ratio reads (its θ)
+    # (observed array, *its element covariates) when the ratio reads one value of the
+    # row at a time (its values independent given the row: graph/elements.py); else ()
+    ratio_elements: tuple[str, ...]
     exact_local_prior: bool          # log p(z | β) enters the objective exactly
     local_guide: str | None          # None | "gaussian" | "implicit"
     local_coordinates: tuple[str, ...]   # locals whose guide works in their prior's coordinates
@@ -104,6 +107,8 @@ class Plan:
         if self.ratio:
             reads = {"parents": ", ".join(self.ratio_locals + self.ratio_globals) or "x only",
                      "inputs": ", ".join(self.ratio_reads), "prediction": "the prediction"}[self.ratio_inputs]
+            if self.ratio_elements:
+                reads += f"; one value of {self.ratio_elements[0]} at a time"
             rows += [("ratio", f"{self.ratio}, reads {reads}"),
                      ("ratio updates", f"{self.ratio_updates} x {self.ratio_simulations} simulations")]
             if self.population:
@@ -134,6 +139,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         ratio_globals=_ratio_globals(model, ratio),
         ratio_locals=_ratio_locals(model, ratio),
         ratio_reads=_ratio_reads(model, ratio, inputs),
+        ratio_elements=_ratio_elements(model, settings, ratio, _ratio_reads(model, ratio, inputs), reasons),
         exact_local_prior=exact_prior and ratio != "empirical" or method == "vi",
         local_guide=local_guide, local_coordinates=coordinates,
         global_families=_global_families(view, settings, reasons),
@@ -284,6 +290,24 @@ def _ratio_reads(model, ratio, inputs) -> tuple[str, ...]:
     if inputs == "prediction":
         return tuple(model.prediction_names)
     return _ratio_locals(model, ratio) + _ratio_globals(model, ratio)
+
+
+def _ratio_elements(model, settings, ratio, reads, reasons) -> tuple[str, ...]:
+    """The contrastive ratio learns p(one value | θ, its covariates) when the values
+    of a row are independent given it: K times the simulations, one dimension instead
+    of K. Only where θ is the row's alone (globals, or a local or input of shape []),
+    so each value's likelihood reads all of it."""
+    elements = getattr(model, "observed_elements", {})
+    if ratio != "contrastive" or settings.elements == "row" or not elements:
+        return ()
+    (name, covariates), = elements.items()
+    row_level = all(n in model.global_names or model.nodes[n].shape == () for n in reads)
+    if not row_level or model.nodes[name].dtype == "cat":
+        return ()
+    size = model.nodes[name].shape[0]
+    reasons["ratio_elements"] = (f"the {size} values of {name} are independent given the row: "
+                                 "the ratio scores one value at a time")
+    return (name, *covariates)
 
 
 def _asked_local_family(model, settings) -> str:

@@ -21,6 +21,7 @@ COVERING = ("auto", "on", "off")
 GLOBAL_GRADIENTS = ("elbo", "fisher")
 CONTRASTS = ("pair", "single")
 RATIO_INPUTS = ("auto", "parents", "inputs", "prediction", "globals")
+ELEMENTS = ("auto", "row")
 GLOBAL_FAMILIES = ("auto",) + tuple(FAMILIES)
 LOCAL_FAMILIES = ("auto", "gaussian", "implicit")
 
@@ -87,6 +88,9 @@ class FitSettings:
     # is the same), "inputs" (the noise-free values the likelihood is computed from),
     # "prediction" (the prediction with noise at its mean), "auto" (the plan's rule)
     ratio_inputs: str = "auto"
+    # how the contrastive ratio reads an observation whose values are independent given
+    # the row (himdsl/graph/elements.py): "auto" one value at a time, "row" the whole row
+    elements: str = "auto"
     # end with the trust checks (plan.py, checks.py): a fit that fails them raises
     checks: bool = True
     log_every: int = 50
@@ -126,6 +130,8 @@ class FitSettings:
                f"one of {', '.join(CONTRASTS)}")
         _check(self.ratio_inputs in RATIO_INPUTS, f"unknown ratio_inputs {self.ratio_inputs!r}; "
                f"expected one of {', '.join(RATIO_INPUTS)}")
+        _check(self.elements in ELEMENTS, f"unknown elements {self.elements!r}; expected one of "
+               f"{', '.join(ELEMENTS)}")
         _check(self.ratio_ema is None or 0 <= self.ratio_ema < 1,
                "setting `ratio_ema` must lie in [0, 1)")
         _check(self.method in METHODS, f"unknown method {self.method!r}; expected auto, lfvi or vi")

@@ -68,6 +68,9 @@ class HimModule(nn.Module):
     local_prior_parents: dict[str, tuple[str, ...]] = {}
     bayesian_weights: tuple[str, ...] = ()   # the globals that are weights of Bayesian layers
     untrained_params: tuple[str, ...] = ()   # point estimates no gradient reaches (never trained)
+    # {observed: its element covariates} when the observation's values are independent
+    # given the row (himdsl/graph/elements.py)
+    observed_elements: dict[str, tuple[str, ...]] = {}
     # the noise-free values the observations are computed from (p(x | latents) = p(x | these))
     likelihood_inputs: tuple[str, ...] = ()
 

@@ -149,3 +149,40 @@ def probit_data(n: int = 500, seed: int = 0, a: float = 1.5, b: float = -0.5):
     mean = torch.stack([(w * ga).sum(), (w * gb).sum()])
     sd = torch.stack([(w * (ga - mean[0]) ** 2).sum().sqrt(), (w * (gb - mean[1]) ** 2).sum().sqrt()])
     return {"x": x, "y": y}, {"mean": mean.numpy(), "sd": sd.numpy()}
+
+
+# K values per row, each mu + its own noise around the row's theta:
+# theta_n ~ N(mu, 1), y_nk = theta_n + e_nk, e ~ N(0, 1), mu ~ N(0, 1).
+REPEATED = """
+model repeated
+const K = 8
+data y : real[K]
+latent mu ~ Normal(0, 1)
+plate n over y {
+    latent theta ~ Normal(mu, 1)
+    noise e ~ Normal(0, 1) [K]
+    observe y = theta + e
+}
+"""
+
+
+def repeated():
+    """Rows of K = 8 values, independent given the row's theta (the ratio's values)."""
+    return compiled("repeated.him", REPEATED)
+
+
+def repeated_data(n: int = 100, k: int = 8, seed: int = 2) -> tuple[dict, dict]:
+    """Data and the exact posterior. The row means ȳ_n ~ N(mu, v), v = 1 + 1/K, so
+    mu | y ~ N((Σ ȳ / v) / (1 + N / v), 1 / (1 + N / v)); theta_n | mu, y ~
+    N((mu + K ȳ_n) / (1 + K), 1 / (1 + K)), whose marginal adds mu's variance / (1 + K)²."""
+    gen = np.random.default_rng(seed)
+    mu = gen.normal()
+    theta = mu + gen.normal(size=n)
+    y = (theta[:, None] + gen.normal(size=(n, k))).astype(np.float32)
+    ybar, v = y.astype(np.float64).mean(1), 1 + 1 / k
+    precision = 1 + n / v
+    mu_mean, mu_var = (ybar.sum() / v) / precision, 1 / precision
+    theta_mean = (mu_mean + k * ybar) / (1 + k)
+    theta_sd = np.sqrt(1 / (1 + k) + mu_var / (1 + k) ** 2) * np.ones(n)
+    return {"y": y}, {"mu_mean": mu_mean, "mu_sd": math.sqrt(mu_var),
+                      "theta_mean": theta_mean, "theta_sd": theta_sd}

@@ -127,3 +127,17 @@ def test_two_moons_finds_both_crescents():
     print(f"two_moons: fraction with θ0 + θ1 > 0 {frac}, median distance {dist}")
     assert 0.4 < frac < 0.6
     assert dist < 0.01
+
+
+def test_rows_of_independent_values_are_scored_one_value_at_a_time():
+    """Rows of 8 values, each the row's theta plus its own noise (tests/infer/models.py,
+    exact posterior), 100 rows, CI size: the ratio learns p(one value | theta)."""
+    data, truth = models.repeated_data(n=100)
+    result = fit(models.repeated(), data, FitSettings(**CI))
+    assert result.plan.ratio_elements == ("y",)
+    assert result.verdict.ok, result.verdict.failures()
+    err, ratio = _errors(result.posterior(4000)["mu"], truth["mu_mean"], truth["mu_sd"])
+    print(f"repeated: mu error {err:.3f} sd, sd ratio {ratio:.3f}")
+    _assert_globals(np.atleast_1d(err), np.atleast_1d(ratio))
+    local = result.locals(data, draws=128)
+    _assert_locals(local["theta_mean"], local["theta_sd"], truth["theta_mean"], truth["theta_sd"])
