@@ -115,6 +115,10 @@ class ModelView:
             return dict(self.data)
         return {n: (v[idx] if self._plated(n) else v) for n, v in self.data.items()}
 
+    def repeat_rows(self, rows: dict[str, Tensor], times: int) -> dict[str, Tensor]:
+        """Each row of `rows` `times` times, a row's copies next to each other."""
+        return {n: (v.repeat_interleave(times, 0) if self._plated(n) else v) for n, v in rows.items()}
+
     # ------------------------------------------------------------ model calls
     def prior_globals(self, num: int) -> dict[str, Tensor]:
         """Globals drawn from the prior: {name: [num, *shape]}."""

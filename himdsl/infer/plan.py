@@ -66,6 +66,7 @@ class Plan:
     q_objective: str                 # "elbo" | "covering" (forward KL to the population)
     init_scale: float                # q(β) starts with this fraction of the prior's spread
     global_gradient: str             # "elbo" | "fisher": how q(β) learns with locals (objective.py)
+    local_samples: int               # draws of q(z | x, β) per row in q's objective (1: the ELBO)
     ratio_ema: float
     mlp_decay: bool
     reuse: int
@@ -149,6 +150,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         q_objective="covering" if population else "elbo",
         init_scale=_init_scale(population, reasons),
         global_gradient=_global_gradient(view, settings, local_guide, exact_prior, ratio, reasons),
+        local_samples=_local_samples(settings, local_guide, ratio, reasons),
         ratio_ema=_ema(settings, ratio),
         mlp_decay=ratio == "contrastive" and view.has_plate,
         reuse=settings.reuse if ratio == "contrastive" else 0,
@@ -428,6 +430,21 @@ def _global_gradient(view, settings, local_guide, exact_prior, ratio, reasons) -
         reasons["q(globals) gradient"] = "Fisher's identity: locals held at the guide's draws"
         return "fisher"
     return "elbo"
+
+
+def _local_samples(settings, local_guide, ratio, reasons) -> int:
+    """L draws of q(z | x, β) per row make each row's term an importance-weighted
+    bound (objective.py); the weights need q's density of the locals, which an
+    implicit guide does not have, and the likelihood of the locals as drawn, which
+    the empirical ratio does not give."""
+    if settings.local_samples == 1 or local_guide is None:
+        return 1
+    if local_guide != "gaussian" or ratio == "empirical":
+        raise ValueError("local_samples above 1 needs a gaussian local guide (a density of the "
+                         "locals) and no empirical ratio")
+    reasons["q(locals)"] = (f"{settings.local_samples} draws a row, importance-weighted: a tighter "
+                            "bound than the ELBO")
+    return settings.local_samples
 
 
 def _init_scale(population: int, reasons: dict) -> float:

@@ -186,3 +186,23 @@ def repeated_data(n: int = 100, k: int = 8, seed: int = 2) -> tuple[dict, dict]:
     theta_sd = np.sqrt(1 / (1 + k) + mu_var / (1 + k) ** 2) * np.ones(n)
     return {"y": y}, {"mu_mean": mu_mean, "mu_sd": math.sqrt(mu_var),
                       "theta_mean": theta_mean, "theta_sd": theta_sd}
+
+
+# benchmarks/hier_suite/student_t with its likelihood written as a density, so that
+# VI with the exact likelihood fits it (the suite's NUTS reference is for this model)
+STUDENT_T_EXPLICIT = """
+model student_t_explicit
+const M = 5
+data y : real[M]
+latent mu ~ Normal(0, 5)
+latent tau ~ HalfNormal(5)
+latent s ~ HalfNormal(2)
+plate g over y {
+    latent theta ~ Normal(mu, tau)
+    observe y ~ StudentT(4, theta, s) [M]
+}
+"""
+
+
+def student_t_explicit():
+    return compiled("student_t_explicit.him", STUDENT_T_EXPLICIT)

@@ -141,3 +141,23 @@ def test_rows_of_independent_values_are_scored_one_value_at_a_time():
     _assert_globals(np.atleast_1d(err), np.atleast_1d(ratio))
     local = result.locals(data, draws=128)
     _assert_locals(local["theta_mean"], local["theta_sd"], truth["theta_mean"], truth["theta_sd"])
+
+
+def test_importance_weighted_locals_remove_the_local_guides_bias_on_a_scale():
+    """The hierarchical suite's student_t (100 groups x 5 Student-t values) with its
+    likelihood as a density, fitted by VI at the default size against NUTS: with one
+    draw of the locals a row, the Gaussian local guide's error narrows q(tau) to about
+    half the posterior's sd (measured 0.51); with 8 importance-weighted draws
+    (local_samples) tau's sd ratio is 0.87 and every global meets the targets."""
+    data, reference = models.hier_case("student_t")
+    scores = {}
+    for draws in (1, 8):
+        result = fit(models.student_t_explicit(), data, FitSettings(method="vi", local_samples=draws))
+        assert result.plan.local_samples == draws
+        posterior = result.posterior(4000)
+        scores[draws] = {k: _errors(posterior[k], reference[k].mean(), reference[k].std())
+                         for k in ("mu", "tau", "s")}
+        print(f"student_t, {draws} local draws: {scores[draws]}")
+    assert scores[1]["tau"][1] < 0.6
+    err, ratio = (np.array([scores[8][k][i] for k in ("mu", "tau", "s")]) for i in (0, 1))
+    _assert_globals(err, ratio)

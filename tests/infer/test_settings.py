@@ -126,3 +126,30 @@ def test_checks_and_checkpoint_every(tmp_path, monkeypatch):
                                                                          checkpoint_every=5)),
                  checkpoint_path=str(tmp_path / "c.pt"))
     assert result.verdict is None and saved == [5, 10, 15, 20]
+
+
+def test_local_samples_weigh_several_draws_of_the_locals_a_row():
+    """With L draws a row the q step's per-row term is log (1/L) Σ exp(ℓ_l) over L
+    draws of each row's locals."""
+    trainer = _hier(local_samples=4)
+    assert trainer.plan.local_samples == 4 and "4 draws a row" in trainer.plan.describe()
+    objective, calls = trainer.objective, []
+    real = objective.row_terms
+
+    def spy(globals, rows, s, fixed_locals=False):
+        calls.append(trainer.view.rows_in(rows))
+        return real(globals, rows, s, fixed_locals)
+    objective.row_terms = spy
+    rows = trainer.view.rows(torch.arange(10))
+    globals = trainer.global_guide.rsample(3)[0]
+    torch.manual_seed(0)
+    weighted = objective.weighted_row_terms(globals, rows, 3)
+    assert calls == [40] and weighted.shape == (3, 10)
+    torch.manual_seed(0)
+    single = real(globals, trainer.view.repeat_rows(rows, 4), 3).reshape(3, 10, 4)
+    torch.testing.assert_close(weighted, torch.logsumexp(single, -1) - torch.log(torch.tensor(4.0)))
+    assert _hier().plan.local_samples == 1
+    with pytest.raises(ValueError, match="local_samples"):
+        _hier(local_samples=0)
+    with pytest.raises(ValueError, match="gaussian local guide"):
+        _hier(local_samples=2, guide={"z": "implicit"})
