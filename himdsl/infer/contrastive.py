@@ -132,23 +132,6 @@ class ContrastiveRatio(RatioLearner):
         theta = theta.unsqueeze(-2).expand(*theta.shape[:-1], values.shape[-2], theta.shape[-1])
         return self.apply(torch.cat([values, theta], -1), averaged)
 
-    def _one_value(self, x: Tensor) -> Tensor:
-        """One value of each row [N, 1, Fx], chosen at random: [N, 1, 1, Fe]. Training on
-        it costs what reading the row whole costs, and values of different rows are
-        independent; the optimum of the pair loss is the same (a value's likelihood)."""
-        values = self.elements.split(x)
-        pick = torch.randint(values.shape[-2], (values.shape[0],), device=x.device)
-        return values[torch.arange(values.shape[0], device=x.device), :, pick][:, :, None]
-
-    def _training_logits(self, x: Tensor, theta: Tensor, partner: Tensor) -> tuple[Tensor, Tensor]:
-        """The network's logits of each simulation at its own θ and at its partner's
-        ([N, 1] each): of the row, or of one of its values (`_one_value`)."""
-        if self.elements is None:
-            return self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False)
-        value = self._one_value(x)
-        return (self._values_logit(value, theta, False)[..., 0],
-                self._values_logit(value, theta[partner], False)[..., 0])
-
     def log_lik_all(self, globals: dict) -> Tensor:
         """Σ_n r(x_n, β) over every data row [K] (the covering population's target)."""
         view = self.view
@@ -197,7 +180,7 @@ class ContrastiveRatio(RatioLearner):
         return margin.reshape(-1)[ok.reshape(-1)]
 
     def _held_out_loss(self, x, theta, partner, ok) -> Tensor:
-        return self._judge(*self._training_logits(x, theta, partner), ok)[0]
+        return self._judge(self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False), ok)[0]
 
     def _calibrate(self, k: int, batch) -> None:
         """Update the mean score c from the local pairs' simulations (module docstring)."""
@@ -209,10 +192,7 @@ class ContrastiveRatio(RatioLearner):
         if not bool(keep.any()) or self.theta_dim == 0:
             return
         t = theta[idx][keep].detach().requires_grad_(True)
-        if self.elements is None:
-            logit = self.apply(torch.cat([x[idx][keep], t], -1), averaged=True)
-        else:       # a row's score is K times a random value's, on average
-            logit = self.elements.size * self._values_logit(self._one_value(x[idx][keep]), t, True)
+        logit = self._logit(x[idx][keep], t, averaged=True)
         score, = torch.autograd.grad(logit.sum(), t)
         self.calibration.update(k, score.reshape(-1, t.shape[-1]).mean(0))
 
@@ -222,7 +202,9 @@ class ContrastiveRatio(RatioLearner):
         return self._learn(k, *self.store.sample())
 
     def _learn(self, k: int, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor):
-        return self.learn(k, *self._judge(*self._training_logits(x, theta, partner), ok))
+        logit_true = self.log_lik(x, theta, averaged=False)
+        logit_other = self.log_lik(x, theta[partner], averaged=False)
+        return self.learn(k, *self._judge(logit_true, logit_other, ok))
 
     def _judge(self, logit_true: Tensor, logit_other: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
         """The pair (or single) loss over the finite simulations, and the accuracy."""
