@@ -94,10 +94,10 @@ class Objective:
         q(β) less (a hierarchical scale's sd 0.5 of the posterior's with one draw)."""
         draws = self.plan.local_samples
         if draws == 1:
-            return self.row_terms(globals, rows, s, fixed_locals)
+            return self.row_terms(globals, rows, s, fixed_locals=fixed_locals)
         m = self.view.rows_in(rows)
-        terms = self.row_terms(globals, self.view.repeat_rows(rows, draws), s, fixed_locals)
-        terms = terms.reshape(s, m, draws)
+        repeated = self.view.repeat_rows(rows, draws)
+        terms = self.row_terms(globals, repeated, s, fixed_locals=fixed_locals).reshape(s, m, draws)
         return torch.logsumexp(terms, -1) - math.log(draws)
 
     def row_terms(self, globals: dict, rows: dict, s: int, fixed_locals: bool = False) -> Tensor:
