@@ -131,7 +131,8 @@ def test_two_moons_finds_both_crescents():
 
 def test_rows_of_independent_values_are_scored_one_value_at_a_time():
     """Rows of 8 values, each the row's theta plus its own noise (tests/infer/models.py,
-    exact posterior), 100 rows, CI size: the ratio learns p(one value | theta)."""
+    exact posterior), 100 rows, CI size: the ratio learns p(one value | theta).
+    Measured: mu error 0.008 sd, sd ratio 0.950; theta RMSE 0.075 sd, sd ratio 1.013."""
     data, truth = models.repeated_data(n=100)
     result = fit(models.repeated(), data, FitSettings(**CI))
     assert result.plan.ratio_elements == ("y",)
