@@ -282,16 +282,10 @@ def importance_sampling(fit, draws: int = IMPORTANCE_DRAWS) -> Importance:
         return Importance(draws, reason=f"{int((~finite).sum())} of {draws} log weights are not finite")
     smoothed, khat = _psis(log_w.double().cpu().numpy())
     report = Importance(draws, float(khat), min(1 - 1 / math.log10(draws), 0.7),
-                        float(log_w.mean()) / _rows(fit), _surrogate_elbo(fit))
+                        float(log_w.mean()) / fit.result.plan.rows, _surrogate_elbo(fit))
     if report.ok:
         report.weighted_shift = _weighted_shift(globals, smoothed)
     return report
-
-
-def _rows(fit) -> int:
-    from .infer.data import ModelView
-
-    return ModelView(fit.module, fit.data).n_rows
 
 
 def _no_exact_weights(fit) -> str | None:

@@ -39,8 +39,7 @@ def open_fit(folder, data_file: str | None = None, device: str = "cpu") -> Fit:
     if result is None:
         _load_weights(folder, module)
     fit = Fit(model, module, data, result, recorded.settings, target,
-              float(recorded.record.get("wall_seconds", 0.0)), recorded.data_file, identity)
-    fit._draws = draws
+              float(recorded.record.get("wall_seconds", 0.0)), recorded.data_file, identity, _draws=draws)
     fit.notes.extend([] if trusted else [
         f"{folder} holds an untrusted fit (it failed its checks): the draws are "
         f"{OUTPUT_FILES['untrusted']}'s"])
