@@ -96,7 +96,7 @@ class Trainer:
                                    self.covering, self.params, self.q_opt)
         self.schedule = Schedule(s.steps, self.plan.warmup_steps, s.final_lr, s.anneal, self.view.n_rows)
         self.average = ParameterAverage(self.plan.average_from)
-        self.moments = MomentTrace(self.plan.average_from)
+        self.moments = MomentTrace(self.plan.average_from, s.steps)
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
 
     # ------------------------------------------------------------ construction
@@ -285,8 +285,8 @@ class Trainer:
                 row = None
                 if k % s.log_every == 0 or k == s.steps:
                     row = self._log(window, k, time.perf_counter() - t0)
-                    self.moments.record(k, self.global_guide)
                     window = []
+                self.moments.record(k, self.global_guide)
                 if checkpoint_path and (k % s.checkpoint_every == 0 or k == s.steps or interrupt.raised):
                     self._save(checkpoint_path, time.perf_counter() - t0)
                 if interrupt.raised:

@@ -38,6 +38,26 @@ def test_a_q_still_moving_at_the_end_fails_the_fit():
     assert q_drift(_stub(moments=noisy)).ok          # noise around a fixed mean is settled
 
 
+def test_a_drift_the_averaged_q_would_lag_by_fails_the_fit():
+    """A steady drift of half q's sd between the quarter's halves leaves the reported
+    average that far behind q's end; a tenth of it (converged fits: 0.02–0.11) is fine."""
+    sd = torch.ones(2)
+    for per_point, ok in ((0.5 / 7, False), (0.1 / 7, True)):
+        rows = [(k, torch.tensor([per_point * i, 0.0]) + 0.001 * (-1) ** i, sd)
+                for i, k in enumerate(range(2300, 3001, 50))]
+        assert q_drift(_stub(moments=rows)).ok is ok
+
+
+def test_a_fit_too_short_to_reach_a_global_in_the_priors_tail_is_flagged():
+    """hier_gauss with beta[1] = -2.93, 2.9 prior sds out, 100 rows: q starts at the
+    prior's median, 26 posterior sds away; 400 steps do not bring it there."""
+    gen = torch.Generator().manual_seed(502)
+    x = torch.tensor([-0.11, -2.93]) + torch.randn(100, 2, generator=gen) + 0.5 * torch.randn(100, 2, generator=gen)
+    result = fit(hier_gauss(), {"x": x}, FitSettings(steps=400, seed=2))
+    check = next(c for c in result.verdict.checks if c.name == "q settled")
+    assert not check.ok and "still moving" in check.message
+
+
 def test_a_q_whose_mean_jumps_by_more_than_its_width_fails_the_fit():
     """A collapsed q jittering around the right place (the mean of the jumps is
     settled) reports an sd far below the optimisation's own noise."""
@@ -49,13 +69,23 @@ def test_a_q_whose_mean_jumps_by_more_than_its_width_fails_the_fit():
     assert q_drift(_stub(moments=steady)).ok         # 1.5 sds of jitter: within JITTER_SDS
 
 
-def test_moments_are_recorded_only_in_the_final_quarter():
-    trace = MomentTrace(start=100)
+def test_moments_are_recorded_at_sixteen_points_of_the_final_quarter():
+    trace = MomentTrace(start=300, steps=400)
     model, data = hier_gauss(), hier_gauss_data(n=20)[0]
     result = fit(model, data, FitSettings(steps=40, batch=8, particles=4, simulations=32, log_every=10))
-    trace.record(50, result.global_guide)
-    trace.record(150, result.global_guide)
-    assert [row[0] for row in trace.rows] == [150]
+    state = torch.random.get_rng_state()
+    for step in range(1, 401):
+        trace.record(step, result.global_guide)
+    assert [row[0] for row in trace.rows] == list(range(300, 400, 6))
+    assert torch.equal(torch.random.get_rng_state(), state)      # the fit's stream is untouched
+
+
+def test_the_fit_does_not_depend_on_its_log_interval():
+    model, data = hier_gauss(), hier_gauss_data(n=20)[0]
+    draws = [fit(model, data, FitSettings(steps=60, batch=8, particles=4, simulations=32,
+                                          log_every=every)).posterior(50)["beta"]
+             for every in (10, 30)]
+    assert (draws[0] == draws[1]).all()
 
 
 PINNED = """
