@@ -47,6 +47,7 @@ PPC_LEVEL = 0.01             # family-wise level of the summaries' p-values
 ROW_INTERVAL = 0.9           # per-row central predictive interval
 ROW_SHARE_MAX = 0.2          # flag when more rows than this lie outside it (nominal 0.1)
 OUTLYING_ROWS = 5            # rows listed as the most outlying
+EQUAL_WEIGHTS = 1e-3       # log weights within this of each other: uniform weights
 IMPORTANCE_DRAWS = 1000      # S draws of q for the importance weights
 ROW_CHUNK = 256              # rows scored at once for the importance weights
 PLOT_FEATURES = 6            # features drawn in ppc.png
@@ -330,7 +331,11 @@ def log_weights(fit, draws: int) -> tuple[torch.Tensor, dict]:
 
 
 def _psis(log_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """(Pareto-smoothed normalised log weights, k̂), as ArviZ computes them."""
+    """(Pareto-smoothed normalised log weights, k̂), as ArviZ computes them. Weights
+    equal to within EQUAL_WEIGHTS (q is the exact posterior up to float rounding) have
+    no tail to fit: k̂ = 0 (ArviZ's fit to the rounding noise may say inf)."""
+    if np.ptp(log_w) < EQUAL_WEIGHTS:
+        return np.full_like(log_w, -math.log(len(log_w))), 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # arviz's notices (its 1.0 refactor, k̂ > 0.7)
         import arviz

@@ -111,10 +111,8 @@ def test_data_three_times_as_spread_are_flagged(wrong):
 
 
 def _set_q_to_exact_posterior(fit, y: np.ndarray, scale: float = 1.0) -> None:
-    family = fit.result.global_guide.families[0]
-    with torch.no_grad():
-        family.loc.fill_(float(y.sum() / (len(y) + 1)))
-        family.log_scale.fill_(math.log(scale / math.sqrt(len(y) + 1)))
+    fit.result.global_guide.set_moments(torch.tensor([float(y.sum() / (len(y) + 1))]),
+                                        torch.tensor([scale / math.sqrt(len(y) + 1)]))
 
 
 def test_exact_q_gives_the_marginal_likelihood_as_elbo(right):

@@ -9,6 +9,9 @@ a reparameterised sampler and a density:
 
 `GlobalGuide` groups globals into blocks (one family each) and maps u to the
 constrained globals through the model's bijectors, adding the log-determinant.
+Its families live in standardised coordinates v = (u − the prior's median) / the
+prior's spread, so that an optimiser's step (≈ its learning rate in the
+parameters' units) is the same fraction of the prior whatever the prior's scale.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ Tensor = torch.Tensor
 # A joint flow over every `auto` global up to this many unconstrained dimensions,
 # a mean-field normal beyond.
 AUTO_FLOW_MAX_DIMS = 16
+# q's start is at most this wide in unconstrained units (and at least START_SD_MIN),
+# whatever the prior's spread: a Cauchy or a wide prior would start q in far tails.
+START_SD_MIN, START_SD_MAX = 1e-2, 10.0
+SPREAD_MIN = 1e-6     # a prior with no spread in a coordinate is standardised by 1 there
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -290,20 +297,44 @@ class GlobalGuide(nn.Module):
             FAMILIES[k](sum(math.prod(self.u_shapes[n]) for n in b), **options.get(b[0], {}))
             for b, k in zip(self.blocks, kinds))
         self.kinds = kinds
+        width = sum(f.dim for f in self.families)
+        # u = center + spread ⊙ v: the families model v (identity until init_from_prior)
+        self.register_buffer("center", torch.zeros(width))
+        self.register_buffer("spread", torch.ones(width))
 
     def _blocks(self, families: dict[str, str], full_batch: bool) -> tuple[list[list[str]], list[str]]:
         dims = {n: math.prod(self.u_shapes[n]) for n in self.names}
         blocks = global_blocks(self.names, dims, families, full_batch)
         return [list(b) for b, _ in blocks], [k for _, k in blocks]
 
+    @torch.no_grad()
     def init_from_prior(self, prior_draws: dict[str, Tensor], scale: float = 1.0) -> None:
-        """Start each block at the prior's median in unconstrained space, with `scale`
-        times the prior's spread (the plan's `init_scale`)."""
-        u = self.unconstrain(prior_draws)
-        for block, family in zip(self.blocks, self.families):
-            ub = torch.cat([u[n] for n in block], -1)
-            mean, sd = _robust_moments(ub)
-            family.init_moments(mean, scale * sd)
+        """Standardise by the prior's median and spread in unconstrained space, and
+        start q there with `scale` times the prior's spread (the plan's `init_scale`;
+        the start's spread is clipped to [START_SD_MIN, START_SD_MAX] for heavy tails)."""
+        median, spread = _robust_moments(self.flat_u(prior_draws))
+        self.center.copy_(median)
+        self.spread.copy_(torch.where(spread > SPREAD_MIN, spread, torch.ones_like(spread)))
+        self.set_moments(median, scale * spread.clamp(START_SD_MIN, START_SD_MAX))
+
+    @torch.no_grad()
+    def set_moments(self, mean: Tensor, sd: Tensor) -> None:
+        """Put each block's family near N(mean, diag(sd²)) in unconstrained space
+        (flat, block order)."""
+        v_mean, v_sd = (mean - self.center) / self.spread, sd / self.spread
+        for family, part in zip(self.families, self._parts()):
+            family.init_moments(v_mean[part], v_sd[part])
+
+    def _parts(self) -> list[slice]:
+        """Each family's slice of the flat u."""
+        ends = torch.tensor([f.dim for f in self.families]).cumsum(0).tolist()
+        return [slice(end - f.dim, end) for f, end in zip(self.families, ends)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint from before the standardisation holds families over u itself
+        for name, fill in (("center", self.center.new_zeros), ("spread", self.spread.new_ones)):
+            state_dict.setdefault(prefix + name, fill(self.center.shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def unconstrain(self, globals: dict[str, Tensor]) -> dict[str, Tensor]:
         """{name: [S, d_u]} unconstrained flat values."""
@@ -320,14 +351,14 @@ class GlobalGuide(nn.Module):
     def rsample(self, num: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Globals {name: [S, *shape]}, log q(β) [S] (constrained density) and the
         flat unconstrained draw u [S, Du]."""
-        us, log_q = [], 0.0
+        vs, log_q = [], 0.0
         for family in self.families:
-            u, lq = family.rsample(num)
-            us.append(u)
+            v, lq = family.rsample(num)
+            vs.append(v)
             log_q = log_q + lq
-        u = torch.cat(us, -1)
+        u = self.center + self.spread * torch.cat(vs, -1)
         globals, logdet = self.constrain(u)
-        return globals, log_q - logdet, u
+        return globals, log_q - self.spread.log().sum() - logdet, u
 
     def constrain(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Flat unconstrained u [S, Du] -> globals and log |det dβ/du| [S]."""
@@ -348,11 +379,10 @@ class GlobalGuide(nn.Module):
 
     def log_prob_u(self, u: Tensor) -> Tensor:
         """log q(u) of flat unconstrained draws u [S, Du] (block order): [S]."""
-        log_q, start = 0.0, 0
-        for family in self.families:
-            log_q = log_q + family.log_prob(u[:, start:start + family.dim])
-            start += family.dim
-        return log_q
+        v, log_q = (u - self.center) / self.spread, 0.0
+        for family, part in zip(self.families, self._parts()):
+            log_q = log_q + family.log_prob(v[:, part])
+        return log_q - self.spread.log().sum()
 
     def u_sd(self, u: Tensor) -> Tensor:
         """Per-coordinate spread of a batch of draws u [S, Du]."""
@@ -392,8 +422,7 @@ def auto_family(dims: int, full_batch: bool) -> str:
 
 
 def _robust_moments(u: Tensor) -> tuple[Tensor, Tensor]:
-    """Median and a clipped robust sd per coordinate (heavy-tailed priors)."""
+    """Median and the interquartile range's sd per coordinate (heavy-tailed priors)."""
     med = u.median(0).values
     q25, q75 = torch.quantile(u, 0.25, 0), torch.quantile(u, 0.75, 0)
-    sd = ((q75 - q25) / 1.349).clamp(1e-2, 10.0)
-    return med, sd
+    return med, (q75 - q25) / 1.349

@@ -206,3 +206,36 @@ plate g over y {
 
 def student_t_explicit():
     return compiled("student_t_explicit.him", STUDENT_T_EXPLICIT)
+
+
+WIDE_PRIOR = """
+model wide_prior
+data y : real
+latent mu ~ Normal(0, 100)
+latent s ~ HalfNormal(20)
+plate n over y {
+    observe y ~ Normal(mu, s)
+}
+"""
+
+
+def wide_prior():
+    """A location 1.7 prior sds from the prior's centre, a scale 2 sds below it."""
+    return compiled("wide_prior.him", WIDE_PRIOR)
+
+
+def wide_prior_data(n: int = 200, seed: int = 0) -> tuple[dict, dict]:
+    """y ~ N(170, 10²) and the exact posterior moments of mu and s, from a 2-D grid."""
+    y = 170.0 + 10.0 * np.random.default_rng(seed).standard_normal(n)
+    mu = np.linspace(y.mean() - 8, y.mean() + 8, 801)[:, None]
+    s = np.linspace(6.0, 16.0, 801)[None, :]
+    resid = ((y[:, None, None] - mu[None]) ** 2).sum(0)
+    log_post = (-0.5 * (mu / 100) ** 2 - 0.5 * (s / 20) ** 2
+                - n * np.log(s) - 0.5 * resid / s ** 2)
+    w = np.exp(log_post - log_post.max())
+    w /= w.sum()
+    moments = {}
+    for name, grid in (("mu", mu), ("s", s)):
+        mean = float((w * grid).sum())
+        moments[name] = (mean, float(np.sqrt((w * (grid - mean) ** 2).sum())))
+    return {"y": y.astype(np.float32)}, moments

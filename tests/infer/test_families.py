@@ -115,6 +115,51 @@ def test_global_guide_log_prob_matches_sampling_density():
 def test_q_starts_at_the_priors_median_with_a_fraction_of_its_spread():
     guide = GlobalGuide(hier_gauss(), {"beta": "normal"})
     guide.init_from_prior({"beta": torch.randn(4096, 2) * 3 + 1}, scale=0.1)
-    family = guide.families[0]
-    assert torch.allclose(family.loc, torch.ones(2), atol=0.15)
-    assert torch.allclose(family.log_scale.exp(), torch.full((2,), 0.3), rtol=0.1)
+    u = guide.rsample(20_000)[2]
+    assert torch.allclose(u.mean(0), torch.ones(2), atol=0.15)
+    assert torch.allclose(u.std(0), torch.full((2,), 0.3), rtol=0.1)
+
+
+def _wide_guide(family: str) -> GlobalGuide:
+    """hier_gauss's guide standardised by a prior N(170, 100²) per coordinate."""
+    guide = GlobalGuide(hier_gauss(), {"beta": family})
+    guide.init_from_prior({"beta": torch.randn(4096, 2) * 100 + 170}, scale=0.1)
+    return guide
+
+
+@pytest.mark.parametrize("family", ["normal", "mvnormal", "flow"])
+def test_families_live_in_the_priors_units(family):
+    """q's parameters are O(1) whatever the prior's scale, so an optimiser's step
+    moves q by the same fraction of the prior; the density stays that of u."""
+    torch.manual_seed(0)
+    guide = _wide_guide(family)
+    assert torch.allclose(guide.center, torch.full((2,), 170.0), atol=5.0)
+    assert torch.allclose(guide.spread, torch.full((2,), 100.0), rtol=0.1)
+    assert float(guide.families[0].loc.abs().max()) < 1e-6      # at the prior's median
+    _randomise(guide.families[0], 0.2)
+    globals, log_q, u = guide.rsample(500)
+    assert torch.allclose(guide.log_prob_u(u), log_q, atol=1e-3)
+    assert torch.allclose(guide.log_prob(globals), log_q, atol=1e-3)
+    assert 30 < float(u.std(0).mean()) < 200      # spread ≈ 100 × the family's ~0.2–1
+
+
+def test_set_moments_places_q_in_unconstrained_units():
+    torch.manual_seed(0)
+    guide = _wide_guide("mvnormal")
+    guide.set_moments(torch.tensor([3.0, -2.0]), torch.tensor([0.5, 2.0]))
+    u = guide.rsample(40_000)[2]
+    assert torch.allclose(u.mean(0), torch.tensor([3.0, -2.0]), atol=0.05)
+    assert torch.allclose(u.std(0), torch.tensor([0.5, 2.0]), rtol=0.03)
+
+
+def test_a_checkpoint_without_standardisation_loads_as_the_same_q():
+    """Fits saved before q was standardised hold families over u itself."""
+    torch.manual_seed(0)
+    saved = GlobalGuide(hier_gauss(), {"beta": "mvnormal"})
+    _randomise(saved, 0.3)
+    state = {k: v for k, v in saved.state_dict().items() if k not in ("center", "spread")}
+    loaded = _wide_guide("mvnormal")
+    loaded.load_state_dict(state)
+    u = torch.randn(20, 2)
+    assert torch.equal(loaded.center, torch.zeros(2)) and torch.equal(loaded.spread, torch.ones(2))
+    assert torch.allclose(loaded.log_prob_u(u), saved.log_prob_u(u))
