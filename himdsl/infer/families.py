@@ -15,6 +15,7 @@ parameters' units) is the same fraction of the prior whatever the prior's scale.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -297,7 +298,9 @@ class GlobalGuide(nn.Module):
             FAMILIES[k](sum(math.prod(self.u_shapes[n]) for n in b), **options.get(b[0], {}))
             for b, k in zip(self.blocks, kinds))
         self.kinds = kinds
-        width = sum(f.dim for f in self.families)
+        ends = list(itertools.accumulate(f.dim for f in self.families))
+        self.parts = [slice(end - f.dim, end) for f, end in zip(self.families, ends)]   # in u
+        width = ends[-1] if ends else 0
         # u = center + spread ⊙ v: the families model v (identity until init_from_prior)
         self.register_buffer("center", torch.zeros(width))
         self.register_buffer("spread", torch.ones(width))
@@ -322,13 +325,8 @@ class GlobalGuide(nn.Module):
         """Put each block's family near N(mean, diag(sd²)) in unconstrained space
         (flat, block order)."""
         v_mean, v_sd = (mean - self.center) / self.spread, sd / self.spread
-        for family, part in zip(self.families, self._parts()):
+        for family, part in zip(self.families, self.parts):
             family.init_moments(v_mean[part], v_sd[part])
-
-    def _parts(self) -> list[slice]:
-        """Each family's slice of the flat u."""
-        ends = torch.tensor([f.dim for f in self.families]).cumsum(0).tolist()
-        return [slice(end - f.dim, end) for f, end in zip(self.families, ends)]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a checkpoint from before the standardisation holds families over u itself
@@ -380,7 +378,7 @@ class GlobalGuide(nn.Module):
     def log_prob_u(self, u: Tensor) -> Tensor:
         """log q(u) of flat unconstrained draws u [S, Du] (block order): [S]."""
         v, log_q = (u - self.center) / self.spread, 0.0
-        for family, part in zip(self.families, self._parts()):
+        for family, part in zip(self.families, self.parts):
             log_q = log_q + family.log_prob(v[:, part])
         return log_q - self.spread.log().sum()
 
