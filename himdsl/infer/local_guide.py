@@ -31,6 +31,12 @@ from .ratio import Standardizer, mlp
 
 Tensor = torch.Tensor
 _LOG_2PI = math.log(2 * math.pi)
+# Once β is in q's units the guide reads it clipped to this many of q's sds: a
+# straight extrapolation of its slope to the prior's tails (the ratio's proposals)
+# put a hierarchical logistic model's group effects where no data are (C2ST 0.97).
+Q_BAND = 4.0
+# Below this spread of q's draws (a point mass) a global input keeps its scale.
+MIN_INPUT_SD = 1e-6
 # location-scale families on the real line: z = loc + scale · v
 _LOCATION_SCALE = (D.Normal, D.Laplace, D.StudentT, D.Gumbel, D.Cauchy)
 # |X| of a zero-centred location-scale X: z = exp(log scale + v)
@@ -141,6 +147,13 @@ class LocalGuide(nn.Module):
         super().__init__()
         self.x_dim, self.g_dim, self.z_dim = x_dim, g_dim, z_dim
         self.scale = Standardizer(x_dim + g_dim)
+        # |standardised β| is clipped here once β is in q's units (0: not yet)
+        self.register_buffer("g_band", torch.zeros(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint from before β in q's units has no band
+        state_dict.setdefault(prefix + "g_band", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fit_scaling(self, x: Tensor, g: Tensor) -> None:
         """Standardise inputs by moments of data features [.., x_dim] and globals [S, g_dim]."""
@@ -150,7 +163,47 @@ class LocalGuide(nn.Module):
         """[S, M, x_dim] and [S, g_dim] (or [S, M, g_dim]) -> [S, M, x_dim + g_dim] standardised."""
         if g.dim() == 2:
             g = g[:, None, :].expand(*x.shape[:2], self.g_dim)
-        return self.scale(torch.cat([x, g], -1))
+        v = self.scale(torch.cat([x, g], -1))
+        if not self.g_band:
+            return v
+        band = self.g_band
+        return torch.cat([v[..., :self.x_dim], v[..., self.x_dim:].clamp(-band, band)], -1)
+
+    def first_layers(self) -> list[nn.Linear]:
+        """The linear layers that read the standardised inputs (as their first columns)."""
+        return [self.net[0], self.linear]
+
+    @torch.no_grad()
+    def rescale_globals(self, g: Tensor, optimiser: torch.optim.Optimizer | None = None) -> None:
+        """Standardise the globals' inputs by q's draws g [S, g_dim], keeping the guide's
+        function: the first layers absorb the change, and Adam's moments of their
+        columns are rescaled to match.
+
+        The guide must learn how a row's posterior moves with β across q's range.
+        Standardised by the prior's spread, that range is a sliver of each input, and
+        the slope learns about spread / sd_q times slower than the rest: q(β) then
+        feels a guide that cannot follow it, and narrows (docs/lfvi.md). Beyond
+        `Q_BAND` sds of q, where it never trains, the guide answers as at the band's
+        edge: the ratio's proposals ask it at widened and prior draws of β."""
+        if self.g_dim == 0:
+            return
+        cols = slice(self.x_dim, self.x_dim + self.g_dim)
+        old_mean, old_sd = self.scale.mean[cols].clone(), self.scale.sd[cols].clone()
+        new_mean = g.mean(0)
+        spread = g.std(0)
+        new_sd = torch.where(spread > MIN_INPUT_SD, spread, old_sd)
+        ratio = new_sd / old_sd
+        for layer in self.first_layers():
+            weight = layer.weight[:, cols]
+            layer.bias += weight @ ((new_mean - old_mean) / old_sd)
+            layer.weight[:, cols] = weight * ratio
+            state = optimiser.state.get(layer.weight, {}) if optimiser is not None else {}
+            if "exp_avg" in state:
+                state["exp_avg"][:, cols] /= ratio
+                state["exp_avg_sq"][:, cols] /= ratio ** 2
+        self.scale.mean[cols] = new_mean
+        self.scale.sd[cols] = new_sd
+        self.g_band.fill_(Q_BAND)
 
     def rsample(self, x: Tensor, g: Tensor, coords: PriorCoordinates | None = None
                 ) -> tuple[Tensor, Tensor | None]:

@@ -39,6 +39,9 @@ ELBO_INIT_SCALE = 0.1
 POPULATION_MAX_ROW_EVALUATIONS = 2 ** 15
 # ... and fewer particles than this would not represent a posterior.
 MIN_PARTICLES = 64
+# The local guide's β inputs are standardised anew by q's draws this often (steps)
+# while q moves, so that they follow q as it narrows from the prior to the posterior.
+GUIDE_RESCALE_EVERY = 100
 # Networks no wider than this train fastest on one CPU thread (benchmarks/threads.py).
 SINGLE_THREAD_MAX_WIDTH = 256
 
@@ -67,6 +70,9 @@ class Plan:
     init_scale: float                # q(β) starts with this fraction of the prior's spread
     global_gradient: str             # "elbo" | "fisher": how q(β) learns with locals (objective.py)
     local_samples: int               # draws of q(z | x, β) per row in q's objective (1: the ELBO)
+    # the local guide's β inputs are standardised anew by q's draws every this many
+    # steps until the average starts (0: never; LocalGuide.rescale_globals)
+    guide_rescale_every: int
     ratio_ema: float
     mlp_decay: bool
     reuse: int
@@ -100,7 +106,8 @@ class Plan:
         rows = [("method", self.method), ("q(globals)", families)]
         if self.local_guide:
             rows.append(("q(locals)", self.local_guide + (" in prior coordinates"
-                                                          if self.local_coordinates else "")))
+                                                          if self.local_coordinates else "")
+                          + (", reads β in q's units" if self.guide_rescale_every else "")))
             if self.global_gradient == "fisher":
                 rows.append(("q(globals) gradient", "fisher"))
         if self.budget:
@@ -151,6 +158,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         init_scale=_init_scale(population, reasons),
         global_gradient=_global_gradient(view, settings, local_guide, exact_prior, ratio, reasons),
         local_samples=_local_samples(settings, local_guide, ratio, reasons),
+        guide_rescale_every=_guide_rescale(view, local_guide, reasons),
         ratio_ema=_ema(settings, ratio),
         mlp_decay=ratio == "contrastive" and view.has_plate,
         reuse=settings.reuse if ratio == "contrastive" else 0,
@@ -325,12 +333,25 @@ def _local_guide(model, view, settings, method, reasons) -> str | None:
     family = _asked_local_family(model, settings)
     if family == "auto":
         if model.local_activations and method == "lfvi":
-            reasons["local_guide"] = "a local's definition bounds its support (relu, ...): implicit q shares it"
+            _add_reason(reasons, "q(locals)", "a local's definition bounds its support (relu, ...): "
+                                              "implicit q shares it")
             return "implicit"
         return "gaussian"
     if family == "implicit" and method == "vi":
         raise ValueError("method vi needs local guides with a density (gaussian)")
     return family
+
+
+def _guide_rescale(view, local_guide, reasons) -> int:
+    if local_guide is None or not view.g_shapes:
+        return 0
+    _add_reason(reasons, "q(locals)", "β standardised by q's draws: the guide learns how a row's "
+                                      "posterior moves across q's range, not the prior's")
+    return GUIDE_RESCALE_EVERY
+
+
+def _add_reason(reasons: dict, key: str, text: str) -> None:
+    reasons[key] = f"{reasons[key]}; {text}" if key in reasons else text
 
 
 def _coordinates(model, local_guide) -> tuple[str, ...]:
@@ -442,8 +463,8 @@ def _local_samples(settings, local_guide, ratio, reasons) -> int:
     if local_guide != "gaussian" or ratio == "empirical":
         raise ValueError("local_samples above 1 needs a gaussian local guide (a density of the "
                          "locals) and no empirical ratio")
-    reasons["q(locals)"] = (f"{settings.local_samples} draws a row, importance-weighted: a tighter "
-                            "bound than the ELBO")
+    _add_reason(reasons, "q(locals)", f"{settings.local_samples} draws a row, importance-weighted: "
+                                      "a tighter bound than the ELBO")
     return settings.local_samples
 
 

@@ -43,6 +43,8 @@ Tensor = torch.Tensor
 # (a weight of 1e4 saturates every unit), and a model's point weight this size makes
 # its simulations leave any data's scale.
 RUNAWAY = 1e4
+# Draws of q(β) that set the local guide's scaling of its β inputs.
+RESCALE_DRAWS = 1024
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -205,6 +207,8 @@ class Trainer:
         draws = self._q_draws() if q_active else None
         if self.ratio is not None:
             self._ratio_step(k, out)
+        if q_active and self._guide_rescale_due(k):
+            self.local_guide.rescale_globals(self._q_globals_flat(), self.q_opt)
         if q_active:
             rows = self._batch_rows()
             out["elbo"], out["q_loss"] = self.objective.step(draws, rows, self.schedule.temperature(k))
@@ -212,6 +216,17 @@ class Trainer:
         self._flag_non_finite(out, k)
         self.state.step = k + 1
         return out
+
+    def _guide_rescale_due(self, k: int) -> bool:
+        """Every `plan.guide_rescale_every` steps from q's first step until the
+        parameter average starts (the average must see one parameterisation)."""
+        every = self.plan.guide_rescale_every
+        return bool(every) and k < self.plan.average_from and (k - self.plan.warmup_steps) % every == 0
+
+    @torch.no_grad()
+    def _q_globals_flat(self) -> Tensor:
+        """Draws of q(β) as the local guide reads them [RESCALE_DRAWS, g_dim]."""
+        return self.view.g_flat(self.global_guide.rsample(RESCALE_DRAWS)[0])
 
     def _ratio_step(self, k: int, out: dict) -> None:
         if self.covering is not None:

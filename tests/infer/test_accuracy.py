@@ -164,21 +164,17 @@ def test_a_location_far_out_in_a_wide_prior_is_reached_and_an_unsettled_scale_is
     assert [c.name for c in failed] == ["q settled"] and "still moving" in failed[0].message
 
 
-def test_importance_weighted_locals_remove_the_local_guides_bias_on_a_scale():
+def test_a_hierarchical_scale_is_not_narrowed_by_the_local_guide():
     """The hierarchical suite's student_t (100 groups x 5 Student-t values) with its
-    likelihood as a density, fitted by VI at the default size against NUTS: with one
-    draw of the locals a row, the Gaussian local guide's error narrows q(tau) to about
-    half the posterior's sd (measured 0.51); with 8 importance-weighted draws
-    (local_samples) tau's sd ratio is 0.87 and every global meets the targets."""
+    likelihood as a density, fitted by VI with the defaults against NUTS. The local
+    guide reads β in q's units (LocalGuide.rescale_globals): read in the prior's, it
+    could not follow how a group's posterior moves with tau across q's range, and
+    q(tau) narrowed to 0.51 of the posterior's sd (measured at commit 4ec6f7f)."""
     data, reference = models.hier_case("student_t")
-    scores = {}
-    for draws in (1, 8):
-        result = fit(models.student_t_explicit(), data, FitSettings(method="vi", local_samples=draws))
-        assert result.plan.local_samples == draws
-        posterior = result.posterior(4000)
-        scores[draws] = {k: _errors(posterior[k], reference[k].mean(), reference[k].std())
-                         for k in ("mu", "tau", "s")}
-        print(f"student_t, {draws} local draws: {scores[draws]}")
-    assert scores[1]["tau"][1] < 0.6
-    err, ratio = (np.array([scores[8][k][i] for k in ("mu", "tau", "s")]) for i in (0, 1))
+    result = fit(models.student_t_explicit(), data, FitSettings(method="vi"))
+    assert result.plan.guide_rescale_every > 0
+    posterior = result.posterior(4000)
+    scores = {k: _errors(posterior[k], reference[k].mean(), reference[k].std()) for k in ("mu", "tau", "s")}
+    print(f"student_t by VI: {scores}")
+    err, ratio = (np.array([scores[k][i] for k in ("mu", "tau", "s")]) for i in (0, 1))
     _assert_globals(err, ratio)

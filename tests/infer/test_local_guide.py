@@ -54,3 +54,63 @@ def test_a_fresh_guide_in_prior_coordinates_is_close_to_the_prior():
 def _coords_for(prior):
     return prior_coordinates({"z": D.Independent(prior, 1)}, [Block("z", (2,))], ("z",),
                              torch.zeros(*prior.batch_shape[:2], 2))
+
+
+@pytest.mark.parametrize("family", ["gaussian", "implicit"])
+def test_rescaling_the_globals_inputs_keeps_the_guide_and_adams_steps_in_the_new_units(family):
+    """Restandardising β by q's draws changes no output of the guide; Adam's moments
+    of the first layers' β columns follow, so the next step is the same size in the
+    new units (the point of the change: a slope in β learns at the rate of the rest)."""
+    from himdsl.infer.local_guide import LOCAL_FAMILIES
+    torch.manual_seed(0)
+    guide = LOCAL_FAMILIES[family](x_dim=3, g_dim=2, z_dim=2)
+    guide.fit_scaling(torch.randn(1, 50, 3), 10 * torch.randn(400, 2))
+    for layer in guide.first_layers():       # a trained guide: every column matters
+        torch.nn.init.normal_(layer.weight)
+    opt = torch.optim.Adam(guide.parameters(), lr=1e-2)
+    x, g = torch.randn(4, 7, 3), 3.0 + 0.01 * torch.randn(4, 2)
+
+    def output():
+        torch.manual_seed(1)
+        return guide.rsample(x, g)[0]
+    guide.rsample(x, g)[0].square().sum().backward()
+    opt.step()
+    before = output()
+    first = guide.first_layers()[0].weight
+    m, v = (opt.state[first][k][:, 3:5].clone() for k in ("exp_avg", "exp_avg_sq"))
+    old_sd = guide.scale.sd[3:5].clone()
+    guide.rescale_globals(3.0 + 0.01 * torch.randn(1000, 2), opt)
+    torch.testing.assert_close(output(), before, rtol=1e-4, atol=1e-4)
+    assert guide.scale.sd[3:5].max() < 0.012 < 5 < old_sd.min()      # β in q's units now
+    ratio = guide.scale.sd[3:5] / old_sd
+    torch.testing.assert_close(opt.state[first]["exp_avg"][:, 3:5], m / ratio)
+    torch.testing.assert_close(opt.state[first]["exp_avg_sq"][:, 3:5], v / ratio ** 2)
+
+
+def test_in_qs_units_the_guide_answers_far_globals_as_at_four_sds():
+    """The guide never trains beyond q's range: at β 50 q-sds away (a prior draw in
+    the ratio's proposals) it answers as at 4 sds, not by extrapolating its slope."""
+    torch.manual_seed(0)
+    guide = GaussianLocalGuide(x_dim=1, g_dim=1, z_dim=1)
+    guide.fit_scaling(torch.randn(1, 50, 1), 10 * torch.randn(400, 1))
+    torch.nn.init.normal_(guide.net[-1].weight)
+    x = torch.zeros(1, 1, 1)
+
+    def mean_at(beta):
+        return guide.moments(x, torch.tensor([[beta]]))[0].item()
+    assert mean_at(50.0) != mean_at(4.0)                    # prior units: no band
+    guide.rescale_globals(torch.randn(4000, 1), None)       # q: sd ~1 about 0
+    sd = guide.scale.sd[1].item()
+    edge = guide.scale.mean[1].item() + 4 * sd
+    assert mean_at(50.0) == pytest.approx(mean_at(edge), abs=1e-6)
+    assert mean_at(edge - sd) != pytest.approx(mean_at(edge), abs=1e-6)
+
+
+def test_a_guide_saved_before_the_band_existed_loads_without_one():
+    guide = GaussianLocalGuide(x_dim=1, g_dim=1, z_dim=1)
+    guide.rescale_globals(torch.randn(100, 1), None)
+    state = guide.state_dict()
+    del state["g_band"]
+    fresh = GaussianLocalGuide(x_dim=1, g_dim=1, z_dim=1)
+    fresh.load_state_dict(state)
+    assert float(fresh.g_band) == 0.0 and float(guide.g_band) == 4.0
