@@ -54,13 +54,9 @@ class Objective:
     def step(self, draws, rows: dict, temperature: float) -> tuple[Tensor, Tensor]:
         """One update of q(β), q(z | x, β) and point parameters: (the surrogate ELBO / N,
         q's whole loss / N, the covering term included)."""
-        view, n = self.view, self.view.n_rows
-        s = self._draws(draws)
-        globals, log_q, _ = draws
-        log_prior = self.model.log_prior(globals) if view.g_shapes else 0.0
+        n, s = self.view.n_rows, self._draws(draws)
         fisher = self.plan.global_gradient == "fisher"
-        per_row = self.weighted_row_terms(globals, rows, s, fixed_locals=fisher)
-        elbo = log_prior - log_q + temperature * n * per_row.mean(-1)
+        elbo = self.elbo(draws, rows, temperature, fixed_locals=fisher)
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
         elbo_value = -loss.detach()
         if fisher:
@@ -74,9 +70,21 @@ class Objective:
             loss.backward()
         _set_requires_grad(net, True)
         if self.params and self.plan.ratio == "empirical":
-            self._add_generator_grads(globals, rows, s)
+            self._add_generator_grads(draws[0], rows, s)
         self.q_opt.step()
         return elbo_value, loss.detach()
+
+    def elbo(self, draws, rows: dict, temperature: float = 1.0, fixed_locals: bool = False):
+        """The surrogate ELBO L̂ at each of q(β)'s draws [S] (a float without globals),
+        the rows' mean term scaled to all N rows."""
+        globals, log_q, _ = draws
+        log_prior = self.model.log_prior(globals) if self.view.g_shapes else 0.0
+        per_row = self.weighted_row_terms(globals, rows, self._draws(draws), fixed_locals=fixed_locals)
+        return log_prior - log_q + temperature * self.view.n_rows * per_row.mean(-1)
+
+    def with_guides(self, global_guide, local_guide) -> "Objective":
+        """The same objective for other guides (to evaluate, not to train them)."""
+        return Objective(self.view, self.plan, global_guide, local_guide, self.ratio, None, self.params, None)
 
     def _local_fit(self, u: Tensor, rows: dict, s: int) -> Tensor:
         """The local guide's own objective: the mean per-row ELBO at q's draws `u`

@@ -4,7 +4,7 @@ average and the ratio's moving average.
     schedule = Schedule(steps=3000, warmup=300, final_lr=0.1, anneal=0.0, rows=1000)
     schedule.lr_factor(k)          # cosine decay from the end of the warm-up
     schedule.temperature(k)        # likelihood weight (1 without annealing)
-    average = ParameterAverage(start=2250)
+    average = ParameterAverage(start=2250, end=3000)
     average.update(k, {"global": guide})
 """
 from __future__ import annotations
@@ -54,12 +54,17 @@ class Schedule:
 
 class ParameterAverage:
     """Uniform average of modules' parameters from step `start` on (Polyak):
-    the fit's result uses it, which removes the optimiser's last-step noise."""
+    the fit's result uses it, which removes the optimiser's last-step noise. The
+    average of the window's first half is kept too (until `end`'s half-way step),
+    so that the two halves' q can be compared (advice.py, "ELBO settled")."""
 
-    def __init__(self, start: int):
+    def __init__(self, start: int, end: int | None = None):
         self.start = start
+        self.middle = (start + end) // 2 if end is not None else None
         self.values: dict[str, Tensor] = {}
         self.count = 0
+        self.first_half: dict[str, Tensor] = {}
+        self.first_count = 0
 
     @torch.no_grad()
     def update(self, k: int, modules: dict[str, torch.nn.Module]) -> None:
@@ -71,27 +76,51 @@ class ParameterAverage:
                 key = f"{prefix}.{name}"
                 prev = self.values.get(key)
                 self.values[key] = p.detach().clone() if prev is None else prev + (p.detach() - prev) / self.count
+        if k + 1 == self.middle:
+            self.first_half = {key: v.clone() for key, v in self.values.items()}
+            self.first_count = self.count
 
     def restart(self) -> None:
         """Forget the average (a resumed fit run to a new length averages anew)."""
         self.values, self.count = {}, 0
+        self.first_half, self.first_count = {}, 0
 
     @torch.no_grad()
     def averaged_copies(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
         """Copies of `modules` holding the averaged parameters (the latest where none)."""
-        out = {}
-        for prefix, mod in modules.items():
-            out[prefix] = copy.deepcopy(mod)
-            for name, p in out[prefix].named_parameters():
-                if f"{prefix}.{name}" in self.values:
-                    p.copy_(self.values[f"{prefix}.{name}"])
-        return out
+        return _copies_with(modules, self.values)
+
+    @torch.no_grad()
+    def halves(self, modules: dict[str, torch.nn.Module]) -> tuple[dict, dict] | None:
+        """Copies of `modules` averaged over the window's first and second halves
+        (None until both halves have steps)."""
+        if not self.first_count or self.count <= self.first_count:
+            return None
+        later = self.count - self.first_count
+        second = {key: (self.count * v - self.first_count * self.first_half[key]) / later
+                  for key, v in self.values.items() if key in self.first_half}
+        return _copies_with(modules, self.first_half), _copies_with(modules, second)
 
     def state_dict(self) -> dict:
-        return {"values": self.values, "count": self.count}
+        return {"values": self.values, "count": self.count,
+                "first_half": self.first_half, "first_count": self.first_count}
 
     def load_state_dict(self, state: dict) -> None:
         self.values, self.count = dict(state["values"]), int(state["count"])
+        # checkpoints written before the halves were kept have none
+        self.first_half = dict(state.get("first_half", {}))
+        self.first_count = int(state.get("first_count", 0))
+
+
+def _copies_with(modules: dict[str, torch.nn.Module], values: dict[str, Tensor]) -> dict[str, torch.nn.Module]:
+    """Deep copies of `modules` whose parameters named in `values` take those values."""
+    out = {}
+    for prefix, mod in modules.items():
+        out[prefix] = copy.deepcopy(mod)
+        for name, p in out[prefix].named_parameters():
+            if f"{prefix}.{name}" in values:
+                p.data.copy_(values[f"{prefix}.{name}"])
+    return out
 
 
 class RatioAverage:

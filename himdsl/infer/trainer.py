@@ -97,7 +97,7 @@ class Trainer:
         self.objective = Objective(self.view, self.plan, self.global_guide, self.local_guide, self.ratio,
                                    self.covering, self.params, self.q_opt)
         self.schedule = Schedule(s.steps, self.plan.warmup_steps, s.final_lr, s.anneal, self.view.n_rows)
-        self.average = ParameterAverage(self.plan.average_from)
+        self.average = ParameterAverage(self.plan.average_from, s.steps)
         self.moments = MomentTrace(self.plan.average_from, s.steps)
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
 

@@ -294,3 +294,22 @@ def test_parameters_that_run_away_without_a_nan_end_the_fit(tmp_path):
     with pytest.raises(NonFiniteLossError, match="reached 1e"):
         trainer.run(checkpoint_path=str(tmp_path / "ckpt.pt"))
     assert not (tmp_path / "ckpt.pt").exists()
+
+
+def test_parameter_average_keeps_each_half_of_its_window():
+    """The final quarter's two halves (what "ELBO settled" compares) are the plain
+    averages of their steps' parameters, and survive a checkpoint."""
+    from himdsl.infer.schedule import ParameterAverage
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    average = ParameterAverage(start=6, end=14)            # halves: steps 6–9, 10–13
+    for k in range(14):
+        module.weight.data.fill_(float(k))
+        average.update(k, {"m": module})
+    restored = ParameterAverage(start=6, end=14)
+    restored.load_state_dict(average.state_dict())
+    first, second = restored.halves({"m": module})
+    assert float(first["m"].weight) == pytest.approx(7.5)
+    assert float(second["m"].weight) == pytest.approx(11.5)
+    assert float(restored.averaged_copies({"m": module})["m"].weight) == pytest.approx(9.5)
+    assert ParameterAverage(start=6, end=14).halves({"m": module}) is None
