@@ -19,7 +19,8 @@
   of a bounded prior's support (10 prior sds out).
 * **simulations**: more than half of the ratio's simulations were NaN or inf.
 * **data in range**: over a tenth of the data rows lie more than FAR_SDS robust sds
-  from what the fitted model simulates for them (in some observed feature): the
+  from what the fitted model simulates for them, or beyond all of its simulations
+  by BEYOND_SDS (in some observed feature): the
   model cannot produce the data, and a ratio that never saw such data says nothing
   about them (its inputs are clipped), so q stays near the prior and looks fine.
 """
@@ -38,6 +39,9 @@ COLLAPSE_FACTOR = 1e-3
 EDGE_SDS = 10.0
 MAX_DROPPED = 0.5
 FAR_SDS = 10.0
+# or beyond every one of the PREDICTIVE_DRAWS simulations by BEYOND_SDS spreads: past
+# the largest of 64 draws of a normal (2.4 sds) by 2 more, p ≈ 1e-5 for a right model
+BEYOND_SDS = 2.0
 MAX_FAR_ROWS = 0.1
 PREDICTIVE_DRAWS = 64
 PREDICTIVE_ROWS = 256
@@ -232,14 +236,25 @@ def data_in_range(trainer) -> Check | None:
     spread = (torch.nanquantile(values, 0.75, 0) - torch.nanquantile(values, 0.25, 0)) / 1.349
     sd = torch.sqrt(torch.nanmean((values - torch.nanmean(values, 0)) ** 2, 0))
     spread = torch.maximum(torch.nan_to_num(spread), torch.nan_to_num(sd)).clamp_min(1e-6)
-    far = ((data - torch.nan_to_num(centre)).abs() / spread > FAR_SDS).any(-1)
+    far = (((data - torch.nan_to_num(centre)).abs() / spread > FAR_SDS)
+           | (_beyond_range(values, data) / spread > BEYOND_SDS)).any(-1)
     share = float(far.float().mean())
     ok = share <= MAX_FAR_ROWS
     return Check("data in range", ok, share,
-                 f"{share:.0%} of the data rows lie more than {FAR_SDS:g} sds from what the fitted "
-                 "model simulates for them: the model cannot produce these data (check the data's "
+                 f"{share:.0%} of the data rows lie more than {FAR_SDS:g} sds from, or beyond, what "
+                 "the fitted model simulates for them: the model cannot produce these data (check the data's "
                  "units and the priors' ranges)" if not ok
                  else f"{share:.1%} of the data rows lie far from the fitted model's simulations")
+
+
+def _beyond_range(values: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """How far each data value lies outside the range of its finite simulations
+    [draws, rows, F] (0 inside it, or where none is finite)."""
+    has = torch.isfinite(values).any(0)
+    high = torch.where(torch.isnan(values), -torch.inf, values).amax(0)
+    low = torch.where(torch.isnan(values), torch.inf, values).amin(0)
+    beyond = torch.maximum(data - high, low - data).clamp_min(0)
+    return torch.where(has, beyond, torch.zeros_like(beyond))
 
 
 # Every check, in the order the verdict lists them; each returns None where it does not apply.

@@ -109,3 +109,11 @@ def test_data_the_model_cannot_produce_fail_the_fit():
     fine = fit(compiled("pinned.him", PINNED), {"x": 300 + torch.randn(50)},
                FitSettings(steps=100, batch=16, particles=8, simulations=64))
     assert next(c for c in fine.verdict.checks if c.name == "data in range").ok
+
+
+def test_a_value_beyond_every_simulation_is_measured_from_their_range():
+    from himdsl.infer.checks import _beyond_range
+    values = torch.tensor([[[0.0, float("nan")], [1.0, 2.0]], [[2.0, float("nan")], [3.0, float("nan")]]])
+    data = torch.tensor([[5.0, 9.0], [0.5, 2.0]])
+    # row 0: 3 past the largest; no finite simulation of the second feature: 0
+    assert _beyond_range(values, data).tolist() == [[3.0, 0.0], [0.5, 0.0]]
