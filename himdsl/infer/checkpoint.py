@@ -67,9 +67,9 @@ def load_checkpoint(trainer, path: str) -> None:
     for key, mod in trainer.modules().items():
         mod.load_state_dict(blob["modules"][key])
     if trainer.q_opt is not None:
-        trainer.q_opt.load_state_dict(blob["q_opt"])
+        _load_optimiser(trainer.q_opt, blob["q_opt"], path)
     if trainer.ratio is not None:
-        trainer.ratio.opt.load_state_dict(blob["r_opt"])
+        _load_optimiser(trainer.ratio.opt, blob["r_opt"], path)
         if blob["ratio_state"] is not None:
             trainer.ratio.load_state_dict(blob["ratio_state"])
     _load_state(trainer.state, blob["state"])
@@ -81,6 +81,16 @@ def load_checkpoint(trainer, path: str) -> None:
         # average restarts over its final fraction
         trainer.average.restart()
     _set_rng_states(blob["rng"])
+
+
+def _load_optimiser(opt, state: dict, path: str) -> None:
+    """An optimiser's state; a checkpoint whose optimiser has other parameter groups
+    was written by another version of himdsl."""
+    try:
+        opt.load_state_dict(state)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path} was written by another version of himdsl ({exc}); "
+                         "fit into a new --out folder") from None
 
 
 def _check_settings(trainer, blob: dict, path: str) -> None:

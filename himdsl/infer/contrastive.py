@@ -60,7 +60,7 @@ class ContrastiveRatio(RatioLearner):
         # a row whose values are independent given it is scored one value at a time
         self.elements = ElementLayout(view, plan.ratio_elements) if plan.ratio_elements else None
         x_dim = self.elements.width if self.elements else view.x_dim
-        super().__init__(x_dim + self.theta_dim, settings, plan.ratio_ema, plan.mlp_decay, view.device)
+        super().__init__(x_dim + self.theta_dim, settings, plan.ratio_ema, view.device)
         self.covering = None        # set by the trainer when the plan has a population
         self.store = PairStore(plan.budget, settings.steps, scaling_simulations(view), 2 * (plan.ratio_simulations // 2))
         self.last = (torch.zeros(()), torch.zeros(()))

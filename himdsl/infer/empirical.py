@@ -33,7 +33,7 @@ class EmpiricalRatio(RatioLearner):
         self.view, self.plan = view, plan
         self.global_guide, self.local_guide, self.proposal = global_guide, local_guide, proposal
         b_dim = view.prediction_dim if plan.ratio_inputs == "prediction" else view.g_dim
-        super().__init__(view.x_dim + view.z_dim + b_dim, settings, plan.ratio_ema, False, view.device)
+        super().__init__(view.x_dim + view.z_dim + b_dim, settings, plan.ratio_ema, view.device)
 
     # ------------------------------------------------------------ features
     def beta_inputs(self, globals: dict, rows: dict, g: Tensor) -> Tensor:

@@ -74,7 +74,6 @@ class Plan:
     # steps until the average starts (0: never; LocalGuide.rescale_globals)
     guide_rescale_every: int
     ratio_ema: float
-    mlp_decay: bool
     reuse: int
     budget: int | None               # total simulations (None: no limit)
     encodings: tuple[tuple[str, str], ...]
@@ -160,7 +159,6 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         local_samples=_local_samples(settings, local_guide, ratio, reasons),
         guide_rescale_every=_guide_rescale(view, local_guide, reasons),
         ratio_ema=_ema(settings, ratio),
-        mlp_decay=ratio == "contrastive" and view.has_plate,
         reuse=settings.reuse if ratio == "contrastive" else 0,
         budget=_budget(view, settings, ratio),
         encodings=tuple((b.name, b.encoding) for b in view.x_blocks + view.c_blocks),

@@ -23,15 +23,6 @@ MAX_QUADRATIC_RANK = 32
 PRODUCT_UNITS: int | None = None
 # Hidden activation of the ratio and local-guide networks (smooth, so that ∂r/∂β is).
 ACTIVATION = nn.SiLU
-# How the ratio's parameters are optimised. The MLP and the exact head (product units and quadratic form) can carry the
-# same part of the log ratio, and the loss hardly cares how it is split. Left alone,
-# the MLP keeps what it learnt while q was broad, with a smoothing error that shrank
-# linear regression's posterior mode towards zero (w0 by 0.3–0.5 sd in every seed).
-# So the head learns HEAD_LR_SCALE times faster than the MLP, and the MLP's weight
-# matrices decay (AdamW, decoupled): the MLP keeps only what the head cannot represent.
-# The trainer uses these groups in contrastive mode with a plate (RatioLearner).
-MLP_WEIGHT_DECAY = 1.0
-HEAD_LR_SCALE = 3.0
 
 
 def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequential:
@@ -126,18 +117,6 @@ class RatioEstimator(nn.Module):
         """Standardise each input block by the moments of its samples [..., d_i]."""
         self.scale.fit_blocks(blocks)
 
-    def param_groups(self) -> list[dict]:
-        """Optimiser groups (see MLP_WEIGHT_DECAY): the MLP's weight matrices, which
-        decay; its biases; the head (product units, quadratic form), whose learning
-        rate is scaled by `lr_scale` (the trainer's schedule multiplies it in)."""
-        weights = [p for p in self.net.parameters() if p.dim() > 1]
-        biases = [p for p in self.net.parameters() if p.dim() <= 1]
-        in_net = {id(p) for p in self.net.parameters()}
-        head = [p for p in self.parameters() if id(p) not in in_net]
-        return [{"params": weights, "weight_decay": MLP_WEIGHT_DECAY, "lr_scale": 1.0},
-                {"params": biases, "weight_decay": 0.0, "lr_scale": 1.0},
-                {"params": head, "weight_decay": 0.0, "lr_scale": HEAD_LR_SCALE}]
-
     def forward(self, u: Tensor) -> Tensor:
         v = self.scale(u)
         v = torch.cat([v, self.prod_a(v) * self.prod_b(v)], -1)
@@ -189,18 +168,15 @@ class RatioLearner:
     """A ratio network with its optimiser and moving average (schedule.RatioAverage);
     the two training strategies (contrastive.py, empirical.py) build on it."""
 
-    def __init__(self, in_dim: int, settings, ema: float, decay: bool, device):
+    def __init__(self, in_dim: int, settings, ema: float, device):
         from .schedule import RatioAverage
 
         self.settings = settings
         self.net = RatioEstimator(in_dim, settings.ratio.hidden).to(device)
         self.average = RatioAverage(self.net, ema)
-        groups = (self.net.param_groups() if decay
-                  else [{"params": list(self.net.parameters()), "weight_decay": 0.0}])
-        # decay (contrastive with a plate): the MLP's weights decay and the head learns
-        # faster (MLP_WEIGHT_DECAY); the pair ratio's target leaves c(x) free, so the MLP
-        # never has to hold a fixed function of x
-        self.opt = torch.optim.AdamW(groups, lr=settings.ratio_lr, fused=True)
+        # plain Adam, no weight decay: a decaying MLP flattens the log ratio wherever
+        # only the MLP can carry it, e.g. a noise scale's 1/σ² on a squared residual
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.ratio_lr, fused=True)
 
     def fit_input_scaling(self, blocks: list[Tensor]) -> None:
         """Standardise the network's input blocks; the average starts from it."""

@@ -34,11 +34,11 @@ class Schedule:
         return self.final_lr + (1 - self.final_lr) * 0.5 * (1 + math.cos(math.pi * frac))
 
     def set_lr(self, k: int, optimisers: list[tuple[torch.optim.Optimizer | None, float]]) -> None:
-        """Set each optimiser's groups to lr × factor × the group's `lr_scale`."""
+        """Set each optimiser's learning rate to lr × factor."""
         factor = self.lr_factor(k)
         for opt, lr in optimisers:
             for group in (opt.param_groups if opt else []):
-                group["lr"] = lr * factor * group.get("lr_scale", 1.0)
+                group["lr"] = lr * factor
 
     def temperature(self, k: int) -> float:
         """Likelihood weight p · N^(p − 1), p rising linearly from 0 to 1 over the

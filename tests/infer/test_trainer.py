@@ -187,6 +187,19 @@ def test_checkpoint_is_plain_data(tmp_path):
     assert blob["state"]["step"] == TINY["steps"] and blob["plan"]["ratio"] == "contrastive"
 
 
+def test_a_checkpoint_whose_ratio_optimiser_differs_is_refused_with_a_reason(tmp_path):
+    """A checkpoint from a version whose ratio optimiser had other parameter groups
+    (e.g. the MLP's decaying weights apart) is named as another version's."""
+    model, data = _hier_gauss_small()
+    path = str(tmp_path / "fit.ckpt")
+    fit(model, data, FitSettings(**TINY), checkpoint_path=path)
+    blob = torch.load(path, weights_only=True)
+    blob["r_opt"]["param_groups"].append(dict(blob["r_opt"]["param_groups"][0], params=[]))
+    torch.save(blob, path)
+    with pytest.raises(ValueError, match="written by another version of himdsl"):
+        fit(model, data, FitSettings(**dict(TINY, steps=60)), checkpoint_path=path, resume=True)
+
+
 def test_resume_extends_a_finished_run_to_more_steps(tmp_path):
     data, _ = hier_gauss_data(n=50)
     path = str(tmp_path / "fit.ckpt")
