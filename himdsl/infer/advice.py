@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .checks import EDGE_SDS, Check, edge_shares
+from .checks import EDGE_SDS, Check, edge_shares, forked_rng
 
 CALIBRATION_BINS = 10
 CALIBRATION_BATCHES = 4
@@ -117,11 +117,9 @@ def _paired_elbo_gain(trainer, halves: tuple[dict, dict]) -> torch.Tensor:
     """Per draw [ELBO_DRAWS], the second half's q's ELBO minus the first half's, on
     the same rows (at most ELBO_ROWS) and draws of the base noise; from a forked random
     stream, so that a resumed fit is not changed by its verdict."""
-    view, device = trainer.view, trainer.view.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        idx = (torch.randperm(view.n_rows, device=device)[:ELBO_ROWS]
-               if view.has_plate else None)
-        rows = view.rows(idx)
+    view = trainer.view
+    with forked_rng(view.device):
+        rows = view.random_rows(ELBO_ROWS)
         seed = int(torch.randint(2 ** 31, ()))
         elbos = []
         for guides in halves:
@@ -154,9 +152,7 @@ def support_edge(trainer) -> Check | None:
 def posterior_predictive(trainer) -> Check | None:
     """Posterior predictive p-values of the data's mean and sd per observed feature."""
     view = trainer.view
-    n = min(view.n_rows, PPC_ROWS)
-    idx = torch.randperm(view.n_rows, device=view.device)[:n] if view.has_plate else None
-    rows = view.rows(idx)
+    rows = view.random_rows(PPC_ROWS)
     draws = PPC_DRAWS if view.g_shapes else 1
     globals = trainer.result().global_guide.rsample(draws)[0] if view.g_shapes else {}
     width = sum(b.width for b in view.x_blocks)

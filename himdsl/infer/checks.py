@@ -108,9 +108,15 @@ class MomentTrace:
         if not self.every or step < self.start or (step - self.start) % self.every or not guide.names:
             return
         device = guide.center.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with forked_rng(device):
             u = guide.rsample(MOMENT_DRAWS)[2]
         self.rows.append((step, u.mean(0), u.std(0)))
+
+
+def forked_rng(device: torch.device):
+    """A random stream forked from the fit's (the CPU's, and `device`'s when CUDA):
+    what is drawn inside it never changes the fit or a resumed one."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def check_fit(trainer, advice=()) -> Verdict:
@@ -223,8 +229,7 @@ def simulation_failures(trainer) -> Check | None:
 def data_in_range(trainer) -> Check | None:
     """The share of data rows far from the fitted model's simulations (module docstring)."""
     view = trainer.view
-    n = min(view.n_rows, PREDICTIVE_ROWS)
-    rows = view.rows(torch.randperm(view.n_rows, device=view.device)[:n] if view.has_plate else None)
+    rows = view.random_rows(PREDICTIVE_ROWS)
     globals = trainer.result().global_guide.rsample(PREDICTIVE_DRAWS)[0] if view.g_shapes else {}
     sim = view.simulate(globals, rows, PREDICTIVE_DRAWS if view.g_shapes else 1)
     width = sum(b.width for b in view.x_blocks)

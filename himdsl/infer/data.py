@@ -115,6 +115,12 @@ class ModelView:
             return dict(self.data)
         return {n: (v[idx] if self._plated(n) else v) for n, v in self.data.items()}
 
+    def random_rows(self, at_most: int) -> dict[str, Tensor]:
+        """At most `at_most` data rows drawn at random without replacement (all the
+        data without a plate): what the end-of-fit checks simulate against."""
+        idx = torch.randperm(self.n_rows, device=self.device)[:at_most] if self.has_plate else None
+        return self.rows(idx)
+
     def repeat_rows(self, rows: dict[str, Tensor], times: int) -> dict[str, Tensor]:
         """Each row of `rows` `times` times, a row's copies next to each other."""
         return {n: (v.repeat_interleave(times, 0) if self._plated(n) else v) for n, v in rows.items()}
