@@ -199,6 +199,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
         raise FitError(str(exc)) from None
     data_file = str(data) if isinstance(data, (str, os.PathLike)) else None
     seconds = earlier + time.perf_counter() - start      # a resumed fit counts its whole time
+    trainer.record_wall_time(checkpoint, seconds)
     fit = Fit(model, module, tensors, result, settings, target, seconds, data_file, identity)
     if result.verdict is not None and not result.verdict.ok:
         raise UntrustedFit(fit)

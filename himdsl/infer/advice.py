@@ -99,7 +99,9 @@ def elbo_settled(trainer) -> Check | None:
     if halves is None or trainer.q_opt is None:
         return None
     gains = _paired_elbo_gain(trainer, halves)
-    gain, se = float(gains.mean()), float(gains.std()) / math.sqrt(len(gains))
+    # a model without globals gives one paired value: its noise is then unmeasured
+    se = float(gains.std()) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
+    gain = float(gains.mean())
     ok = abs(gain) <= max(ELBO_GAIN_NATS, ELBO_GAIN_T * se)
     if ok:
         message = f"q's ELBO changed {gain:+.3g} between the final quarter's halves, within its noise"

@@ -312,6 +312,12 @@ class Trainer:
         self.state.seconds = time.perf_counter() - t0
         return self.result(verdict=s.checks)
 
+    def record_wall_time(self, path: str | None, seconds: float) -> None:
+        """Write the fit's whole wall time (set-up and end checks included) into the
+        final checkpoint, so that a resumed fit adds to what the first run reported."""
+        if path and os.path.exists(path):
+            self._save(path, seconds)
+
     def _save(self, path: str, seconds: float) -> None:
         """A checkpoint, only of a state that is finite and has not run away: the
         checkpoint on disk is then always one a fit can continue from."""
