@@ -93,8 +93,9 @@ class FitSettings:
     elements: str = "auto"
     # draws of q(z | x, β) per row in q's objective: above 1, the row's term is the
     # importance-weighted bound log (1/L) Σ_l p(x, z_l | β) / q(z_l | x, β) (IWAE),
-    # tighter than the ELBO, so the local guide's error biases q(β) less (objective.py)
-    local_samples: int = 1
+    # tighter than the ELBO, so the local guide's error biases q(β) less (objective.py);
+    # None = the plan's rule (plan.py: LOCAL_SAMPLES where the locals' density is known)
+    local_samples: int | None = None
     # end with the trust checks (plan.py, checks.py): a fit that fails them raises
     checks: bool = True
     log_every: int = 50
@@ -115,7 +116,10 @@ class FitSettings:
         _check(self.ratio_updates is None or (isinstance(self.ratio_updates, int)
                                               and self.ratio_updates >= 1),
                f"setting `ratio_updates` must be a positive integer, got {self.ratio_updates!r}")
-        for key in ("steps", "batch", "particles", "samples", "local_samples",
+        _check(self.local_samples is None or (isinstance(self.local_samples, int)
+                                              and self.local_samples >= 1),
+               f"setting `local_samples` must be a positive integer, got {self.local_samples!r}")
+        for key in ("steps", "batch", "particles", "samples",
                     "simulations", "log_every", "checkpoint_every"):
             _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
                    f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from himdsl.infer import FitSettings, RatioSettings, Trainer, fit
+from himdsl.infer.plan import LOCAL_SAMPLES
 from himdsl.infer.ratio import classifier_loss, pair_loss
 from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
                                 sbibm_task)
@@ -148,8 +149,34 @@ def test_local_samples_weigh_several_draws_of_the_locals_a_row():
     torch.manual_seed(0)
     single = real(globals, trainer.view.repeat_rows(rows, 4), 3).reshape(3, 10, 4)
     torch.testing.assert_close(weighted, torch.logsumexp(single, -1) - torch.log(torch.tensor(4.0)))
-    assert _hier().plan.local_samples == 1
     with pytest.raises(ValueError, match="local_samples"):
         _hier(local_samples=0)
     with pytest.raises(ValueError, match="gaussian local guide"):
         _hier(local_samples=2, guide={"z": "implicit"})
+
+
+def test_with_several_local_draws_the_guide_learns_from_its_own_elbo():
+    """q(β) learns from the importance-weighted bound, the local guide only from its
+    per-row ELBO (PIWAE): without that ELBO the guide gets no gradient at all."""
+    trainer = _hier(local_samples=4)
+    objective = trainer.objective
+    rows = trainer.view.rows(torch.arange(10))
+
+    def guide_grads():
+        objective.step(trainer.global_guide.rsample(3), rows, 1.0)
+        return [p.grad for p in trainer.local_guide.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in guide_grads())
+    assert any(p.grad is not None for p in trainer.global_guide.parameters())
+    objective._local_fit = lambda u, rows, s: torch.zeros(())
+    assert all(g is None for g in guide_grads())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.global_guide.parameters())
+
+
+def test_local_samples_default_to_the_plans_rule():
+    """Several draws a row where the locals' density is known, one where it is not
+    (an implicit guide), and one when the user asks for the plain ELBO."""
+    assert _hier().plan.local_samples == LOCAL_SAMPLES > 1
+    assert f"{LOCAL_SAMPLES} draws a row" in _hier().plan.describe()
+    assert _hier(guide={"z": "implicit"}).plan.local_samples == 1
+    assert _hier(local_samples=1).plan.local_samples == 1
+    assert FitSettings.from_dict(FitSettings().to_dict()).local_samples is None

@@ -94,7 +94,8 @@ def test_callback_gets_trace_rows_and_result_has_shapes():
 def test_non_finite_loss_names_the_step():
     data, _ = hier_gauss_data(n=50)
     trainer = Trainer(hier_gauss(), data, FitSettings(**TINY))
-    trainer.objective.row_terms = lambda globals, rows, s, **_: torch.full((s, 1), float("nan"))
+    trainer.objective.row_terms = lambda globals, rows, s, **_: torch.full(
+        (s, trainer.view.rows_in(rows)), float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"at step 4 .*elbo = nan"):
         trainer.run()
 
