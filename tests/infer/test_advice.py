@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from himdsl.infer import FitSettings, fit
-from himdsl.infer.advice import expected_calibration_error
+from himdsl.infer.advice import PPC_TAIL, _ppc_extreme, expected_calibration_error
 from tests.infer.models import hier_gauss, hier_gauss_data
 
 
@@ -21,6 +21,22 @@ def test_a_calibrated_classifier_has_a_small_ece_and_an_overconfident_one_a_larg
     assert all(abs(conf - acc) < 0.03 for conf, acc, count in curve if count > 1000)
     overconfident, _, _ = expected_calibration_error(4 * margins)
     assert overconfident > 0.08
+
+
+def test_the_predictive_check_of_many_features_rarely_flags_data_the_model_made():
+    """Data drawn like the replicates, 20 features (40 summaries): flagged in at most
+    2 of 100 trials (expected 0.5); a fixed tail per summary flagged about half."""
+    gen = torch.Generator().manual_seed(0)
+    flagged = 0
+    for _ in range(100):
+        simulated = torch.randn(100, 256, 20, generator=gen)
+        worst, _, tested = _ppc_extreme(simulated, torch.randn(1, 256, 20, generator=gen), [])
+        flagged += not PPC_TAIL / tested <= worst <= 1 - PPC_TAIL / tested
+    assert tested == 40 and flagged <= 2
+    shifted = torch.randn(1, 256, 20, generator=gen)
+    shifted[..., 7] += 0.5                       # 8 standard errors of a mean of 256 rows
+    worst, where, tested = _ppc_extreme(torch.randn(100, 256, 20, generator=gen), shifted, [])
+    assert worst < PPC_TAIL / tested and where == "mean of 7"
 
 
 def _advice(steps):
