@@ -213,10 +213,10 @@ def _upper_tail(replicates: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
     centre, spread = replicates.mean(0), replicates.std(0)
     z = (observed - centre) / spread.clamp_min(1e-300)
     p = 0.5 * torch.erfc(z / math.sqrt(2.0))
-    constant = spread <= 1e-12 * centre.abs().clamp_min(1.0)
-    exact = torch.where(observed > centre, 0.0, 1.0).double()
-    exact = torch.where((observed - centre).abs() <= 1e-12 * centre.abs().clamp_min(1.0), 0.5, exact)
-    return torch.where(constant, exact, p)
+    tolerance = 1e-12 * centre.abs().clamp_min(1.0)
+    apart = observed - centre
+    exact = 0.5 - 0.5 * torch.sign(apart) * (apart.abs() > tolerance)
+    return torch.where(spread <= tolerance, exact, p)
 
 
 ADVICE = (ratio_calibration, elbo_settled, support_edge, posterior_predictive)

@@ -37,6 +37,7 @@ slowed it (schools with a covariate, N = 500: q's sds 0.2–0.3, or 1.2–1.4 af
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -63,9 +64,8 @@ class Objective:
         n, s = self.view.n_rows, self._draws(draws)
         fisher = self.plan.global_gradient == "fisher"
         weighted = self.plan.local_samples > 1
-        _set_requires_grad(self.local_guide if weighted else None, False)
-        elbo = self.elbo(draws, rows, temperature, fixed_locals=fisher)
-        _set_requires_grad(self.local_guide if weighted else None, True)
+        with _frozen(self.local_guide if weighted else None):
+            elbo = self.elbo(draws, rows, temperature, fixed_locals=fisher)
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
         elbo_value = -loss.detach()
         if fisher or weighted:
@@ -74,10 +74,9 @@ class Objective:
             loss = loss + COVERING_WEIGHT * self.covering.forward_kl() / n
         self.q_opt.zero_grad(set_to_none=True)
         net = self.ratio.net if self.ratio is not None else None
-        _set_requires_grad(net, False)
-        if loss.requires_grad:
-            loss.backward()
-        _set_requires_grad(net, True)
+        with _frozen(net):
+            if loss.requires_grad:
+                loss.backward()
         if self.params and self.plan.ratio == "empirical":
             self._add_generator_grads(draws[0], rows, s)
         self.q_opt.step()
@@ -162,16 +161,22 @@ class Objective:
         x = view.x_features(sim)
         z = view.z_flat(sim) if view.z_blocks else None
         net = ratio.net
-        _set_requires_grad(net, False)
-        logit = ratio.joint_logit(x, z, g, ratio.beta_inputs(globals, rows, g)).clamp_min(MIN_GENERATOR_LOGIT)
-        grads = torch.autograd.grad(-torch.exp(-logit).mean(), self.params, allow_unused=True)
-        _set_requires_grad(net, True)
+        with _frozen(net):
+            logit = ratio.joint_logit(x, z, g, ratio.beta_inputs(globals, rows, g)).clamp_min(MIN_GENERATOR_LOGIT)
+            grads = torch.autograd.grad(-torch.exp(-logit).mean(), self.params, allow_unused=True)
         for p, gr in zip(self.params, grads):
             if gr is not None:
                 p.grad = gr if p.grad is None else p.grad + gr
 
 
-def _set_requires_grad(module, flag: bool) -> None:
-    if module is not None:
-        for p in module.parameters():
-            p.requires_grad_(flag)
+@contextmanager
+def _frozen(module):
+    """`module`'s parameters take no gradient inside the block (None: nothing frozen)."""
+    params = list(module.parameters()) if module is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

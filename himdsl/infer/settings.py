@@ -113,12 +113,10 @@ class FitSettings:
         """Raise ValueError naming the first bad setting."""
         _check(isinstance(self.reuse, int) and self.reuse >= 0,
                f"setting `reuse` must be a whole number >= 0, got {self.reuse!r}")
-        _check(self.ratio_updates is None or (isinstance(self.ratio_updates, int)
-                                              and self.ratio_updates >= 1),
-               f"setting `ratio_updates` must be a positive integer, got {self.ratio_updates!r}")
-        _check(self.local_samples is None or (isinstance(self.local_samples, int)
-                                              and self.local_samples >= 1),
-               f"setting `local_samples` must be a positive integer, got {self.local_samples!r}")
+        for key in ("ratio_updates", "local_samples"):      # None: the plan's rule
+            value = getattr(self, key)
+            _check(value is None or (isinstance(value, int) and value >= 1),
+                   f"setting `{key}` must be a positive integer, got {value!r}")
         for key in ("steps", "batch", "particles", "samples",
                     "simulations", "log_every", "checkpoint_every"):
             _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
