@@ -115,7 +115,8 @@ class Plan:
                           + (", reads β in q's units" if self.guide_rescale_every else "")
                           + (f", {self.local_samples} draws a row" if self.local_samples > 1 else "")))
             if self.global_gradient == "fisher":
-                rows.append(("q(globals) gradient", "fisher"))
+                held = "their weighted draws" if self.local_samples > 1 else "the guide's draws"
+                rows.append(("q(β) gradient", f"fisher, the locals held at {held}"))
         if self.budget:
             rows.append(("budget", f"{self.budget:,} simulations, stored and reused"))
         if self.ratio:
@@ -148,6 +149,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
     coordinates = _coordinates(model, local_guide)
     population = _population(view, settings, ratio, method, reasons)
     warmup = int(settings.warmup * settings.steps) if ratio else 0
+    local_samples = _local_samples(settings, local_guide, ratio, reasons)
     return Plan(
         method=method, ratio=ratio, ratio_inputs=inputs,
         ratio_globals=_ratio_globals(model, ratio),
@@ -162,8 +164,8 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         population=population,
         q_objective="covering" if population else "elbo",
         init_scale=_init_scale(population, reasons),
-        global_gradient=_global_gradient(view, settings, local_guide, exact_prior, ratio, reasons),
-        local_samples=_local_samples(settings, local_guide, ratio, reasons),
+        global_gradient=_global_gradient(view, settings, local_guide, exact_prior, ratio, local_samples, reasons),
+        local_samples=local_samples,
         guide_rescale_every=_guide_rescale(view, local_guide, reasons),
         ratio_ema=_ema(settings, ratio),
         reuse=settings.reuse if ratio == "contrastive" else 0,
@@ -441,19 +443,26 @@ def scaling_simulations(view) -> int:
     return draws * (min(SCALING_ROWS, view.n_rows) if view.has_plate else 1)
 
 
-def _global_gradient(view, settings, local_guide, exact_prior, ratio, reasons) -> str:
-    """q(β) learns through the local guide's draws (the ELBO's own gradient) unless
-    asked otherwise. Fisher's identity (objective.py) holds the locals at the guide's
-    draws; it needs a known local prior and a guide with a density, and it is a named
-    option, not the default: on the hierarchical suite, whose likelihoods are all
-    implicit, it left q(β) noisier (a logistic model's location collapsed) while the
-    ELBO's gradient met the targets on more models (docs/accuracy.md)."""
+def _global_gradient(view, settings, local_guide, exact_prior, ratio, local_samples, reasons) -> str:
+    """How q(β) learns beside local latents (objective.py). With several draws of the
+    locals a row, Fisher's identity: the locals are held at their draws and weighted
+    by their importance weights, a consistent estimate of ∇_β log p(x_m | β). The
+    bound's own gradient adds a part through the guide's dependence on β whose mean
+    vanishes as the draws grow while its noise does not (the reason the guide does
+    not learn from the bound either, Rainforth et al. 2018): it slowed q's sds so
+    that they were still 1.1–1.2× too wide after 3,000 steps. With one draw the
+    ELBO's gradient: held at one unweighted draw, the locals give the complete-data
+    gradient at the guide's draw, which a poor guide biases (a logistic model's
+    location collapsed; docs/accuracy.md)."""
     possible = view.g_shapes and local_guide == "gaussian" and exact_prior and ratio != "empirical"
     if settings.global_gradient == "fisher" and not possible:
         raise ValueError("global_gradient fisher needs globals and local latents with a known prior "
                          "and a gaussian local guide")
-    if settings.global_gradient == "fisher":
-        reasons["q(globals) gradient"] = "Fisher's identity: locals held at the guide's draws"
+    if settings.global_gradient == "elbo":
+        return "elbo"
+    if settings.global_gradient == "fisher" or (possible and local_samples > 1):
+        reasons["q(β) gradient"] = ("Fisher's identity; the bound's gradient through the guide is noise"
+                                    if local_samples > 1 else "Fisher's identity")
         return "fisher"
     return "elbo"
 

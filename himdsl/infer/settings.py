@@ -82,8 +82,8 @@ class FitSettings:
     budget: int | None = None
     # how q(β) learns beside local latents: "elbo" (through the local guide's draws) or
     # "fisher" (the locals held at the guide's draws: Fisher's identity; needs a known
-    # local prior)
-    global_gradient: str = "elbo"
+    # local prior); None = the plan's rule (plan.py: fisher with several draws a row)
+    global_gradient: str | None = None
     # what the ratio reads of the latents: "parents" (the latents themselves; "globals"
     # is the same), "inputs" (the noise-free values the likelihood is computed from),
     # "prediction" (the prediction with noise at its mean), "auto" (the plan's rule)
@@ -128,7 +128,7 @@ class FitSettings:
         for key in ("warmup", "anneal", "average", "final_lr", "prior_mix"):
             _check(0 <= getattr(self, key) <= 1, f"setting `{key}` must lie in [0, 1]")
         _check(self.spread >= 0, "setting `spread` must be >= 0")
-        _check(self.global_gradient in GLOBAL_GRADIENTS, f"unknown global_gradient "
+        _check(self.global_gradient in (None, *GLOBAL_GRADIENTS), f"unknown global_gradient "
                f"{self.global_gradient!r}; expected one of {', '.join(GLOBAL_GRADIENTS)}")
         _check(self.covering in COVERING, f"unknown covering {self.covering!r}; expected one of "
                f"{', '.join(COVERING)}")

@@ -180,3 +180,44 @@ def test_local_samples_default_to_the_plans_rule():
     assert _hier(guide={"z": "implicit"}).plan.local_samples == 1
     assert _hier(local_samples=1).plan.local_samples == 1
     assert FitSettings.from_dict(FitSettings().to_dict()).local_samples is None
+
+
+def test_global_gradient_defaults_to_fishers_identity_with_several_draws():
+    """Several draws a row: q(β) learns with the locals held at their weighted draws;
+    one draw, or an implicit guide: through the guide's draws; a choice made wins."""
+    assert _hier().plan.global_gradient == "fisher"
+    assert "q(β) gradient    fisher, the locals held at their weighted draws" in _hier().plan.describe()
+    assert _hier(local_samples=1).plan.global_gradient == "elbo"
+    assert _hier(guide={"z": "implicit"}).plan.global_gradient == "elbo"
+    assert _hier(global_gradient="elbo").plan.global_gradient == "elbo"
+    assert _hier(local_samples=1, global_gradient="fisher").plan.global_gradient == "fisher"
+    assert FitSettings.from_dict(FitSettings().to_dict()).global_gradient is None
+    with pytest.raises(ValueError, match="global_gradient"):
+        _hier(global_gradient="path")
+
+
+def test_fishers_identity_holds_the_locals_at_their_weighted_draws():
+    """With `fisher` a row's gradient in β is Σ_l w_l ∇_β log p(z_l | β) = Σ_l w_l (z_l − β)
+    for hier_gauss (its ratio reads z alone), w the bound's self-normalised weights:
+    the locals do not move with β, although the guide draws them at β."""
+    trainer = _hier(local_samples=4, global_gradient="fisher")
+    objective, drawn, terms = trainer.objective, [], []
+    draw_locals, row_terms = trainer.local_guide.rsample, objective.row_terms
+
+    def keep_draws(*args):
+        z, log_qz = draw_locals(*args)
+        drawn.append(z.detach())
+        return z, log_qz
+
+    def keep_terms(*args, **kwargs):
+        terms.append(row_terms(*args, **kwargs))
+        return terms[-1]
+    trainer.local_guide.rsample, objective.row_terms = keep_draws, keep_terms
+    rows = trainer.view.rows(torch.arange(10))
+    beta = trainer.global_guide.rsample(3)[0]["beta"].detach().requires_grad_(True)
+    bound = objective.weighted_row_terms({"beta": beta}, rows, 3, fixed_locals=True)
+    (gradient,) = torch.autograd.grad(bound.sum(), beta)
+    weights = torch.softmax(terms[0].detach().reshape(3, 10, 4), -1)
+    z = drawn[0].reshape(3, 10, 4, 2)
+    expected = (weights[..., None] * (z - beta.detach()[:, None, None, :])).sum((1, 2))
+    torch.testing.assert_close(gradient, expected)
