@@ -14,10 +14,11 @@ With the covering population q's loss adds COVERING_WEIGHT · KL(π ‖ q) / N
 ∇_w E_ε[−exp(−r(g(ε; w)))], the GAN generator's gradient (docs/lfvi.md).
 
 **Several draws of the locals (`local_samples` = L > 1).** q(β) learns from the
-importance-weighted bound; the local guide, frozen there, learns from its own per-row
-ELBO (`_local_fit`), as the partially importance-weighted auto-encoder does (PIWAE,
-Rainforth et al. 2018): the bound's gradient for the guide loses its signal as L
-grows: trained on it, eight_schools' locals were 0.12 sd off at CI's size, 0.06 on its ELBO.
+importance-weighted bound, the locals held at their draws (Fisher gradients, below);
+the local guide, frozen there, learns from its own per-row ELBO (`_local_fit`), as
+the partially importance-weighted auto-encoder does (PIWAE, Rainforth et al. 2018):
+the bound's gradient for the guide loses its signal as L grows: trained on it,
+eight_schools' locals were 0.12 sd off at CI's size, 0.06 on its ELBO.
 
 **Fisher gradients (`global_gradient = "fisher"`, the plan's with L > 1).** q(β)'s
 gradient holds the locals at their draws: by Fisher's identity ∇_β log p(x | β) =
