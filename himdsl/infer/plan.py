@@ -458,13 +458,11 @@ def _global_gradient(view, settings, local_guide, exact_prior, ratio, local_samp
     if settings.global_gradient == "fisher" and not possible:
         raise ValueError("global_gradient fisher needs globals and local latents with a known prior "
                          "and a gaussian local guide")
-    if settings.global_gradient == "elbo":
-        return "elbo"
-    if settings.global_gradient == "fisher" or (possible and local_samples > 1):
+    chosen = settings.global_gradient or ("fisher" if possible and local_samples > 1 else "elbo")
+    if chosen == "fisher":
         reasons["q(β) gradient"] = ("Fisher's identity; the bound's gradient through the guide is noise"
                                     if local_samples > 1 else "Fisher's identity")
-        return "fisher"
-    return "elbo"
+    return chosen
 
 
 def _local_samples(settings, local_guide, ratio, reasons) -> int:
