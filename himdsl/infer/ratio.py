@@ -2,6 +2,7 @@
 
     ratio = RatioEstimator(in_dim=6, hidden=(128, 128))
     ratio.fit_scaling(features)          # standardise inputs from simulations
+    ratio.restandardise(centre, spread)  # new units, same function
     logit = ratio(features)              # [..., 6] -> [...]
     loss, acc = classifier_loss(logit_p, logit_q, "log")
 
@@ -39,6 +40,8 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequenti
 # Standardised inputs are clipped here (in robust sds): simulations from the prior's
 # tails reach values no data set has, and must not blow up the networks.
 INPUT_CLIP = 20.0
+# Below this spread a column is treated as constant: it keeps its scale.
+MIN_SPREAD = 1e-6
 
 
 class Standardizer(nn.Module):
@@ -58,9 +61,9 @@ class Standardizer(nn.Module):
         if samples.shape[-1] == 0:  # e.g. the globals of a model that has none
             return
         flat = samples.reshape(-1, samples.shape[-1]).float()
-        centre, spread = _robust_moments(flat)
+        centre, spread = robust_moments(flat)
         self.mean.copy_(centre)
-        self.sd.copy_(torch.where(spread > 1e-6, spread, torch.ones_like(spread)))
+        self.sd.copy_(torch.where(spread > MIN_SPREAD, spread, torch.ones_like(spread)))
 
     def fit_blocks(self, blocks: list[Tensor]) -> None:
         """Fit consecutive feature blocks, each from its own samples [..., d_i]."""
@@ -76,8 +79,31 @@ class Standardizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return ((x - self.mean) / self.sd).clamp(-INPUT_CLIP, INPUT_CLIP)
 
+    @torch.no_grad()
+    def move(self, cols: slice, centre: Tensor, spread: Tensor, readers: list[nn.Linear],
+             optimiser: torch.optim.Optimizer | None = None) -> None:
+        """Standardise columns `cols` by a new centre and spread, keeping the network's
+        function: the linear layers `readers`, which read the standardised columns as
+        theirs, absorb the change (v_old = a · v_new + c), and Adam's moments of those
+        columns are rescaled to match. A column whose new spread is below MIN_SPREAD
+        (a constant, a point mass) keeps its spread. Exact wherever neither scaling
+        clips the input."""
+        old_centre, old_sd = self.mean[cols].clone(), self.sd[cols].clone()
+        new_sd = torch.where(spread > MIN_SPREAD, spread, old_sd)
+        a, c = new_sd / old_sd, (centre - old_centre) / old_sd
+        for layer in readers:
+            weight = layer.weight[:, cols]
+            (layer.bias if layer.bias is not None else layer.offset).add_(weight @ c)
+            layer.weight[:, cols] = weight * a
+            state = optimiser.state.get(layer.weight, {}) if optimiser is not None else {}
+            if "exp_avg" in state:
+                state["exp_avg"][:, cols] /= a
+                state["exp_avg_sq"][:, cols] /= a ** 2
+        self.mean[cols] = centre
+        self.sd[cols] = new_sd
 
-def _robust_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
+
+def robust_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
     """Per-column median and spread of finite values: IQR / 1.349, or the sd where
     the IQR is zero (e.g. mostly-zero counts)."""
     finite = torch.isfinite(flat)
@@ -89,6 +115,24 @@ def _robust_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
     sd = torch.nanmean((values - mean) ** 2, 0).sqrt()
     spread = torch.where(iqr > 1e-6, iqr, sd)
     return torch.nan_to_num(centre), torch.nan_to_num(spread, nan=1.0)
+
+
+class OffsetLinear(nn.Linear):
+    """A linear map with no trained bias, plus a fixed offset that only moves of its
+    input's standardisation set (Standardizer.move): a product unit or quadratic
+    form of the standardised input has no bias of its own to absorb a new centre."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__(n_in, n_out, bias=False)
+        self.register_buffer("offset", torch.zeros(n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + self.offset
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a network saved before offsets existed had none
+        state_dict.setdefault(prefix + "offset", torch.zeros_like(self.offset))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class RatioEstimator(nn.Module):
@@ -104,24 +148,107 @@ class RatioEstimator(nn.Module):
         self.scale = Standardizer(in_dim)
         products = PRODUCT_UNITS if products is None else products
         n_prod = min(in_dim, MAX_QUADRATIC_RANK) if products is None else products
-        self.prod_a = nn.Linear(in_dim, n_prod, bias=False)
-        self.prod_b = nn.Linear(in_dim, n_prod, bias=False)
+        self.in_dim = in_dim
+        self.prod_a = OffsetLinear(in_dim, n_prod)
+        self.prod_b = OffsetLinear(in_dim, n_prod)
         width = in_dim + n_prod
         self.net = mlp(width, tuple(hidden), 1)
         rank = min(width, MAX_QUADRATIC_RANK) if quadratic else 0
-        self.left = nn.Linear(width, rank, bias=False)
-        self.right = nn.Linear(width, rank, bias=False)
+        self.left = OffsetLinear(width, rank)
+        self.right = OffsetLinear(width, rank)
         nn.init.zeros_(self.right.weight)
+        # the input spread the network was initialised in (moves keep its function,
+        # and with it the resolution it was built with: StagedRatio)
+        self.register_buffer("origin_sd", torch.ones(in_dim))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a network saved before stages existed: its units are its initial ones
+        state_dict.setdefault(prefix + "origin_sd", state_dict.get(prefix + "scale.sd", self.origin_sd))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
         """Standardise each input block by the moments of its samples [..., d_i]."""
         self.scale.fit_blocks(blocks)
+        self.origin_sd.copy_(self.scale.sd)
+
+    def start_at(self, centre: Tensor, spread: Tensor) -> None:
+        """Standardise by this centre and spread [in_dim] with r ≡ 0 (a new stage)."""
+        self.scale.mean.copy_(centre)
+        self.scale.sd.copy_(torch.where(spread > MIN_SPREAD, spread, torch.ones_like(spread)))
+        self.origin_sd.copy_(self.scale.sd)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def restandardise(self, centre: Tensor, spread: Tensor,
+                      optimiser: torch.optim.Optimizer | None = None) -> None:
+        """Standardise the input by a new centre and spread [in_dim], keeping r."""
+        readers = [self.prod_a, self.prod_b, self.net[0], self.left, self.right]
+        self.scale.move(slice(0, self.in_dim), centre, spread, readers, optimiser)
 
     def forward(self, u: Tensor) -> Tensor:
         v = self.scale(u)
         v = torch.cat([v, self.prod_a(v) * self.prod_b(v)], -1)
         quad = (self.left(v) * self.right(v)).sum(-1)
         return self.net(v)[..., 0] + quad
+
+
+class StagedRatio(nn.Module):
+    """r(u) = Σ_s r_s(u), stages of RatioEstimator: the last one trains, the earlier
+    ones are frozen.
+
+    An MLP's resolution is set where its units' kinks lie, which initialisation puts
+    across the inputs' spread at the time. The contrastive ratio starts in the prior's
+    units; once its pairs (which follow q) have narrowed, a likelihood's detail at the
+    posterior's scale (a mixture component 0.1 wide under a prior 20 wide) falls
+    between the kinks, and moving the standardisation keeps the kinks where they were.
+    A new stage starts in the pairs' units with r ≡ 0 and learns what the frozen
+    stages miss, so r is unchanged at the switch."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        self.in_dim, self.hidden = in_dim, tuple(hidden)
+        self.stages = nn.ModuleList([RatioEstimator(in_dim, self.hidden)])
+
+    @property
+    def head(self) -> RatioEstimator:
+        """The stage that trains."""
+        return self.stages[-1]
+
+    def forward(self, u: Tensor) -> Tensor:
+        out = self.stages[0](u)
+        for stage in self.stages[1:]:
+            out = out + stage(u)
+        return out
+
+    def fit_scaling(self, blocks: list[Tensor]) -> None:
+        self.head.fit_scaling(blocks)
+
+    def restandardise(self, centre: Tensor, spread: Tensor,
+                      optimiser: torch.optim.Optimizer | None = None) -> None:
+        self.head.restandardise(centre, spread, optimiser)
+
+    def add_stage(self, centre: Tensor, spread: Tensor, head_state: dict | None = None) -> None:
+        """Freeze the head (at `head_state`, e.g. its moving average, if given) and
+        start a new one in these units."""
+        if head_state is not None:
+            self.head.load_state_dict(head_state)
+        self.head.requires_grad_(False)
+        stage = RatioEstimator(self.in_dim, self.hidden).to(centre.device)
+        stage.start_at(centre, spread)
+        self.stages.append(stage)
+
+    def load_state_dict(self, state: dict, strict: bool = True, assign: bool = False):
+        """Load a state of any number of stages (a checkpoint taken after new ones,
+        or before stages existed: one network's state)."""
+        if not any(k.startswith("stages.") for k in state):
+            state = {f"stages.0.{k}": v for k, v in state.items()}
+        count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("stages."))
+        while len(self.stages) > count:
+            del self.stages[-1]
+        while len(self.stages) < count:
+            self.head.requires_grad_(False)
+            self.stages.append(RatioEstimator(self.in_dim, self.hidden).to(self.head.origin_sd.device))
+        return super().load_state_dict(state, strict, assign)
 
 
 def _margin_loss(loss: str):
@@ -162,6 +289,10 @@ def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log",
 
 # Gradient-norm clip of the ratio's updates (guards the rare blow-up on far draws).
 RATIO_GRAD_CLIP = 10.0
+# A new stage of the ratio starts once its training pairs' spread in some input is
+# below the training stage's initial spread by this factor (StagedRatio): each
+# stage then resolves detail within a factor 2 of its units.
+STAGE_SHRINK = 2.0
 
 
 class RatioLearner:
@@ -172,16 +303,48 @@ class RatioLearner:
         from .schedule import RatioAverage
 
         self.settings = settings
-        self.net = RatioEstimator(in_dim, settings.ratio.hidden).to(device)
+        self.net = StagedRatio(in_dim, settings.ratio.hidden).to(device)
         self.average = RatioAverage(self.net, ema)
-        # plain Adam, no weight decay: a decaying MLP flattens the log ratio wherever
-        # only the MLP can carry it, e.g. a noise scale's 1/σ² on a squared residual
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.ratio_lr, fused=True)
+        self.opt = self._optimiser(settings.ratio_lr)
+
+    def _optimiser(self, lr: float) -> torch.optim.Optimizer:
+        """Adam over the training stage. Plain Adam, no weight decay: a decaying MLP
+        flattens the log ratio wherever only the MLP can carry it, e.g. a noise
+        scale's 1/σ² on a squared residual."""
+        return torch.optim.Adam(self.net.head.parameters(), lr=lr, fused=True)
+
+    def sync_optimiser(self) -> None:
+        """A new optimiser when the training stage changed under it (a checkpoint
+        with more stages was loaded)."""
+        if self.opt.param_groups[0]["params"][0] is not next(self.net.head.parameters()):
+            self.opt = self._optimiser(self.opt.param_groups[0]["lr"])
 
     def fit_input_scaling(self, blocks: list[Tensor]) -> None:
         """Standardise the network's input blocks; the average starts from it."""
         self.net.fit_scaling(blocks)
         self.average.restart()
+
+    @torch.no_grad()
+    def restandardise(self, features: Tensor, new_stage: bool) -> None:
+        """Standardise the network's inputs by the features it trains on now [n, F]
+        (robust moments), keeping r: the pairs follow q, and a likelihood's detail at
+        the posterior's scale is beyond an MLP reading the prior's units (docs/lfvi.md,
+        "The ratio's inputs follow its pairs"). Where `new_stage` allows and some
+        input's spread is below 1/STAGE_SHRINK of the training stage's initial units,
+        a new stage starts in these units (StagedRatio); else the training stage's
+        inputs move, in the network and its average alike."""
+        centre, spread = robust_moments(features)
+        narrowed = (spread > MIN_SPREAD) & (STAGE_SHRINK * spread < self.net.head.origin_sd)
+        averaged = self.average.average
+        if new_stage and bool(narrowed.any()):
+            head_state = averaged.head.state_dict() if averaged is not self.net else None
+            self.net.add_stage(centre, spread, head_state)
+            self.opt = self._optimiser(self.opt.param_groups[0]["lr"])
+            self.average.restart()
+            return
+        self.net.restandardise(centre, spread, self.opt)
+        if averaged is not self.net:
+            averaged.restandardise(centre, spread)
 
     def apply(self, features: Tensor, averaged: bool = True) -> Tensor:
         """The logit of features [..., F]: the moving average's (what q reads) or the

@@ -1,7 +1,8 @@
 """The ratio estimator recovers a known log density ratio; the hinge loss only its sign."""
+import pytest
 import torch
 
-from himdsl.infer.ratio import RatioEstimator, classifier_loss
+from himdsl.infer.ratio import RatioEstimator, StagedRatio, classifier_loss
 
 
 def _train(loss_name, steps=1500, seed=0):
@@ -37,3 +38,77 @@ def test_hinge_loss_gets_the_sign():
 def test_accuracy_of_perfect_classifier():
     _, acc = classifier_loss(torch.full((4,), 3.0), torch.full((4,), -3.0))
     assert acc == 1.0
+
+
+def test_restandardising_keeps_the_ratio_and_rescales_adams_moments():
+    """New input moments are absorbed by every layer that reads the standardised
+    input (products, MLP, quadratic form): r is unchanged, and Adam's moments of the
+    rescaled columns are divided by the scale change as their gradients are."""
+    torch.manual_seed(0)
+    ratio = RatioEstimator(3, hidden=(16, 16))
+    ratio.fit_scaling([10 * torch.randn(500, 3)])
+    for layer in (ratio.prod_a, ratio.prod_b, ratio.left, ratio.right, ratio.net[0]):
+        torch.nn.init.normal_(layer.weight)          # a trained network: every path matters
+    opt = torch.optim.Adam(ratio.parameters(), lr=1e-2)
+    u = 2.0 + 0.3 * torch.randn(64, 3)
+    ratio(u).square().sum().backward()
+    opt.step()
+    before = ratio(u).detach()
+    m, v = (opt.state[ratio.net[0].weight][k][:, :3].clone() for k in ("exp_avg", "exp_avg_sq"))
+    old_sd = ratio.scale.sd.clone()
+    centre, spread = torch.tensor([2.0, 2.0, 2.0]), torch.tensor([0.3, 0.3, 0.3])
+    ratio.restandardise(centre, spread, opt)
+    torch.testing.assert_close(ratio(u).detach(), before, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ratio.scale.sd, spread)
+    scale = spread / old_sd
+    torch.testing.assert_close(opt.state[ratio.net[0].weight]["exp_avg"][:, :3], m / scale)
+    torch.testing.assert_close(opt.state[ratio.net[0].weight]["exp_avg_sq"][:, :3], v / scale ** 2)
+
+
+def test_a_constant_column_keeps_its_spread_when_restandardised():
+    ratio = RatioEstimator(2, hidden=(8,))
+    ratio.fit_scaling([torch.randn(100, 2)])
+    old = ratio.scale.sd.clone()
+    ratio.restandardise(torch.tensor([0.5, 1.0]), torch.tensor([0.2, 0.0]))
+    assert ratio.scale.sd[0] == pytest.approx(0.2)
+    assert ratio.scale.sd[1] == old[1]
+
+
+def test_a_new_stage_keeps_the_ratio_and_trains_alone():
+    torch.manual_seed(0)
+    staged = StagedRatio(2, hidden=(8, 8))
+    staged.fit_scaling([5 * torch.randn(200, 2)])
+    torch.nn.init.normal_(staged.head.net[-1].weight)
+    u = torch.randn(32, 2)
+    before = staged(u).detach()
+    staged.add_stage(torch.zeros(2), torch.full((2,), 0.5))
+    torch.testing.assert_close(staged(u).detach(), before)
+    assert not any(p.requires_grad for p in staged.stages[0].parameters())
+    assert all(p.requires_grad for p in staged.head.parameters())
+    torch.testing.assert_close(staged.head.origin_sd, torch.full((2,), 0.5))
+
+
+def test_a_state_with_more_or_fewer_stages_loads():
+    """A checkpoint taken after a new stage restores into a network built with one,
+    and a network restored to an earlier best state drops the later stage."""
+    staged = StagedRatio(2, hidden=(8,))
+    staged.add_stage(torch.zeros(2), torch.ones(2))
+    torch.nn.init.normal_(staged.head.net[-1].weight)
+    u = torch.randn(16, 2)
+    fresh = StagedRatio(2, hidden=(8,))
+    fresh.load_state_dict(staged.state_dict())
+    torch.testing.assert_close(fresh(u), staged(u))
+    assert len(fresh.stages) == 2 and not any(p.requires_grad for p in fresh.stages[0].parameters())
+    one = StagedRatio(2, hidden=(8,)).state_dict()
+    staged.load_state_dict(one)
+    assert len(staged.stages) == 1
+
+
+def test_a_ratio_saved_before_stages_and_offsets_loads():
+    old = RatioEstimator(2, hidden=(8,))
+    torch.nn.init.normal_(old.net[-1].weight)
+    state = {k: v for k, v in old.state_dict().items() if not k.endswith(("offset", "origin_sd"))}
+    staged = StagedRatio(2, hidden=(8,))
+    staged.load_state_dict(state)
+    u = torch.randn(8, 2)
+    torch.testing.assert_close(staged(u), old(u))

@@ -327,3 +327,35 @@ def test_parameter_average_keeps_each_half_of_its_window():
     assert float(second["m"].weight.detach()) == pytest.approx(11.5)
     assert float(restored.averaged_copies({"m": module})["m"].weight.detach()) == pytest.approx(9.5)
     assert ParameterAverage(start=6, end=14).halves({"m": module}) is None
+
+
+NARROW = """
+model narrow
+data x : real[2]
+latent theta ~ Uniform(-10, 10) [2]
+noise eps ~ Normal(0, 1) [2]
+observe x = theta + 0.1 * eps
+"""
+
+
+def test_resume_across_a_new_stage_of_the_ratio_reproduces_an_uninterrupted_run(tmp_path):
+    """A checkpoint taken after the ratio gained a stage (ratio.StagedRatio) restores
+    the stages, the training stage's optimiser and the moving average."""
+    data = {"x": torch.tensor([3.0, -2.0])}
+
+    def make():
+        return compiled("narrow.him", NARROW)
+    settings = FitSettings(steps=240, simulations=64, particles=32, checkpoint_every=20, seed=0)
+    trainer = Trainer(make(), data, settings)
+    straight = trainer.run()
+    assert len(trainer.ratio.net.stages) >= 2
+
+    def stop_at_160(row):
+        if row.step >= 160:
+            raise KeyboardInterrupt
+    path = str(tmp_path / "fit.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, settings, callback=stop_at_160, checkpoint_path=path)
+    resumed = fit(make(), data, settings, checkpoint_path=path, resume=True)
+    for a, b in zip(straight.global_guide.parameters(), resumed.global_guide.parameters()):
+        assert torch.equal(a, b)
