@@ -338,17 +338,28 @@ observe x = theta + 0.1 * eps
 """
 
 
-def test_resume_across_a_new_stage_of_the_ratio_reproduces_an_uninterrupted_run(tmp_path):
-    """A checkpoint taken after the ratio gained a stage (ratio.StagedRatio) restores
-    the stages, the training stage's optimiser and the moving average."""
+def test_the_ratio_gains_a_stage_in_its_pairs_units_and_resumes_across_it(tmp_path):
+    """Standardised by prior simulations, a likelihood 0.1 wide under a prior 20 wide
+    is a sliver of each input. The contrastive ratio's inputs follow its pairs to
+    the data, and once they have narrowed 2x a new stage of the network starts in
+    their units (ratio.StagedRatio), the earlier ones frozen, Adam over the new one.
+    A checkpoint taken after it restores the stages, the optimiser and the average."""
     data = {"x": torch.tensor([3.0, -2.0])}
 
     def make():
         return compiled("narrow.him", NARROW)
     settings = FitSettings(steps=240, simulations=64, particles=32, checkpoint_every=20, seed=0)
     trainer = Trainer(make(), data, settings)
+    net = trainer.ratio.net
+    assert net.head.scale.sd.min() > 5 and len(net.stages) == 1          # the prior's units
     straight = trainer.run()
-    assert len(trainer.ratio.net.stages) >= 2
+    assert len(net.stages) >= 2
+    assert not any(p.requires_grad for stage in net.stages[:-1] for p in stage.parameters())
+    head = net.head
+    assert head.scale.sd.max() < 2 and torch.allclose(head.scale.mean, torch.tensor([3.0, -2.0] * 2), atol=0.5)
+    trained = trainer.ratio.opt.param_groups[0]["params"]
+    assert len(trained) == len(list(head.parameters())) and all(p is q for p, q in zip(trained, head.parameters()))
+    torch.testing.assert_close(trainer.ratio.average.average.head.scale.sd, head.scale.sd)
 
     def stop_at_160(row):
         if row.step >= 160:
