@@ -157,6 +157,7 @@ class ContrastiveRatio(RatioLearner):
         """One ratio update on fresh pairs, or under a simulation budget on stored
         ones once this step's share is spent (pair_store.py): (loss, accuracy). `u`:
         q's unconstrained draws of this step, reused (detached) as centres."""
+        self.advance(k)
         store = self.store
         batch = None
         if store.may_simulate(k, int(self.simulated)):
@@ -194,9 +195,23 @@ class ContrastiveRatio(RatioLearner):
 
     def _restandardise(self, k: int, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor) -> None:
         """Standardise the network's inputs by this batch of pairs' finite simulations
-        (a new stage of the network in their units while the plan allows)."""
+        (a new network in their units while the plan allows, taking over from the old
+        one until the next rescaling)."""
         inputs = self._inputs(x, theta.expand(*x.shape[:2], -1))[ok]
-        self.restandardise(inputs.reshape(-1, inputs.shape[-1]), k < self.plan.ratio_stages_until)
+        stage_at = k if k < self.plan.ratio_stages_until else None
+        self.restandardise(inputs.reshape(-1, inputs.shape[-1]), stage_at, self.plan.ratio_rescale_every,
+                           self._terms())
+
+    def _terms(self) -> Tensor:
+        """Per network input, the number of log-likelihood terms that share its value:
+        a global latent parent is read by every value of every row; a row's own
+        features, its locals and the computed inputs are a term's own."""
+        terms = torch.ones(self.net.in_dim, device=self.view.device)
+        if self.plan.ratio_inputs == "parents" and self.g_parents:
+            width = sum(self.view.g_flat_dims[n] for n in self.g_parents)
+            values = self.elements.size if self.elements is not None else 1
+            terms[-width:] = float(self.view.n_rows * values)
+        return terms
 
     def _held_out_loss(self, x, theta, partner, ok) -> Tensor:
         return self._judge(self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False), ok)[0]

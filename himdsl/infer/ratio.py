@@ -193,56 +193,91 @@ class RatioEstimator(nn.Module):
 
 
 class StagedRatio(nn.Module):
-    """r(u) = Σ_s r_s(u), stages of RatioEstimator: the last one trains, the earlier
-    ones are frozen.
+    """r(u) = r_head(u) + w · Σ r_old(u): the training network (the head) and, for a
+    while after a new one started, the frozen networks it replaces, whose weight w
+    fades from 1 to 0.
 
     An MLP's resolution is set where its units' kinks lie, which initialisation puts
     across the inputs' spread at the time. The contrastive ratio starts in the prior's
     units; once its pairs (which follow q) have narrowed, a likelihood's detail at the
     posterior's scale (a mixture component 0.1 wide under a prior 20 wide) falls
     between the kinks, and moving the standardisation keeps the kinks where they were.
-    A new stage starts in the pairs' units with r ≡ 0 and learns what the frozen
-    stages miss, so r is unchanged at the switch."""
+    A new head starts in the pairs' units with r_head ≡ 0, so r is unchanged at the
+    switch; it learns what the old network misses while the old one fades out over
+    `fade` steps, after which the old one is dropped: the ratio ends as one network
+    in the latest units, with neither the old network's errors nor its cost."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...]):
         super().__init__()
         self.in_dim, self.hidden = in_dim, tuple(hidden)
         self.stages = nn.ModuleList([RatioEstimator(in_dim, self.hidden)])
+        # the old networks' weight at `fade_from` (one per old network), and the
+        # steps over which it falls to zero
+        self.register_buffer("old_weight", torch.ones(0))
+        self.register_buffer("fade_from", torch.zeros((), dtype=torch.long))
+        self.register_buffer("fade_steps", torch.ones((), dtype=torch.long))
+        self.register_buffer("weight", torch.ones(0))
+        self.register_buffer("first_sd", torch.ones(in_dim))   # the prior's units
 
     @property
     def head(self) -> RatioEstimator:
-        """The stage that trains."""
+        """The network that trains."""
         return self.stages[-1]
 
     def forward(self, u: Tensor) -> Tensor:
-        out = self.stages[0](u)
-        for stage in self.stages[1:]:
-            out = out + stage(u)
+        out = self.head(u)
+        for stage, weight in zip(self.stages[:-1], self.weight):
+            out = out + weight * stage(u)
         return out
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
         self.head.fit_scaling(blocks)
+        self.first_sd.copy_(self.head.origin_sd)
 
     def restandardise(self, centre: Tensor, spread: Tensor,
                       optimiser: torch.optim.Optimizer | None = None) -> None:
         self.head.restandardise(centre, spread, optimiser)
 
-    def add_stage(self, centre: Tensor, spread: Tensor, head_state: dict | None = None) -> None:
-        """Freeze the head (at `head_state`, e.g. its moving average, if given) and
-        start a new one in these units."""
+    def add_stage(self, k: int, fade: int, centre: Tensor, spread: Tensor,
+                  head_state: dict | None = None) -> None:
+        """At step k, freeze the head (at `head_state`, e.g. its moving average, if
+        given) and start a new one in these units; the old networks fade out over
+        the next `fade` steps."""
         if head_state is not None:
             self.head.load_state_dict(head_state)
         self.head.requires_grad_(False)
+        self.old_weight = torch.cat([self.weight, torch.ones_like(self.fade_from, dtype=torch.float)[None]])
+        self.weight = self.old_weight.clone()
+        self.fade_from.fill_(k)
+        self.fade_steps.fill_(max(1, fade))
         stage = RatioEstimator(self.in_dim, self.hidden).to(centre.device)
         stage.start_at(centre, spread)
         self.stages.append(stage)
 
+    def advance(self, k: int) -> None:
+        """The old networks' weight at step k; they are dropped once it is zero."""
+        if len(self.stages) == 1:
+            return
+        left = 1.0 - (k - int(self.fade_from)) / int(self.fade_steps)
+        if left > 0:
+            self.weight = self.old_weight * min(1.0, left)
+            return
+        del self.stages[:-1]
+        self.old_weight, self.weight = self.old_weight[:0], self.weight[:0]
+
     def load_state_dict(self, state: dict, strict: bool = True, assign: bool = False):
-        """Load a state of any number of stages (a checkpoint taken after new ones,
-        or before stages existed: one network's state)."""
+        """Load a state with any number of old networks (a checkpoint taken while one
+        fades, or before stages existed: one network's state)."""
         if not any(k.startswith("stages.") for k in state):
             state = {f"stages.0.{k}": v for k, v in state.items()}
+        state = dict(state)
         count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("stages."))
+        for name in ("old_weight", "weight"):
+            state.setdefault(name, torch.ones(count - 1))
+            setattr(self, name, torch.empty_like(state[name]).to(self.fade_from.device))
+        for name in ("fade_from", "fade_steps"):
+            state.setdefault(name, getattr(self, name))
+        state.setdefault("first_sd", state.get("stages.0.origin_sd", self.first_sd))
         while len(self.stages) > count:
             del self.stages[-1]
         while len(self.stages) < count:
@@ -325,26 +360,42 @@ class RatioLearner:
         self.average.restart()
 
     @torch.no_grad()
-    def restandardise(self, features: Tensor, new_stage: bool) -> None:
+    def restandardise(self, features: Tensor, stage_at: int | None = None, fade: int = 1,
+                      terms: Tensor | None = None) -> None:
         """Standardise the network's inputs by the features it trains on now [n, F]
         (robust moments), keeping r: the pairs follow q, and a likelihood's detail at
         the posterior's scale is beyond an MLP reading the prior's units (docs/lfvi.md,
-        "The ratio's inputs follow its pairs"). Where `new_stage` allows and some
-        input's spread is below 1/STAGE_SHRINK of the training stage's initial units,
-        a new stage starts in these units (StagedRatio); else the training stage's
-        inputs move, in the network and its average alike."""
+        "The ratio's inputs follow its pairs"). `terms` [F]: per input, how many terms
+        of the log likelihood's sum its value is shared by; an input shared by T
+        terms (a global read by N rows) is standardised at √T times its spread, the
+        width one term of the sum tells apart, and never wider than its first units.
+        Where a step `stage_at` is given and some input's width is below 1/STAGE_SHRINK
+        of the training network's initial units, a new one starts in these units and
+        the old one fades out over `fade` steps (StagedRatio); else the training
+        network's inputs move, in the network and its average alike."""
         centre, spread = robust_moments(features)
+        if terms is not None:
+            first = self.net.first_sd
+            spread = torch.where(terms > 1, torch.minimum(spread * terms.sqrt(), first), spread)
         narrowed = (spread > MIN_SPREAD) & (STAGE_SHRINK * spread < self.net.head.origin_sd)
         averaged = self.average.average
-        if new_stage and bool(narrowed.any()):
+        if stage_at is not None and bool(narrowed.any()):
             head_state = averaged.head.state_dict() if averaged is not self.net else None
-            self.net.add_stage(centre, spread, head_state)
+            self.net.add_stage(stage_at, fade, centre, spread, head_state)
             self.opt = self._optimiser(self.opt.param_groups[0]["lr"])
             self.average.restart()
             return
         self.net.restandardise(centre, spread, self.opt)
         if averaged is not self.net:
             averaged.restandardise(centre, spread)
+
+    @torch.no_grad()
+    def advance(self, k: int) -> None:
+        """Fade the old networks to their weight at step k, in the network and its
+        average alike (StagedRatio.advance)."""
+        self.net.advance(k)
+        if self.average.average is not self.net:
+            self.average.average.advance(k)
 
     def apply(self, features: Tensor, averaged: bool = True) -> Tensor:
         """The logit of features [..., F]: the moving average's (what q reads) or the

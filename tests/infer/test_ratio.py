@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from himdsl.infer.ratio import RatioEstimator, StagedRatio, classifier_loss
+from types import SimpleNamespace
+
+from himdsl.infer.ratio import RatioEstimator, RatioLearner, StagedRatio, classifier_loss
 
 
 def _train(loss_name, steps=1500, seed=0):
@@ -74,34 +76,69 @@ def test_a_constant_column_keeps_its_spread_when_restandardised():
     assert ratio.scale.sd[1] == old[1]
 
 
-def test_a_new_stage_keeps_the_ratio_and_trains_alone():
+def test_a_new_stage_keeps_the_ratio_trains_alone_and_takes_over():
+    """At the switch r is unchanged; the old network's weight then falls linearly to
+    zero over the fade's steps, and the old network is dropped."""
     torch.manual_seed(0)
     staged = StagedRatio(2, hidden=(8, 8))
     staged.fit_scaling([5 * torch.randn(200, 2)])
     torch.nn.init.normal_(staged.head.net[-1].weight)
     u = torch.randn(32, 2)
     before = staged(u).detach()
-    staged.add_stage(torch.zeros(2), torch.full((2,), 0.5))
+    staged.add_stage(100, 50, torch.zeros(2), torch.full((2,), 0.5))
     torch.testing.assert_close(staged(u).detach(), before)
     assert not any(p.requires_grad for p in staged.stages[0].parameters())
     assert all(p.requires_grad for p in staged.head.parameters())
     torch.testing.assert_close(staged.head.origin_sd, torch.full((2,), 0.5))
+    torch.nn.init.normal_(staged.head.net[-1].weight)
+    old, new = staged.stages[0](u).detach(), staged.head(u).detach()
+    staged.advance(120)
+    torch.testing.assert_close(staged(u).detach(), new + 0.6 * old)
+    staged.advance(150)
+    assert len(staged.stages) == 1
+    torch.testing.assert_close(staged(u).detach(), new)
+    torch.testing.assert_close(staged.first_sd, staged.first_sd.new_tensor([5.0, 5.0]), rtol=0.15, atol=0)
+
+
+def _learner() -> RatioLearner:
+    settings = SimpleNamespace(ratio=SimpleNamespace(hidden=(8,)), ratio_lr=1e-3)
+    learner = RatioLearner(2, settings, ema=0.0, device="cpu")
+    learner.fit_input_scaling([torch.randn(4000, 2) * torch.tensor([1.0, 4.0])])
+    return learner
+
+
+@pytest.mark.parametrize("terms, stages, width", [(1.0, 2, 0.01), (1e4, 2, 1.0), (1e6, 1, 4.0)])
+def test_an_input_shared_by_many_terms_is_read_at_one_terms_width(terms, stages, width):
+    """A column shared by T terms of the log likelihood (a global read by N rows) is
+    standardised at sqrt(T) times its spread in the pairs, capped at its first units:
+    a new stage only when that width is below half of the training stage's units."""
+    torch.manual_seed(0)
+    learner = _learner()
+    features = torch.randn(4000, 2) * torch.tensor([1.0, 0.01])    # column 1 narrowed 400x
+    learner.restandardise(features, stage_at=100, fade=100, terms=torch.tensor([1.0, terms]))
+    assert len(learner.net.stages) == stages
+    assert learner.net.head.scale.sd[0] == pytest.approx(1.0, rel=0.1)
+    assert learner.net.head.scale.sd[1] == pytest.approx(width, rel=0.1)
 
 
 def test_a_state_with_more_or_fewer_stages_loads():
-    """A checkpoint taken after a new stage restores into a network built with one,
-    and a network restored to an earlier best state drops the later stage."""
+    """A checkpoint taken while an old network fades restores into a network built
+    with one, fading alike; a network restored to an earlier state drops the new one."""
     staged = StagedRatio(2, hidden=(8,))
-    staged.add_stage(torch.zeros(2), torch.ones(2))
+    staged.add_stage(10, 100, torch.zeros(2), torch.ones(2))
+    staged.advance(60)
     torch.nn.init.normal_(staged.head.net[-1].weight)
     u = torch.randn(16, 2)
     fresh = StagedRatio(2, hidden=(8,))
     fresh.load_state_dict(staged.state_dict())
     torch.testing.assert_close(fresh(u), staged(u))
     assert len(fresh.stages) == 2 and not any(p.requires_grad for p in fresh.stages[0].parameters())
+    fresh.advance(80)
+    staged.advance(80)
+    torch.testing.assert_close(fresh(u), staged(u))
     one = StagedRatio(2, hidden=(8,)).state_dict()
     staged.load_state_dict(one)
-    assert len(staged.stages) == 1
+    assert len(staged.stages) == 1 and staged.weight.numel() == 0
 
 
 def test_a_ratio_saved_before_stages_and_offsets_loads():
