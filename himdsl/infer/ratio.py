@@ -42,6 +42,10 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequenti
 INPUT_CLIP = 20.0
 # Below this spread a column is treated as constant: it keeps its scale.
 MIN_SPREAD = 1e-6
+# A later network of the ratio owns the inputs within this many of its units of its
+# centre (robust sds of its pairs); beyond, the earlier networks keep the ratio
+# (StagedRatio).
+WINDOW = 4.0
 
 
 class Standardizer(nn.Module):
@@ -193,30 +197,30 @@ class RatioEstimator(nn.Module):
 
 
 class StagedRatio(nn.Module):
-    """r(u) = r_head(u) + w · Σ r_old(u): the training network (the head) and, for a
-    while after a new one started, the frozen networks it replaces, whose weight w
-    fades from 1 to 0.
+    """r(u) = r_new(u) + (1 − g · b(u)) · r_old(u): the training network (r_new) and
+    the frozen ones before it (r_old, nested alike), where b(u) is 1 within WINDOW of
+    the new network's units of its inputs and falls to 0 beyond, and g rises from 0
+    to 1 over `fade` steps after the new network started.
 
     An MLP's resolution is set where its units' kinks lie, which initialisation puts
     across the inputs' spread at the time. The contrastive ratio starts in the prior's
     units; once its pairs (which follow q) have narrowed, a likelihood's detail at the
     posterior's scale (a mixture component 0.1 wide under a prior 20 wide) falls
     between the kinks, and moving the standardisation keeps the kinks where they were.
-    A new head starts in the pairs' units with r_head ≡ 0, so r is unchanged at the
-    switch; it learns what the old network misses while the old one fades out over
-    `fade` steps, after which the old one is dropped: the ratio ends as one network
-    in the latest units, with neither the old network's errors nor its cost."""
+    A new network starts in the pairs' units with r_new ≡ 0, so r is unchanged at the
+    switch, and takes the region its units cover over from the old one, which keeps
+    the far region (the prior's tails, where the new one's inputs clip) it was built
+    for. Near the pairs the ratio ends as the new network alone, with none of the old
+    one's errors."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...]):
         super().__init__()
         self.in_dim, self.hidden = in_dim, tuple(hidden)
         self.stages = nn.ModuleList([RatioEstimator(in_dim, self.hidden)])
-        # the old networks' weight at `fade_from` (one per old network), and the
-        # steps over which it falls to zero
-        self.register_buffer("old_weight", torch.ones(0))
-        self.register_buffer("fade_from", torch.zeros((), dtype=torch.long))
+        # per later network: the step it started, and its share g of its window now
+        self.register_buffer("started", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("share", torch.zeros(0))
         self.register_buffer("fade_steps", torch.ones((), dtype=torch.long))
-        self.register_buffer("weight", torch.ones(0))
         self.register_buffer("first_sd", torch.ones(in_dim))   # the prior's units
 
     @property
@@ -225,9 +229,11 @@ class StagedRatio(nn.Module):
         return self.stages[-1]
 
     def forward(self, u: Tensor) -> Tensor:
-        out = self.head(u)
-        for stage, weight in zip(self.stages[:-1], self.weight):
-            out = out + weight * stage(u)
+        out = self.stages[0](u)
+        for stage, share in zip(self.stages[1:], self.share):
+            window = torch.exp(-0.5 * F.relu((u - stage.scale.mean).abs() / stage.scale.sd - WINDOW)
+                               .square().sum(-1))
+            out = stage(u) + (1 - share * window) * out
         return out
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
@@ -241,48 +247,42 @@ class StagedRatio(nn.Module):
     def add_stage(self, k: int, fade: int, centre: Tensor, spread: Tensor,
                   head_state: dict | None = None) -> None:
         """At step k, freeze the head (at `head_state`, e.g. its moving average, if
-        given) and start a new one in these units; the old networks fade out over
-        the next `fade` steps."""
+        given) and start a new one in these units, taking its window over from the
+        old ones in the next `fade` steps."""
         if head_state is not None:
             self.head.load_state_dict(head_state)
         self.head.requires_grad_(False)
-        self.old_weight = torch.cat([self.weight, torch.ones_like(self.fade_from, dtype=torch.float)[None]])
-        self.weight = self.old_weight.clone()
-        self.fade_from.fill_(k)
+        self.started = torch.cat([self.started, self.started.new_tensor([k])])
+        self.share = torch.cat([self.share, self.share.new_zeros(1)])
         self.fade_steps.fill_(max(1, fade))
         stage = RatioEstimator(self.in_dim, self.hidden).to(centre.device)
         stage.start_at(centre, spread)
         self.stages.append(stage)
 
     def advance(self, k: int) -> None:
-        """The old networks' weight at step k; they are dropped once it is zero."""
-        if len(self.stages) == 1:
-            return
-        left = 1.0 - (k - int(self.fade_from)) / int(self.fade_steps)
-        if left > 0:
-            self.weight = self.old_weight * min(1.0, left)
-            return
-        del self.stages[:-1]
-        self.old_weight, self.weight = self.old_weight[:0], self.weight[:0]
+        """Each later network's share of its window at step k."""
+        if len(self.stages) > 1:
+            self.share = ((k - self.started).float() / int(self.fade_steps)).clamp(0.0, 1.0)
 
     def load_state_dict(self, state: dict, strict: bool = True, assign: bool = False):
-        """Load a state with any number of old networks (a checkpoint taken while one
-        fades, or before stages existed: one network's state)."""
+        """Load a state with any number of networks (a checkpoint taken after new
+        ones, or before stages existed: one network's state)."""
         if not any(k.startswith("stages.") for k in state):
             state = {f"stages.0.{k}": v for k, v in state.items()}
         state = dict(state)
         count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("stages."))
-        for name in ("old_weight", "weight"):
-            state.setdefault(name, torch.ones(count - 1))
-            setattr(self, name, torch.empty_like(state[name]).to(self.fade_from.device))
-        for name in ("fade_from", "fade_steps"):
-            state.setdefault(name, getattr(self, name))
+        state.setdefault("started", torch.zeros(count - 1, dtype=torch.long))
+        state.setdefault("share", torch.ones(count - 1))
+        state.setdefault("fade_steps", self.fade_steps)
         state.setdefault("first_sd", state.get("stages.0.origin_sd", self.first_sd))
+        device = self.first_sd.device
+        self.started = torch.empty_like(state["started"]).to(device)
+        self.share = torch.empty_like(state["share"]).to(device)
         while len(self.stages) > count:
             del self.stages[-1]
         while len(self.stages) < count:
             self.head.requires_grad_(False)
-            self.stages.append(RatioEstimator(self.in_dim, self.hidden).to(self.head.origin_sd.device))
+            self.stages.append(RatioEstimator(self.in_dim, self.hidden).to(device))
         return super().load_state_dict(state, strict, assign)
 
 
@@ -371,8 +371,8 @@ class RatioLearner:
         width one term of the sum tells apart, and never wider than its first units.
         Where a step `stage_at` is given and some input's width is below 1/STAGE_SHRINK
         of the training network's initial units, a new one starts in these units and
-        the old one fades out over `fade` steps (StagedRatio); else the training
-        network's inputs move, in the network and its average alike."""
+        takes over the region they cover in `fade` steps (StagedRatio); else the
+        training network's inputs move, in the network and its average alike."""
         centre, spread = robust_moments(features)
         if terms is not None:
             first = self.net.first_sd
@@ -391,8 +391,8 @@ class RatioLearner:
 
     @torch.no_grad()
     def advance(self, k: int) -> None:
-        """Fade the old networks to their weight at step k, in the network and its
-        average alike (StagedRatio.advance)."""
+        """The later networks' shares of their windows at step k, in the network and
+        its average alike (StagedRatio.advance)."""
         self.net.advance(k)
         if self.average.average is not self.net:
             self.average.average.advance(k)

@@ -4,7 +4,9 @@ import torch
 
 from types import SimpleNamespace
 
-from himdsl.infer.ratio import RatioEstimator, RatioLearner, StagedRatio, classifier_loss
+import torch.nn.functional as F
+
+from himdsl.infer.ratio import WINDOW, RatioEstimator, RatioLearner, StagedRatio, classifier_loss
 
 
 def _train(loss_name, steps=1500, seed=0):
@@ -76,14 +78,15 @@ def test_a_constant_column_keeps_its_spread_when_restandardised():
     assert ratio.scale.sd[1] == old[1]
 
 
-def test_a_new_stage_keeps_the_ratio_trains_alone_and_takes_over():
-    """At the switch r is unchanged; the old network's weight then falls linearly to
-    zero over the fade's steps, and the old network is dropped."""
+def test_a_new_stage_keeps_the_ratio_trains_alone_and_takes_over_its_window():
+    """At the switch r is unchanged; over the fade's steps the new network takes the
+    inputs within WINDOW of its units over from the old one, which keeps the rest."""
     torch.manual_seed(0)
     staged = StagedRatio(2, hidden=(8, 8))
     staged.fit_scaling([5 * torch.randn(200, 2)])
     torch.nn.init.normal_(staged.head.net[-1].weight)
-    u = torch.randn(32, 2)
+    near, far = 0.5 * torch.randn(32, 2), torch.full((4, 2), 12.0)
+    u = torch.cat([near, far])
     before = staged(u).detach()
     staged.add_stage(100, 50, torch.zeros(2), torch.full((2,), 0.5))
     torch.testing.assert_close(staged(u).detach(), before)
@@ -93,11 +96,12 @@ def test_a_new_stage_keeps_the_ratio_trains_alone_and_takes_over():
     torch.nn.init.normal_(staged.head.net[-1].weight)
     old, new = staged.stages[0](u).detach(), staged.head(u).detach()
     staged.advance(120)
-    torch.testing.assert_close(staged(u).detach(), new + 0.6 * old)
-    staged.advance(150)
-    assert len(staged.stages) == 1
-    torch.testing.assert_close(staged(u).detach(), new)
-    torch.testing.assert_close(staged.first_sd, staged.first_sd.new_tensor([5.0, 5.0]), rtol=0.15, atol=0)
+    window = torch.exp(-0.5 * (F.relu(u.abs() / 0.5 - WINDOW) ** 2).sum(-1))
+    torch.testing.assert_close(staged(u).detach(), new + (1 - 0.4 * window) * old)
+    staged.advance(400)
+    torch.testing.assert_close(staged(u).detach()[:32], new[:32] + (1 - window[:32]) * old[:32])
+    assert window[:32].min() > 0.5 and window[32:].max() < 1e-30      # near: the new one's; far: the old one's
+    torch.testing.assert_close(staged(u).detach()[32:], (new + old)[32:])
 
 
 def _learner() -> RatioLearner:
@@ -122,13 +126,13 @@ def test_an_input_shared_by_many_terms_is_read_at_one_terms_width(terms, stages,
 
 
 def test_a_state_with_more_or_fewer_stages_loads():
-    """A checkpoint taken while an old network fades restores into a network built
-    with one, fading alike; a network restored to an earlier state drops the new one."""
+    """A checkpoint taken while a new network takes over restores into a network
+    built with one, going on alike; a network restored to an earlier state drops it."""
     staged = StagedRatio(2, hidden=(8,))
     staged.add_stage(10, 100, torch.zeros(2), torch.ones(2))
     staged.advance(60)
     torch.nn.init.normal_(staged.head.net[-1].weight)
-    u = torch.randn(16, 2)
+    u = 3 * torch.randn(16, 2)
     fresh = StagedRatio(2, hidden=(8,))
     fresh.load_state_dict(staged.state_dict())
     torch.testing.assert_close(fresh(u), staged(u))
@@ -138,7 +142,7 @@ def test_a_state_with_more_or_fewer_stages_loads():
     torch.testing.assert_close(fresh(u), staged(u))
     one = StagedRatio(2, hidden=(8,)).state_dict()
     staged.load_state_dict(one)
-    assert len(staged.stages) == 1 and staged.weight.numel() == 0
+    assert len(staged.stages) == 1 and staged.share.numel() == 0
 
 
 def test_a_ratio_saved_before_stages_and_offsets_loads():
