@@ -221,7 +221,6 @@ class StagedRatio(nn.Module):
         self.register_buffer("started", torch.zeros(0, dtype=torch.long))
         self.register_buffer("share", torch.zeros(0))
         self.register_buffer("fade_steps", torch.ones((), dtype=torch.long))
-        self.register_buffer("first_sd", torch.ones(in_dim))   # the prior's units
 
     @property
     def head(self) -> RatioEstimator:
@@ -238,7 +237,6 @@ class StagedRatio(nn.Module):
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
         self.head.fit_scaling(blocks)
-        self.first_sd.copy_(self.head.origin_sd)
 
     def restandardise(self, centre: Tensor, spread: Tensor,
                       optimiser: torch.optim.Optimizer | None = None) -> None:
@@ -274,8 +272,7 @@ class StagedRatio(nn.Module):
         state.setdefault("started", torch.zeros(count - 1, dtype=torch.long))
         state.setdefault("share", torch.ones(count - 1))
         state.setdefault("fade_steps", self.fade_steps)
-        state.setdefault("first_sd", state.get("stages.0.origin_sd", self.first_sd))
-        device = self.first_sd.device
+        device = self.fade_steps.device
         self.started = torch.empty_like(state["started"]).to(device)
         self.share = torch.empty_like(state["share"]).to(device)
         while len(self.stages) > count:
@@ -375,7 +372,7 @@ class RatioLearner:
         training network's inputs move, in the network and its average alike."""
         centre, spread = robust_moments(features)
         if terms is not None:
-            first = self.net.first_sd
+            first = self.net.stages[0].origin_sd       # the prior's units: never dropped
             spread = torch.where(terms > 1, torch.minimum(spread * terms.sqrt(), first), spread)
         narrowed = (spread > MIN_SPREAD) & (STAGE_SHRINK * spread < self.net.head.origin_sd)
         averaged = self.average.average
