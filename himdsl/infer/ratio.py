@@ -197,10 +197,10 @@ class RatioEstimator(nn.Module):
 
 
 class StagedRatio(nn.Module):
-    """r(u) = r_new(u) + (1 − g · b(u)) · r_old(u): the training network (r_new) and
-    the frozen ones before it (r_old, nested alike), where b(u) is 1 within WINDOW of
-    the new network's units of its inputs and falls to 0 beyond, and g rises from 0
-    to 1 over `fade` steps after the new network started.
+    """r(u) = b(u) · r_new(u) + (1 − g · b(u)) · r_old(u): the training network
+    (r_new) and the frozen ones before it (r_old, nested alike), where b(u) is 1
+    within WINDOW of the new network's units of its inputs and falls to 0 beyond,
+    and g rises from 0 to 1 over `fade` steps after the new network started.
 
     An MLP's resolution is set where its units' kinks lie, which initialisation puts
     across the inputs' spread at the time. The contrastive ratio starts in the prior's
@@ -211,7 +211,10 @@ class StagedRatio(nn.Module):
     switch, and takes the region its units cover over from the old one, which keeps
     the far region (the prior's tails, where the new one's inputs clip) it was built
     for. Near the pairs the ratio ends as the new network alone, with none of the old
-    one's errors."""
+    one's errors. Beyond its window the new network has no say: there its inputs
+    clip, and its product units and quadratic form, quartic in them, would give the
+    ratio a spurious mode of thousands of nats in the prior's tails, which the
+    covering population's particles find (sbibm's bernoulli_glm diverged so)."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...]):
         super().__init__()
@@ -232,7 +235,7 @@ class StagedRatio(nn.Module):
         for stage, share in zip(self.stages[1:], self.share):
             window = torch.exp(-0.5 * F.relu((u - stage.scale.mean).abs() / stage.scale.sd - WINDOW)
                                .square().sum(-1))
-            out = stage(u) + (1 - share * window) * out
+            out = window * stage(u) + (1 - share * window) * out
         return out
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
