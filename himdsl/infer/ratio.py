@@ -42,10 +42,10 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequenti
 INPUT_CLIP = 20.0
 # Below this spread a column is treated as constant: it keeps its scale.
 MIN_SPREAD = 1e-6
-# A later network of the ratio answers within the range of its training pairs, no
-# further than this many of its units from its centre: its inputs clip at
-# INPUT_CLIP, and its window falls off over about one unit beyond (StagedRatio).
-REACH = INPUT_CLIP - 3.0
+# A later network of the ratio owns the inputs within this many of its units of its
+# centre (robust sds of its pairs); beyond, the earlier networks keep the ratio
+# (StagedRatio).
+WINDOW = 4.0
 
 
 class Standardizer(nn.Module):
@@ -121,14 +121,6 @@ def robust_moments(flat: Tensor) -> tuple[Tensor, Tensor]:
     return torch.nan_to_num(centre), torch.nan_to_num(spread, nan=1.0)
 
 
-def finite_range(flat: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-column smallest and largest finite value [n, d] -> ([d], [d])."""
-    finite = torch.isfinite(flat)
-    low = torch.where(finite, flat, torch.inf).amin(0)
-    high = torch.where(finite, flat, -torch.inf).amax(0)
-    return low, high
-
-
 class OffsetLinear(nn.Linear):
     """A linear map with no trained bias, plus a fixed offset that only moves of its
     input's standardisation set (Standardizer.move): a product unit or quadratic
@@ -172,15 +164,10 @@ class RatioEstimator(nn.Module):
         # the input spread the network was initialised in (moves keep its function,
         # and with it the resolution it was built with: StagedRatio)
         self.register_buffer("origin_sd", torch.ones(in_dim))
-        # the range of the inputs it trains on (a later stage's window, StagedRatio)
-        self.register_buffer("reach_low", torch.full((in_dim,), -torch.inf))
-        self.register_buffer("reach_high", torch.full((in_dim,), torch.inf))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a network saved before stages existed: its units are its initial ones
         state_dict.setdefault(prefix + "origin_sd", state_dict.get(prefix + "scale.sd", self.origin_sd))
-        state_dict.setdefault(prefix + "reach_low", self.reach_low)
-        state_dict.setdefault(prefix + "reach_high", self.reach_high)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
@@ -188,11 +175,8 @@ class RatioEstimator(nn.Module):
         self.scale.fit_blocks(blocks)
         self.origin_sd.copy_(self.scale.sd)
 
-    def start_at(self, centre: Tensor, spread: Tensor, low: Tensor, high: Tensor) -> None:
-        """Standardise by this centre and spread [in_dim] with r ≡ 0 (a new stage),
-        its training inputs ranging over [low, high]."""
-        self.reach_low.copy_(low)
-        self.reach_high.copy_(high)
+    def start_at(self, centre: Tensor, spread: Tensor) -> None:
+        """Standardise by this centre and spread [in_dim] with r ≡ 0 (a new stage)."""
         self.scale.mean.copy_(centre)
         self.scale.sd.copy_(torch.where(spread > MIN_SPREAD, spread, torch.ones_like(spread)))
         self.origin_sd.copy_(self.scale.sd)
@@ -200,25 +184,10 @@ class RatioEstimator(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def restandardise(self, centre: Tensor, spread: Tensor,
-                      optimiser: torch.optim.Optimizer | None = None,
-                      low: Tensor | None = None, high: Tensor | None = None) -> None:
-        """Standardise the input by a new centre and spread [in_dim], keeping r; its
-        training inputs now range over [low, high] where given."""
-        if low is not None:
-            self.reach_low.copy_(low)
-            self.reach_high.copy_(high)
+                      optimiser: torch.optim.Optimizer | None = None) -> None:
+        """Standardise the input by a new centre and spread [in_dim], keeping r."""
         readers = [self.prod_a, self.prod_b, self.net[0], self.left, self.right]
         self.scale.move(slice(0, self.in_dim), centre, spread, readers, optimiser)
-
-    def window(self, u: Tensor) -> Tensor:
-        """1 within the range of the training inputs and REACH units of the centre,
-        falling off over about one unit (robust sd) beyond: where this network has
-        seen pairs and its inputs do not clip: u [..., in_dim] -> [...]."""
-        sd = self.scale.sd
-        low = torch.maximum(self.reach_low, self.scale.mean - REACH * sd)
-        high = torch.minimum(self.reach_high, self.scale.mean + REACH * sd)
-        outside = (F.relu(low - u) + F.relu(u - high)) / sd
-        return torch.exp(-0.5 * outside.square().sum(-1))
 
     def forward(self, u: Tensor) -> Tensor:
         v = self.scale(u)
@@ -230,9 +199,8 @@ class RatioEstimator(nn.Module):
 class StagedRatio(nn.Module):
     """r(u) = b(u) · r_new(u) + (1 − g · b(u)) · r_old(u): the training network
     (r_new) and the frozen ones before it (r_old, nested alike), where b(u) is 1
-    where the new network has seen pairs and its inputs do not clip and falls to 0
-    beyond (RatioEstimator.window), and g rises from 0 to 1 over `fade` steps after
-    the new network started.
+    within WINDOW of the new network's units of its inputs and falls to 0 beyond,
+    and g rises from 0 to 1 over `fade` steps after the new network started.
 
     An MLP's resolution is set where its units' kinks lie, which initialisation puts
     across the inputs' spread at the time. The contrastive ratio starts in the prior's
@@ -242,14 +210,11 @@ class StagedRatio(nn.Module):
     A new network starts in the pairs' units with r_new ≡ 0, so r is unchanged at the
     switch, and takes the region its units cover over from the old one, which keeps
     the far region (the prior's tails, where the new one's inputs clip) it was built
-    for. Over its pairs the ratio ends as the new network alone, with none of the old
-    one's errors. Beyond its window the new network has no say: it never trained
-    there, and where its inputs clip its product units and quadratic form, quartic
-    in them, gave the ratio a spurious mode of thousands of nats in the prior's
-    tails, which the covering population's particles found (sbibm's bernoulli_glm
-    diverged so). The window is the pairs' range, not a few of their robust sds: a
-    heavy-tailed simulation (slcp's, whose scale is a global squared) lies far out
-    in robust sds, and what the pairs there tell apart is the posterior's detail."""
+    for. Near the pairs the ratio ends as the new network alone, with none of the old
+    one's errors. Beyond its window the new network has no say: there its inputs
+    clip, and its product units and quadratic form, quartic in them, would give the
+    ratio a spurious mode of thousands of nats in the prior's tails, which the
+    covering population's particles find (sbibm's bernoulli_glm diverged so)."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...]):
         super().__init__()
@@ -268,7 +233,8 @@ class StagedRatio(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         out = self.stages[0](u)
         for stage, share in zip(self.stages[1:], self.share):
-            window = stage.window(u)
+            window = torch.exp(-0.5 * F.relu((u - stage.scale.mean).abs() / stage.scale.sd - WINDOW)
+                               .square().sum(-1))
             out = window * stage(u) + (1 - share * window) * out
         return out
 
@@ -276,15 +242,14 @@ class StagedRatio(nn.Module):
         self.head.fit_scaling(blocks)
 
     def restandardise(self, centre: Tensor, spread: Tensor,
-                      optimiser: torch.optim.Optimizer | None = None,
-                      low: Tensor | None = None, high: Tensor | None = None) -> None:
-        self.head.restandardise(centre, spread, optimiser, low, high)
+                      optimiser: torch.optim.Optimizer | None = None) -> None:
+        self.head.restandardise(centre, spread, optimiser)
 
     def add_stage(self, k: int, fade: int, centre: Tensor, spread: Tensor,
-                  low: Tensor, high: Tensor, head_state: dict | None = None) -> None:
+                  head_state: dict | None = None) -> None:
         """At step k, freeze the head (at `head_state`, e.g. its moving average, if
-        given) and start a new one in these units, its pairs ranging over [low, high],
-        taking its window over from the old ones in the next `fade` steps."""
+        given) and start a new one in these units, taking its window over from the
+        old ones in the next `fade` steps."""
         if head_state is not None:
             self.head.load_state_dict(head_state)
         self.head.requires_grad_(False)
@@ -292,7 +257,7 @@ class StagedRatio(nn.Module):
         self.share = torch.cat([self.share, self.share.new_zeros(1)])
         self.fade_steps.fill_(max(1, fade))
         stage = RatioEstimator(self.in_dim, self.hidden).to(centre.device)
-        stage.start_at(centre, spread, low, high)
+        stage.start_at(centre, spread)
         self.stages.append(stage)
 
     def advance(self, k: int) -> None:
@@ -409,7 +374,6 @@ class RatioLearner:
         takes over the region they cover in `fade` steps (StagedRatio); else the
         training network's inputs move, in the network and its average alike."""
         centre, spread = robust_moments(features)
-        low, high = finite_range(features)
         if terms is not None:
             first = self.net.stages[0].origin_sd       # the prior's units: never dropped
             spread = torch.where(terms > 1, torch.minimum(spread * terms.sqrt(), first), spread)
@@ -417,13 +381,13 @@ class RatioLearner:
         averaged = self.average.average
         if stage_at is not None and bool(narrowed.any()):
             head_state = averaged.head.state_dict() if averaged is not self.net else None
-            self.net.add_stage(stage_at, fade, centre, spread, low, high, head_state)
+            self.net.add_stage(stage_at, fade, centre, spread, head_state)
             self.opt = self._optimiser(self.opt.param_groups[0]["lr"])
             self.average.restart()
             return
-        self.net.restandardise(centre, spread, self.opt, low, high)
+        self.net.restandardise(centre, spread, self.opt)
         if averaged is not self.net:
-            averaged.restandardise(centre, spread, None, low, high)
+            averaged.restandardise(centre, spread)
 
     @torch.no_grad()
     def advance(self, k: int) -> None:
