@@ -157,7 +157,6 @@ class ContrastiveRatio(RatioLearner):
         """One ratio update on fresh pairs, or under a simulation budget on stored
         ones once this step's share is spent (pair_store.py): (loss, accuracy). `u`:
         q's unconstrained draws of this step, reused (detached) as centres."""
-        self.advance(k)
         store = self.store
         batch = None
         if store.may_simulate(k, int(self.simulated)):
@@ -173,6 +172,7 @@ class ContrastiveRatio(RatioLearner):
         self.last = self._learn(k, *batch)
         self._calibrate(k, batch)
         if store.check(k, self.net, self._held_out_loss):
+            self.sync_optimiser()       # the best state may have had fewer networks
             self.average.restart()
         return self.last
 
@@ -194,12 +194,10 @@ class ContrastiveRatio(RatioLearner):
         return due
 
     def _restandardise(self, k: int, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor) -> None:
-        """Standardise the network's inputs by this batch of pairs' finite simulations
-        (a new network in their units while the plan allows, taking over from the old
-        one until the next rescaling)."""
+        """Follow this batch of pairs' finite simulations (a new network in their
+        units while the plan allows: RatioLearner.restandardise)."""
         inputs = self._inputs(x, theta.expand(*x.shape[:2], -1))[ok]
-        stage_at = k if k < self.plan.ratio_stages_until else None
-        self.restandardise(inputs.reshape(-1, inputs.shape[-1]), stage_at, self.plan.ratio_rescale_every,
+        self.restandardise(inputs.reshape(-1, inputs.shape[-1]), k < self.plan.ratio_stages_until,
                            self._terms())
 
     def _terms(self) -> Tensor:

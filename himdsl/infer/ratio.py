@@ -12,6 +12,8 @@ lets the MLP only carry the residual.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,20 +44,20 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, act=None) -> nn.Sequenti
 INPUT_CLIP = 20.0
 # Below this spread a column is treated as constant: it keeps its scale.
 MIN_SPREAD = 1e-6
-# A later network of the ratio owns the inputs within this many of its units of its
-# centre (robust sds of its pairs); beyond, the earlier networks keep the ratio
-# (StagedRatio).
-WINDOW = 4.0
-
+# A later network of the ratio reads its inputs softly bounded at this many of its
+# units, B·tanh(z / B): linear near its centre, bounded beyond (StagedRatio).
+BOUND = 4.0
 
 class Standardizer(nn.Module):
-    """Affine input scaling (x − centre) / spread, fitted once from samples, then
-    clipped to ±INPUT_CLIP. Centre and spread are the median and the interquartile
-    range (as a normal sd; the sd where that is zero): a few simulations from a
-    prior's tail do not set the scale of every input."""
+    """Affine input scaling z = (x − centre) / spread, fitted once from samples, then
+    clipped to ±INPUT_CLIP, or with `bound` squashed to bound · tanh(z / bound).
+    Centre and spread are the median and the interquartile range (as a normal sd;
+    the sd where that is zero): a few simulations from a prior's tail do not set the
+    scale of every input."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, bound: float | None = None):
         super().__init__()
+        self.bound = bound
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("sd", torch.ones(dim))
 
@@ -81,7 +83,10 @@ class Standardizer(nn.Module):
             start += width
 
     def forward(self, x: Tensor) -> Tensor:
-        return ((x - self.mean) / self.sd).clamp(-INPUT_CLIP, INPUT_CLIP)
+        z = (x - self.mean) / self.sd
+        if self.bound is None:
+            return z.clamp(-INPUT_CLIP, INPUT_CLIP)
+        return self.bound * torch.tanh(z / self.bound)
 
     @torch.no_grad()
     def move(self, cols: slice, centre: Tensor, spread: Tensor, readers: list[nn.Linear],
@@ -91,7 +96,8 @@ class Standardizer(nn.Module):
         theirs, absorb the change (v_old = a · v_new + c), and Adam's moments of those
         columns are rescaled to match. A column whose new spread is below MIN_SPREAD
         (a constant, a point mass) keeps its spread. Exact wherever neither scaling
-        clips the input."""
+        clips the input; a squashed input cannot move so."""
+        assert self.bound is None, "a bounded standardisation is not affine and cannot move"
         old_centre, old_sd = self.mean[cols].clone(), self.sd[cols].clone()
         new_sd = torch.where(spread > MIN_SPREAD, spread, old_sd)
         a, c = new_sd / old_sd, (centre - old_centre) / old_sd
@@ -147,9 +153,9 @@ class RatioEstimator(nn.Module):
     the cubic and quartic terms of e.g. a regression likelihood (y − f·w)²."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...] = (128, 128), quadratic: bool = True,
-                 products: int | None = None):
+                 products: int | None = None, bound: float | None = None):
         super().__init__()
-        self.scale = Standardizer(in_dim)
+        self.scale = Standardizer(in_dim, bound)
         products = PRODUCT_UNITS if products is None else products
         n_prod = min(in_dim, MAX_QUADRATIC_RANK) if products is None else products
         self.in_dim = in_dim
@@ -197,92 +203,68 @@ class RatioEstimator(nn.Module):
 
 
 class StagedRatio(nn.Module):
-    """r(u) = b(u) · r_new(u) + (1 − g · b(u)) · r_old(u): the training network
-    (r_new) and the frozen ones before it (r_old, nested alike), where b(u) is 1
-    within WINDOW of the new network's units of its inputs and falls to 0 beyond,
-    and g rises from 0 to 1 over `fade` steps after the new network started.
+    """r(u) = r_0(u) + r_1(u) + … : networks that all train together, each reading
+    the inputs in its own units. r_0 reads them in the units they started in (the
+    prior's); a later r_s, added when the training pairs have narrowed or moved away
+    from the latest network's units, reads them in the pairs' units at that time,
+    bounded softly at BOUND of them (Standardizer), and starts at r_s ≡ 0.
 
     An MLP's resolution is set where its units' kinks lie, which initialisation puts
     across the inputs' spread at the time. The contrastive ratio starts in the prior's
     units; once its pairs (which follow q) have narrowed, a likelihood's detail at the
     posterior's scale (a mixture component 0.1 wide under a prior 20 wide) falls
-    between the kinks, and moving the standardisation keeps the kinks where they were.
-    A new network starts in the pairs' units with r_new ≡ 0, so r is unchanged at the
-    switch, and takes the region its units cover over from the old one, which keeps
-    the far region (the prior's tails, where the new one's inputs clip) it was built
-    for. Near the pairs the ratio ends as the new network alone, with none of the old
-    one's errors. Beyond its window the new network has no say: there its inputs
-    clip, and its product units and quadratic form, quartic in them, would give the
-    ratio a spurious mode of thousands of nats in the prior's tails, which the
-    covering population's particles find (sbibm's bernoulli_glm diverged so)."""
+    between r_0's kinks, and moving its standardisation keeps the kinks where they
+    were. A new network brings kinks at the pairs' scale. It adds to the ratio rather
+    than taking a region over from the earlier networks: r is unchanged when it
+    starts, with no seam between regions that two networks own, and the earlier ones
+    keep training where the pairs are. Its bounded inputs keep its product units and
+    quadratic form, quartic in them, from growing in the prior's tails, which its
+    pairs never reached and the covering population's particles would find."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...]):
         super().__init__()
         self.in_dim, self.hidden = in_dim, tuple(hidden)
         self.stages = nn.ModuleList([RatioEstimator(in_dim, self.hidden)])
-        # per later network: the step it started, and its share g of its window now
-        self.register_buffer("started", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("share", torch.zeros(0))
-        self.register_buffer("fade_steps", torch.ones((), dtype=torch.long))
 
     @property
     def head(self) -> RatioEstimator:
-        """The network that trains."""
+        """The latest network."""
         return self.stages[-1]
 
     def forward(self, u: Tensor) -> Tensor:
         out = self.stages[0](u)
-        for stage, share in zip(self.stages[1:], self.share):
-            window = torch.exp(-0.5 * F.relu((u - stage.scale.mean).abs() / stage.scale.sd - WINDOW)
-                               .square().sum(-1))
-            out = window * stage(u) + (1 - share * window) * out
+        for stage in self.stages[1:]:
+            out = out + stage(u)
         return out
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
-        self.head.fit_scaling(blocks)
+        self.stages[0].fit_scaling(blocks)
 
     def restandardise(self, centre: Tensor, spread: Tensor,
                       optimiser: torch.optim.Optimizer | None = None) -> None:
-        self.head.restandardise(centre, spread, optimiser)
+        """Move the first network's units (only while it is the only one: a later
+        one's bounded inputs cannot move)."""
+        assert len(self.stages) == 1, "only the first network's inputs move"
+        self.stages[0].restandardise(centre, spread, optimiser)
 
-    def add_stage(self, k: int, fade: int, centre: Tensor, spread: Tensor,
-                  head_state: dict | None = None) -> None:
-        """At step k, freeze the head (at `head_state`, e.g. its moving average, if
-        given) and start a new one in these units, taking its window over from the
-        old ones in the next `fade` steps."""
-        if head_state is not None:
-            self.head.load_state_dict(head_state)
-        self.head.requires_grad_(False)
-        self.started = torch.cat([self.started, self.started.new_tensor([k])])
-        self.share = torch.cat([self.share, self.share.new_zeros(1)])
-        self.fade_steps.fill_(max(1, fade))
-        stage = RatioEstimator(self.in_dim, self.hidden).to(centre.device)
+    def add_stage(self, centre: Tensor, spread: Tensor) -> RatioEstimator:
+        """A new network reading the inputs in these units [in_dim], r_s ≡ 0."""
+        stage = RatioEstimator(self.in_dim, self.hidden, bound=BOUND).to(centre.device)
         stage.start_at(centre, spread)
         self.stages.append(stage)
-
-    def advance(self, k: int) -> None:
-        """Each later network's share of its window at step k."""
-        if len(self.stages) > 1:
-            self.share = ((k - self.started).float() / int(self.fade_steps)).clamp(0.0, 1.0)
+        return stage
 
     def load_state_dict(self, state: dict, strict: bool = True, assign: bool = False):
         """Load a state with any number of networks (a checkpoint taken after new
         ones, or before stages existed: one network's state)."""
         if not any(k.startswith("stages.") for k in state):
             state = {f"stages.0.{k}": v for k, v in state.items()}
-        state = dict(state)
         count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("stages."))
-        state.setdefault("started", torch.zeros(count - 1, dtype=torch.long))
-        state.setdefault("share", torch.ones(count - 1))
-        state.setdefault("fade_steps", self.fade_steps)
-        device = self.fade_steps.device
-        self.started = torch.empty_like(state["started"]).to(device)
-        self.share = torch.empty_like(state["share"]).to(device)
         while len(self.stages) > count:
             del self.stages[-1]
+        device = self.stages[0].origin_sd.device
         while len(self.stages) < count:
-            self.head.requires_grad_(False)
-            self.stages.append(RatioEstimator(self.in_dim, self.hidden).to(device))
+            self.stages.append(RatioEstimator(self.in_dim, self.hidden, bound=BOUND).to(device))
         return super().load_state_dict(state, strict, assign)
 
 
@@ -324,10 +306,12 @@ def classifier_loss(logit_p: Tensor, logit_q: Tensor, loss: str = "log",
 
 # Gradient-norm clip of the ratio's updates (guards the rare blow-up on far draws).
 RATIO_GRAD_CLIP = 10.0
-# A new stage of the ratio starts once its training pairs' spread in some input is
-# below the training stage's initial spread by this factor (StagedRatio): each
-# stage then resolves detail within a factor 2 of its units.
+# A new network of the ratio starts once its training pairs' spread in some input is
+# below the latest network's initial units by this factor, or their centre has moved
+# by this many of its units (StagedRatio): each network then resolves detail within
+# a factor 2 of its units, and near the middle of its bounded inputs.
 STAGE_SHRINK = 2.0
+STAGE_DRIFT = 2.0
 
 
 class RatioLearner:
@@ -343,15 +327,17 @@ class RatioLearner:
         self.opt = self._optimiser(settings.ratio_lr)
 
     def _optimiser(self, lr: float) -> torch.optim.Optimizer:
-        """Adam over the training stage. Plain Adam, no weight decay: a decaying MLP
-        flattens the log ratio wherever only the MLP can carry it, e.g. a noise
-        scale's 1/σ² on a squared residual."""
-        return torch.optim.Adam(self.net.head.parameters(), lr=lr, fused=True)
+        """Adam over every network, one parameter group each (a new network is a new
+        group; the others keep their moments). Plain Adam, no weight decay: a
+        decaying MLP flattens the log ratio wherever only the MLP can carry it, e.g.
+        a noise scale's 1/σ² on a squared residual."""
+        groups = [{"params": list(stage.parameters())} for stage in self.net.stages]
+        return torch.optim.Adam(groups, lr=lr, fused=True)
 
     def sync_optimiser(self) -> None:
-        """A new optimiser when the training stage changed under it (a checkpoint
-        with more stages was loaded)."""
-        if self.opt.param_groups[0]["params"][0] is not next(self.net.head.parameters()):
+        """A new optimiser when the networks changed under it (a checkpoint with more
+        of them was loaded)."""
+        if len(self.opt.param_groups) != len(self.net.stages):
             self.opt = self._optimiser(self.opt.param_groups[0]["lr"])
 
     def fit_input_scaling(self, blocks: list[Tensor]) -> None:
@@ -360,42 +346,45 @@ class RatioLearner:
         self.average.restart()
 
     @torch.no_grad()
-    def restandardise(self, features: Tensor, stage_at: int | None = None, fade: int = 1,
-                      terms: Tensor | None = None) -> None:
-        """Standardise the network's inputs by the features it trains on now [n, F]
-        (robust moments), keeping r: the pairs follow q, and a likelihood's detail at
-        the posterior's scale is beyond an MLP reading the prior's units (docs/lfvi.md,
-        "The ratio's inputs follow its pairs"). `terms` [F]: per input, how many terms
-        of the log likelihood's sum its value is shared by; an input shared by T
-        terms (a global read by N rows) is standardised at √T times its spread, the
-        width one term of the sum tells apart, and never wider than its first units.
-        Where a step `stage_at` is given and some input's width is below 1/STAGE_SHRINK
-        of the training network's initial units, a new one starts in these units and
-        takes over the region they cover in `fade` steps (StagedRatio); else the
-        training network's inputs move, in the network and its average alike."""
+    def restandardise(self, features: Tensor, may_add: bool = False, terms: Tensor | None = None) -> None:
+        """Follow the features the ratio trains on now [n, F] (robust moments): the
+        pairs follow q, and a likelihood's detail at the posterior's scale is beyond
+        an MLP reading the prior's units (docs/lfvi.md, "The ratio's inputs follow
+        its pairs"). `terms` [F]: per input, how many terms of the log likelihood's
+        sum its value is shared by; an input shared by T terms (a global read by N
+        rows) is taken at √T times its spread, the width one term of the sum tells
+        apart, and never wider than the first network's units. Where `may_add` and
+        the pairs have narrowed below 1/STAGE_SHRINK of the latest network's units
+        or moved STAGE_DRIFT of them, a new network starts in these units
+        (StagedRatio); else, while it is the only one, the first network's inputs
+        move, keeping r, in the network and its average alike."""
         centre, spread = robust_moments(features)
         if terms is not None:
             first = self.net.stages[0].origin_sd       # the prior's units: never dropped
             spread = torch.where(terms > 1, torch.minimum(spread * terms.sqrt(), first), spread)
-        narrowed = (spread > MIN_SPREAD) & (STAGE_SHRINK * spread < self.net.head.origin_sd)
-        averaged = self.average.average
-        if stage_at is not None and bool(narrowed.any()):
-            head_state = averaged.head.state_dict() if averaged is not self.net else None
-            self.net.add_stage(stage_at, fade, centre, spread, head_state)
-            self.opt = self._optimiser(self.opt.param_groups[0]["lr"])
-            self.average.restart()
-            return
-        self.net.restandardise(centre, spread, self.opt)
-        if averaged is not self.net:
-            averaged.restandardise(centre, spread)
+        if may_add and self._outgrown(centre, spread):
+            self._add_stage(centre, spread)
+        elif len(self.net.stages) == 1:
+            self.net.restandardise(centre, spread, self.opt)
+            if self.average.average is not self.net:
+                self.average.average.restandardise(centre, spread)
 
-    @torch.no_grad()
-    def advance(self, k: int) -> None:
-        """The later networks' shares of their windows at step k, in the network and
-        its average alike (StagedRatio.advance)."""
-        self.net.advance(k)
-        if self.average.average is not self.net:
-            self.average.average.advance(k)
+    def _outgrown(self, centre: Tensor, spread: Tensor) -> bool:
+        """Have the pairs narrowed or (for a network with bounded inputs) moved
+        beyond what the latest network resolves?"""
+        head = self.net.head
+        narrowed = (spread > MIN_SPREAD) & (STAGE_SHRINK * spread < head.origin_sd)
+        moved = (centre - head.scale.mean).abs() > STAGE_DRIFT * head.scale.sd
+        return bool(narrowed.any()) or (head.scale.bound is not None and bool(moved.any()))
+
+    def _add_stage(self, centre: Tensor, spread: Tensor) -> None:
+        """A new network in these units, in the network, its optimiser and its
+        average alike (the average's copy starts equal to it)."""
+        stage = self.net.add_stage(centre, spread)
+        self.opt.add_param_group({"params": list(stage.parameters())})
+        averaged = self.average.average
+        if averaged is not self.net:
+            averaged.stages.append(copy.deepcopy(stage).requires_grad_(False))
 
     def apply(self, features: Tensor, averaged: bool = True) -> Tensor:
         """The logit of features [..., F]: the moving average's (what q reads) or the
