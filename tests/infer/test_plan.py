@@ -9,7 +9,7 @@ import torch
 from himdsl.infer import FitSettings, RatioSettings, Trainer
 from himdsl.infer.data import ModelView
 from himdsl.infer.plan import make_plan
-from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+from tests.infer.models import (NARROW, compiled, gaussian_linear, hier_gauss, hier_gauss_data,
                                 linear_regression, linreg_data, point_regression,
                                 point_regression_data, sbibm_task)
 
@@ -120,15 +120,6 @@ def test_the_plan_is_printed_and_recorded():
     record = json.loads(json.dumps(trainer.plan.to_dict()))
     assert record["ratio"] == "contrastive" and record["encodings"]["y"] == "signed_log1p"
     assert record["global_families"] == [{"globals": ["mu", "sigma"], "family": "flow"}]
-
-
-NARROW = """
-model narrow
-data x : real[2]
-latent theta ~ Uniform(-10, 10) [2]
-noise eps ~ Normal(0, 1) [2]
-observe x = theta + 0.1 * eps
-"""
 
 
 def test_the_contrastive_ratios_inputs_follow_its_pairs_in_the_first_half_with_new_stages():

@@ -12,7 +12,7 @@ import torch
 import himdsl
 
 from himdsl.infer import FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit
-from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+from tests.infer.models import (NARROW, compiled, gaussian_linear, hier_gauss, hier_gauss_data,
                                 linear_regression, linreg_data, point_regression,
                                 point_regression_data, sbibm_task, two_moons)
 
@@ -327,15 +327,6 @@ def test_parameter_average_keeps_each_half_of_its_window():
     assert float(second["m"].weight.detach()) == pytest.approx(11.5)
     assert float(restored.averaged_copies({"m": module})["m"].weight.detach()) == pytest.approx(9.5)
     assert ParameterAverage(start=6, end=14).halves({"m": module}) is None
-
-
-NARROW = """
-model narrow
-data x : real[2]
-latent theta ~ Uniform(-10, 10) [2]
-noise eps ~ Normal(0, 1) [2]
-observe x = theta + 0.1 * eps
-"""
 
 
 def test_a_new_ratio_network_starts_in_its_pairs_units_and_resumes_across_it(tmp_path):
