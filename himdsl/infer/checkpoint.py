@@ -69,6 +69,7 @@ def load_checkpoint(trainer, path: str) -> None:
     if trainer.q_opt is not None:
         _load_optimiser(trainer.q_opt, blob["q_opt"], path)
     if trainer.ratio is not None:
+        trainer.ratio.sync_optimiser()
         _load_optimiser(trainer.ratio.opt, blob["r_opt"], path)
         if blob["ratio_state"] is not None:
             trainer.ratio.load_state_dict(blob["ratio_state"])

@@ -67,6 +67,7 @@ class ContrastiveRatio(RatioLearner):
         self.dropped = torch.zeros((), device=view.device)   # non-finite simulations skipped
         self.simulated = torch.zeros((), device=view.device)
         self.calibration = ScoreCalibration(self.theta_dim).to(view.device)
+        self._rescaled_at = -1
 
     # ------------------------------------------------------------ features
     @property
@@ -123,14 +124,17 @@ class ContrastiveRatio(RatioLearner):
     def _logit(self, x: Tensor, theta: Tensor, averaged: bool) -> Tensor:
         """The network's logit of rows x [..., Fx] at θ [..., Dθ]: the sum of the
         values' logits when the plan scores one value at a time."""
-        if self.elements is None:
-            return self.apply(torch.cat([x, theta], -1), averaged)
-        return self._values_logit(self.elements.split(x), theta, averaged).sum(-1)
+        logit = self.apply(self._inputs(x, theta), averaged)
+        return logit if self.elements is None else logit.sum(-1)
 
-    def _values_logit(self, values: Tensor, theta: Tensor, averaged: bool) -> Tensor:
-        """The logit of each value [..., K, Fe] of a row at the row's θ [..., Dθ]: [..., K]."""
+    def _inputs(self, x: Tensor, theta: Tensor) -> Tensor:
+        """The network's input for rows x [..., Fx] at θ [..., Dθ]: [..., Fx + Dθ], or
+        one per value of the row [..., K, Fe + Dθ] when the plan scores values."""
+        if self.elements is None:
+            return torch.cat([x, theta], -1)
+        values = self.elements.split(x)
         theta = theta.unsqueeze(-2).expand(*theta.shape[:-1], values.shape[-2], theta.shape[-1])
-        return self.apply(torch.cat([values, theta], -1), averaged)
+        return torch.cat([values, theta], -1)
 
     def log_lik_all(self, globals: dict) -> Tensor:
         """Σ_n r(x_n, β) over every data row [K] (the covering population's target)."""
@@ -163,9 +167,12 @@ class ContrastiveRatio(RatioLearner):
             if store.paused or not store.train:
                 return self.last
             batch = store.sample()
+        if self._rescale_due(k):
+            self._restandardise(k, *batch)
         self.last = self._learn(k, *batch)
         self._calibrate(k, batch)
         if store.check(k, self.net, self._held_out_loss):
+            self.sync_optimiser()       # the best state may have had fewer networks
             self.average.restart()
         return self.last
 
@@ -178,6 +185,31 @@ class ContrastiveRatio(RatioLearner):
         self.dropped, self.simulated = counters
         margin = self.log_lik(x, theta, False) - self.log_lik(x, theta[partner], False)
         return margin.reshape(-1)[ok.reshape(-1)]
+
+    def _rescale_due(self, k: int) -> bool:
+        """The first update of every `plan.ratio_rescale_every`-th step after the first."""
+        every = self.plan.ratio_rescale_every
+        due = bool(every) and k > 0 and k % every == 0 and k != self._rescaled_at
+        self._rescaled_at = k if due else self._rescaled_at
+        return due
+
+    def _restandardise(self, k: int, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor) -> None:
+        """Follow this batch of pairs' finite simulations (a new network in their
+        units while the plan allows: RatioLearner.restandardise)."""
+        inputs = self._inputs(x, theta.expand(*x.shape[:2], -1))[ok]
+        self.restandardise(inputs.reshape(-1, inputs.shape[-1]), k < self.plan.ratio_stages_until,
+                           self._terms())
+
+    def _terms(self) -> Tensor:
+        """Per network input, the number of log-likelihood terms that share its value:
+        a global latent parent is read by every value of every row; a row's own
+        features, its locals and the computed inputs are a term's own."""
+        terms = torch.ones(self.net.in_dim, device=self.view.device)
+        if self.plan.ratio_inputs == "parents" and self.g_parents:
+            width = sum(self.view.g_flat_dims[n] for n in self.g_parents)
+            values = self.elements.size if self.elements is not None else 1
+            terms[-width:] = float(self.view.n_rows * values)
+        return terms
 
     def _held_out_loss(self, x, theta, partner, ok) -> Tensor:
         return self._judge(self.log_lik(x, theta, False), self.log_lik(x, theta[partner], False), ok)[0]

@@ -35,8 +35,6 @@ _LOG_2PI = math.log(2 * math.pi)
 # straight extrapolation of its slope to the prior's tails (the ratio's proposals)
 # put a hierarchical logistic model's group effects where no data are (C2ST 0.97).
 Q_BAND = 4.0
-# Below this spread of q's draws (a point mass) a global input keeps its scale.
-MIN_INPUT_SD = 1e-6
 # location-scale families on the real line: z = loc + scale · v
 _LOCATION_SCALE = (D.Normal, D.Laplace, D.StudentT, D.Gumbel, D.Cauchy)
 # |X| of a zero-centred location-scale X: z = exp(log scale + v)
@@ -188,21 +186,7 @@ class LocalGuide(nn.Module):
         if self.g_dim == 0:
             return
         cols = slice(self.x_dim, self.x_dim + self.g_dim)
-        old_mean, old_sd = self.scale.mean[cols].clone(), self.scale.sd[cols].clone()
-        new_mean = g.mean(0)
-        spread = g.std(0)
-        new_sd = torch.where(spread > MIN_INPUT_SD, spread, old_sd)
-        ratio = new_sd / old_sd
-        for layer in self.first_layers():
-            weight = layer.weight[:, cols]
-            layer.bias += weight @ ((new_mean - old_mean) / old_sd)
-            layer.weight[:, cols] = weight * ratio
-            state = optimiser.state.get(layer.weight, {}) if optimiser is not None else {}
-            if "exp_avg" in state:
-                state["exp_avg"][:, cols] /= ratio
-                state["exp_avg_sq"][:, cols] /= ratio ** 2
-        self.scale.mean[cols] = new_mean
-        self.scale.sd[cols] = new_sd
+        self.scale.move(cols, g.mean(0), g.std(0), self.first_layers(), optimiser)
         self.g_band.fill_(Q_BAND)
 
     def rsample(self, x: Tensor, g: Tensor, coords: PriorCoordinates | None = None

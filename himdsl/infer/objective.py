@@ -169,12 +169,14 @@ class Objective:
 
 @contextmanager
 def _frozen(module):
-    """`module`'s parameters take no gradient inside the block (None: nothing frozen)."""
+    """`module`'s parameters take no gradient inside the block (None: nothing
+    frozen); each gets its own flag back after (a ratio's frozen stages stay so)."""
     params = list(module.parameters()) if module is not None else []
+    flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p in params:
-            p.requires_grad_(True)
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)

@@ -39,9 +39,10 @@ ELBO_INIT_SCALE = 0.1
 POPULATION_MAX_ROW_EVALUATIONS = 2 ** 15
 # ... and fewer particles than this would not represent a posterior.
 MIN_PARTICLES = 64
-# The local guide's β inputs are standardised anew by q's draws this often (steps)
-# while q moves, so that they follow q as it narrows from the prior to the posterior.
-GUIDE_RESCALE_EVERY = 100
+# The local guide's β inputs, and the contrastive ratio's inputs, are standardised
+# anew this often (steps), so that they follow q as it narrows from the prior to the
+# posterior (the guide by q's draws, the ratio by its training pairs).
+RESCALE_EVERY = 100
 # Draws of q(z | x, β) per row where the locals' density is known: the importance-
 # weighted bound's gap to log p(x | β) falls roughly as 1/L (Burda et al. 2016), so
 # 8 draws leave an eighth of the one-draw ELBO's gap, the part of q(β)'s error that
@@ -79,6 +80,12 @@ class Plan:
     # the local guide's β inputs are standardised anew by q's draws every this many
     # steps until the average starts (0: never; LocalGuide.rescale_globals)
     guide_rescale_every: int
+    # the ratio's inputs are standardised anew by its training pairs every this many
+    # steps (0: never; RatioLearner.restandardise)
+    ratio_rescale_every: int
+    # until this step a rescale may start a new stage of the ratio in its pairs'
+    # units (0: never; ratio.StagedRatio)
+    ratio_stages_until: int
     ratio_ema: float
     reuse: int
     budget: int | None               # total simulations (None: no limit)
@@ -124,6 +131,8 @@ class Plan:
                      "inputs": ", ".join(self.ratio_reads), "prediction": "the prediction"}[self.ratio_inputs]
             if self.ratio_elements:
                 reads += f"; one value of {self.ratio_elements[0]} at a time"
+            if self.ratio_rescale_every:
+                reads += ", in its pairs' units"
             rows += [("ratio", f"{self.ratio}, reads {reads}"),
                      ("ratio updates", f"{self.ratio_updates} x {self.ratio_simulations} simulations")]
             if self.population:
@@ -167,6 +176,8 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         global_gradient=_global_gradient(view, settings, local_guide, exact_prior, ratio, local_samples, reasons),
         local_samples=local_samples,
         guide_rescale_every=_guide_rescale(view, local_guide, reasons),
+        ratio_rescale_every=_ratio_rescale(ratio, reasons),
+        ratio_stages_until=settings.steps // 2 if ratio == "contrastive" else 0,
         ratio_ema=_ema(settings, ratio),
         reuse=settings.reuse if ratio == "contrastive" else 0,
         budget=_budget(view, settings, ratio),
@@ -354,7 +365,14 @@ def _guide_rescale(view, local_guide, reasons) -> int:
         return 0
     _add_reason(reasons, "q(locals)", "β standardised by q's draws: the guide learns how a row's "
                                       "posterior moves across q's range, not the prior's")
-    return GUIDE_RESCALE_EVERY
+    return RESCALE_EVERY
+
+
+def _ratio_rescale(ratio, reasons) -> int:
+    if ratio != "contrastive":
+        return 0
+    _add_reason(reasons, "ratio", "the pairs follow q, and the likelihood's detail lies at the posterior's scale")
+    return RESCALE_EVERY
 
 
 def _add_reason(reasons: dict, key: str, text: str) -> None:

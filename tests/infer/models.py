@@ -87,6 +87,16 @@ def hier_case(name: str) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------- point parameters
+# A likelihood 0.1 wide under a prior 20 wide: a sliver of the prior's units.
+NARROW = """
+model narrow
+data x : real[2]
+latent theta ~ Uniform(-10, 10) [2]
+noise eps ~ Normal(0, 1) [2]
+observe x = theta + 0.1 * eps
+"""
+
+
 POINT_SOURCE = """
 model point_regression
 data f : real

@@ -9,7 +9,7 @@ import torch
 from himdsl.infer import FitSettings, RatioSettings, Trainer
 from himdsl.infer.data import ModelView
 from himdsl.infer.plan import make_plan
-from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+from tests.infer.models import (NARROW, compiled, gaussian_linear, hier_gauss, hier_gauss_data,
                                 linear_regression, linreg_data, point_regression,
                                 point_regression_data, sbibm_task)
 
@@ -120,3 +120,14 @@ def test_the_plan_is_printed_and_recorded():
     record = json.loads(json.dumps(trainer.plan.to_dict()))
     assert record["ratio"] == "contrastive" and record["encodings"]["y"] == "signed_log1p"
     assert record["global_families"] == [{"globals": ["mu", "sigma"], "family": "flow"}]
+
+
+def test_the_contrastive_ratios_inputs_follow_its_pairs_in_the_first_half_with_new_stages():
+    """Every `ratio_rescale_every` steps the contrastive ratio's inputs follow its
+    pairs, with new stages of the network until `ratio_stages_until`
+    (tests/infer/test_trainer.py runs it); the empirical ratio keeps its units."""
+    plan = _plan(compiled("narrow.him", NARROW), {"x": np.array([3.0, -2.0])}, steps=501)
+    assert (plan.ratio_rescale_every, plan.ratio_stages_until) == (100, 250)
+    assert "pairs' units" in plan.describe()
+    plan = _plan(point_regression(), point_regression_data(n=20))
+    assert (plan.ratio_rescale_every, plan.ratio_stages_until) == (0, 0)

@@ -54,7 +54,7 @@ def test_seed():
 
 def test_ratio_hidden_loss_and_contrast():
     trainer = _hier(ratio=RatioSettings(hidden=(7, 5), loss="hinge"), contrast="single")
-    assert trainer.ratio.net.net[0].out_features == 7 and trainer.ratio.net.net[2].out_features == 5
+    assert trainer.ratio.net.head.net[0].out_features == 7 and trainer.ratio.net.head.net[2].out_features == 5
     true, other, ok = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 0.0]), torch.ones(2, dtype=torch.bool)
     assert torch.allclose(trainer.ratio._judge(true, other, ok)[0], classifier_loss(true, other, "hinge")[0])
     plain = _hier()

@@ -12,7 +12,7 @@ import torch
 import himdsl
 
 from himdsl.infer import FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit
-from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+from tests.infer.models import (NARROW, compiled, gaussian_linear, hier_gauss, hier_gauss_data,
                                 linear_regression, linreg_data, point_regression,
                                 point_regression_data, sbibm_task, two_moons)
 
@@ -327,3 +327,43 @@ def test_parameter_average_keeps_each_half_of_its_window():
     assert float(second["m"].weight.detach()) == pytest.approx(11.5)
     assert float(restored.averaged_copies({"m": module})["m"].weight.detach()) == pytest.approx(9.5)
     assert ParameterAverage(start=6, end=14).halves({"m": module}) is None
+
+
+def test_a_new_ratio_network_starts_in_its_pairs_units_and_resumes_across_it(tmp_path):
+    """Standardised by prior simulations, a likelihood 0.1 wide under a prior 20 wide
+    is a sliver of each input. The contrastive ratio's inputs follow its pairs to
+    the data, and once they have narrowed 2x a new network starts in their units
+    (ratio.StagedRatio) and trains with the others, Adam over each in its own
+    group. A checkpoint taken between new networks restores them all, the
+    optimiser and the average."""
+    data = {"x": torch.tensor([3.0, -2.0])}
+
+    def make():
+        return compiled("narrow.him", NARROW)
+    settings = FitSettings(steps=240, simulations=64, particles=32, checkpoint_every=20, seed=0)
+    trainer = Trainer(make(), data, settings)
+    net = trainer.ratio.net
+    assert net.head.scale.sd.min() > 5 and len(net.stages) == 1          # the prior's units
+    straight = trainer.run()
+    head = net.head
+    assert len(net.stages) >= 2 and head.origin_sd.max() < 2             # a network born narrow
+    assert head.scale.bound is not None and net.stages[0].scale.bound is None
+    assert torch.allclose(head.scale.mean, torch.tensor([3.0, -2.0] * 2), atol=0.5)
+    groups = trainer.ratio.opt.param_groups
+    assert len(groups) == len(net.stages)
+    for group, stage in zip(groups, net.stages):
+        assert all(p is q for p, q in zip(group["params"], stage.parameters()))
+        assert all(p.requires_grad for p in stage.parameters())
+    averaged = trainer.ratio.average.average
+    assert len(averaged.stages) == len(net.stages)
+    torch.testing.assert_close(averaged.head.scale.sd, head.scale.sd)
+
+    def stop_at_160(row):
+        if row.step >= 160:
+            raise KeyboardInterrupt
+    path = str(tmp_path / "fit.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, settings, callback=stop_at_160, checkpoint_path=path)
+    resumed = fit(make(), data, settings, checkpoint_path=path, resume=True)
+    for a, b in zip(straight.global_guide.parameters(), resumed.global_guide.parameters()):
+        assert torch.equal(a, b)
