@@ -48,6 +48,7 @@ MIN_SPREAD = 1e-6
 # units, B·tanh(z / B): linear near its centre, bounded beyond (StagedRatio).
 BOUND = 4.0
 
+
 class Standardizer(nn.Module):
     """Affine input scaling z = (x − centre) / spread, fitted once from samples, then
     clipped to ±INPUT_CLIP, or with `bound` squashed to bound · tanh(z / bound).
@@ -232,10 +233,7 @@ class StagedRatio(nn.Module):
         return self.stages[-1]
 
     def forward(self, u: Tensor) -> Tensor:
-        out = self.stages[0](u)
-        for stage in self.stages[1:]:
-            out = out + stage(u)
-        return out
+        return sum(stage(u) for stage in self.stages)
 
     def fit_scaling(self, blocks: list[Tensor]) -> None:
         self.stages[0].fit_scaling(blocks)
