@@ -305,7 +305,9 @@ def shape_of(expr: str):
     # elementwise functions
     ("exp(v)", ((3,), "real")),
     ("abs(cnt)", ((2,), "int")),
-    ("floor(v)", ((3,), "real")),
+    ("floor(v)", ((3,), "int")),
+    ("sign(A)", ((4, 3), "int")),
+    ("floor(v) / 2", ((3,), "real")),
     ("clamp(v, 0, 1)", ((3,), "real")),
     ("where(v > 0, A, 0)", ((4, 3), "real")),
     ("min(v, s)", ((3,), "real")),

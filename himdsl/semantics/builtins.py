@@ -92,6 +92,9 @@ UNARY = {
     "tan": False, "tanh": False, "sigmoid": False, "softplus": False, "relu": True,
     "floor": True, "sign": True,
 }
+# Functions whose values are integers whatever their argument's dtype (a discretised
+# simulator observes floor(...) as `int` data).
+INTEGER_VALUED = frozenset({"floor", "sign"})
 # Functions with zero or undefined gradient: a path through them carries no gradient.
 NON_DIFFERENTIABLE = frozenset({"floor", "sign", "argmax", "onehot"})
 

@@ -247,8 +247,8 @@ class ExpressionTyper:
             return UNKNOWN
         inner = ctx.blocked() if call.func in B.NON_DIFFERENTIABLE else ctx
         arg = self.infer(call.args[0], inner)
-        keeps_int = B.UNARY[call.func] and arg.dtype in ("int", "cat")
-        return VType(arg.shape, "int" if keeps_int else "real")
+        integer = call.func in B.INTEGER_VALUED or (B.UNARY[call.func] and arg.dtype in ("int", "cat"))
+        return VType(arg.shape, "int" if integer else "real")
 
     def _elementwise(self, call, ctx) -> VType:
         if not self._arity(call, B.ELEMENTWISE_NARY[call.func]):
