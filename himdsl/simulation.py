@@ -42,6 +42,7 @@ def simulate_dataset(model, rows: int | None = None, draws: int = 1, given: dict
     rows = _rows(module, rows, cov)
     with torch.no_grad():
         globals_ = globals_from(draws) if globals_from else module.sample_globals(draws, fixed)
+        _check_support(module, globals_, fixed)
         sim = module.simulate(globals_, cov, rows, draws)
     return _outputs(module, sim, globals_, cov, draws)
 
@@ -59,6 +60,32 @@ def _given(module: HimModule, given: dict | None) -> dict:
             raise DataError(f"--given {name}: got shape {list(tensor.shape)}, expected {list(expected)}")
         values[name] = tensor
     return values
+
+
+def _check_support(module: HimModule, globals_: dict, fixed: dict) -> None:
+    """A fixed global must be a value its prior can take (a Beta's in (0, 1), a scale's
+    positive): the model's simulation is meaningless outside it."""
+    for name, value in fixed.items():
+        prior = module.prior(name, globals_)
+        if not bool(prior.support.check(globals_[name]).all()):
+            shown = value.tolist()
+            raise DataError(f"--given {name}={shown}: outside the support of its prior "
+                            f"{type(prior).__name__} ({_describe(prior.support)})")
+
+
+def _describe(support) -> str:
+    """A constraint in words: 'in (0, 1)', 'positive'."""
+    low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    base = getattr(support, "base_constraint", None)     # an Independent constraint
+    if base is not None:
+        return _describe(base)
+    if low is not None and high is not None:
+        return f"values in ({low:g}, {high:g})"
+    if low is not None:
+        return f"values {'at or ' if 'Eq' in type(support).__name__ else ''}above {low:g}"
+    if high is not None:
+        return f"values below {high:g}"
+    return str(support)
 
 
 def _covariates(module: HimModule, covariates: dict | None) -> dict:

@@ -133,6 +133,20 @@ def test_cli_bad_options_exit_2_with_a_message(tmp_path, args, message):
     assert code == 2 and message in text, text
 
 
+@pytest.mark.parametrize("given, message", [
+    ("rho=1.5", "--given rho=1.5: outside the support of its prior Beta (values in (0, 1))"),
+    ("tau=-1", "--given tau=-1.0: outside the support of its prior HalfNormal (values at or above 0)"),
+])
+def test_cli_a_given_global_outside_its_priors_support_is_refused(tmp_path, given, message):
+    model = tmp_path / "m.him"
+    model.write_text("data x : real\nlatent rho ~ Beta(2, 2)\nlatent tau ~ HalfNormal(1)\n"
+                     "plate n over x {\n  noise e ~ Normal(0, 1)\n  observe x = rho + tau * e\n}\n")
+    code, text = _run("simulate", model, "-o", tmp_path / "d.npz", "--rows", 5, "--given", given)
+    assert code == 2 and message in text, text
+    code, text = _run("simulate", model, "-o", tmp_path / "d.npz", "--rows", 5, "--given", "rho=0.3")
+    assert code == 0, text
+
+
 def test_cli_missing_covariates_are_named(tmp_path):
     code, text = _run("simulate", "examples/linear_regression/model.him", "-o", tmp_path / "x.npz", "--rows", 3)
     assert code == 2 and "covariates `f`" in text
