@@ -74,7 +74,7 @@ def _check_support(module: HimModule, globals_: dict, fixed: dict) -> None:
 
 
 def _describe(support) -> str:
-    """A constraint in words: 'in (0, 1)', 'positive'."""
+    """A constraint in words: 'values in (0, 1)', 'values at or above 0'."""
     low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
     base = getattr(support, "base_constraint", None)     # an Independent constraint
     if base is not None:

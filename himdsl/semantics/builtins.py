@@ -85,16 +85,14 @@ DISTRIBUTIONS: dict[str, DistSpec] = {
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus", "elu", "gelu", "identity")
 
-# Elementwise functions of one argument; the second item says whether the result
-# keeps an integer dtype (abs of an int is an int, exp of an int is real).
+# Elementwise functions of one argument and their result's dtype: "real"; "keep" an
+# integer argument's (abs of an int is an int); or "int" whatever the argument (a
+# discretised simulator observes floor(...) as `int` data).
 UNARY = {
-    "exp": False, "log": False, "sqrt": False, "abs": True, "sin": False, "cos": False,
-    "tan": False, "tanh": False, "sigmoid": False, "softplus": False, "relu": True,
-    "floor": True, "sign": True,
+    "exp": "real", "log": "real", "sqrt": "real", "abs": "keep", "sin": "real", "cos": "real",
+    "tan": "real", "tanh": "real", "sigmoid": "real", "softplus": "real", "relu": "keep",
+    "floor": "int", "sign": "int",
 }
-# Functions whose values are integers whatever their argument's dtype (a discretised
-# simulator observes floor(...) as `int` data).
-INTEGER_VALUED = frozenset({"floor", "sign"})
 # Functions with zero or undefined gradient: a path through them carries no gradient.
 NON_DIFFERENTIABLE = frozenset({"floor", "sign", "argmax", "onehot"})
 

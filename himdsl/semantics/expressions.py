@@ -247,7 +247,8 @@ class ExpressionTyper:
             return UNKNOWN
         inner = ctx.blocked() if call.func in B.NON_DIFFERENTIABLE else ctx
         arg = self.infer(call.args[0], inner)
-        integer = call.func in B.INTEGER_VALUED or (B.UNARY[call.func] and arg.dtype in ("int", "cat"))
+        rule = B.UNARY[call.func]
+        integer = rule == "int" or (rule == "keep" and arg.dtype in ("int", "cat"))
         return VType(arg.shape, "int" if integer else "real")
 
     def _elementwise(self, call, ctx) -> VType:
