@@ -86,6 +86,17 @@ def test_the_plan_scores_values_unless_told_to_read_the_row():
         FitSettings(elements="values").validate()
 
 
+def test_the_plan_names_the_covariates_read_beside_each_value():
+    module = _model("noise u ~ Uniform(0, 1) [K]\nobserve y = u < sigmoid(mu + s * x)",
+                    data="data x : real[K]\ndata y : real[K]")
+    rng = np.random.default_rng(0)
+    data = {"y": (rng.uniform(size=(20, 4)) < 0.5).astype(np.float32),
+            "x": rng.normal(size=(20, 4)).astype(np.float32)}
+    plan = Trainer(module, data, FitSettings(steps=10)).plan
+    assert plan.ratio_elements == ("y", "x")
+    assert "one value of y with its x at a time" in plan.describe()
+
+
 def test_the_ratio_of_a_row_is_a_sum_over_its_values():
     """Scored one value at a time, r(row) is unchanged by reordering the values, and
     the change from altering one value does not depend on the others."""

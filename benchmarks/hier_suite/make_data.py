@@ -73,6 +73,25 @@ def extern_plate(rng: np.random.Generator, groups: int = 100, mu: float = -0.5, 
     return {"n": n, "y": y}, {"mu": mu, "sigma": sigma}
 
 
+def site_counts(rng: np.random.Generator, sites: int = 200, visits: int = 4,
+                mu: float = 1.5, tau: float = 0.6, phi: float = 5.0):
+    """Gamma-Poisson counts: a frailty per visit, Gamma(phi, phi) with mean 1."""
+    a = rng.normal(mu, tau, sites)
+    frailty = rng.gamma(phi, 1.0 / phi, size=(sites, visits))
+    y = rng.poisson(np.exp(a)[:, None] * frailty).astype(np.int64)
+    return {"y": y}, {"mu": mu, "tau": tau, "phi": phi}
+
+
+def hier_linreg(rng: np.random.Generator, groups: int = 100, rows: int = 8, mu_a: float = 2.0,
+                mu_b: float = -1.0, tau_a: float = 1.0, tau_b: float = 0.5, sigma: float = 0.3):
+    """A standard normal covariate per row; an intercept and a slope per group."""
+    x = rng.normal(size=(groups, rows))
+    a = rng.normal(mu_a, tau_a, groups)
+    b = rng.normal(mu_b, tau_b, groups)
+    y = a[:, None] + b[:, None] * x + sigma * rng.normal(size=(groups, rows))
+    return {"x": x, "y": y}, {"mu_a": mu_a, "mu_b": mu_b, "tau_a": tau_a, "tau_b": tau_b, "sigma": sigma}
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -80,7 +99,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # name -> (generator, seed); a seed per model keeps one data set independent of the others.
 GENERATORS = {f.__name__: (f, seed) for seed, f in enumerate(
     (eight_schools, schools_1000, schools_covariate, hier_logistic, poisson_re, student_t,
-     extern_plate), start=20261)}
+     extern_plate, site_counts, hier_linreg), start=20261)}
 
 
 def write(name: str) -> None:

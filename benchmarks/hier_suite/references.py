@@ -108,6 +108,31 @@ def extern_plate(d):
         numpyro.sample("y", dist.Binomial(d["n"], logits=a), obs=d["y"])
 
 
+def site_counts(d):
+    """Poisson(e^a g) with g ~ Gamma(phi, phi) is negative binomial: GammaPoisson(phi, phi e^-a)."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    phi = numpyro.sample("phi", dist.Gamma(2.0, 0.2))
+    with numpyro.plate("s", len(d["y"])):
+        a = numpyro.sample("a", dist.Normal(mu, tau))
+        rate = phi * jnp.exp(-a)
+        numpyro.sample("y", dist.GammaPoisson(phi, rate[:, None]).to_event(1), obs=d["y"])
+
+
+def hier_linreg(d):
+    """y = a_g + b_g x + sigma e: Normal(a_g + b_g x, sigma)."""
+    mu_a = numpyro.sample("mu_a", dist.Normal(0.0, 5.0))
+    mu_b = numpyro.sample("mu_b", dist.Normal(0.0, 2.0))
+    tau_a = numpyro.sample("tau_a", dist.HalfNormal(2.0))
+    tau_b = numpyro.sample("tau_b", dist.HalfNormal(1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("g", len(d["y"])):
+        a = numpyro.sample("a", dist.Normal(mu_a, tau_a))
+        b = numpyro.sample("b", dist.Normal(mu_b, tau_b))
+        mean = a[:, None] + b[:, None] * d["x"]
+        numpyro.sample("y", dist.Normal(mean, sigma).to_event(1), obs=d["y"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -134,6 +159,8 @@ TWINS = {
     "poisson_re": Twin(poisson_re, ("mu", "sigma"), ("v",)),
     "student_t": Twin(student_t, ("mu", "tau", "s"), ("theta",)),
     "extern_plate": Twin(extern_plate, ("mu", "sigma"), ("a",)),    # centred mixes better here
+    "site_counts": Twin(site_counts, ("mu", "tau", "phi"), ("a",)),
+    "hier_linreg": Twin(hier_linreg, ("mu_a", "mu_b", "tau_a", "tau_b", "sigma"), ("a", "b")),
 }
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..runtime.distributions import HalfStudentT
 from ..runtime.lib import ACTIVATIONS, UNARY
-from .ratio import Standardizer, mlp
+from .ratio import Standardizer, mlp, robust_moments
 
 Tensor = torch.Tensor
 _LOG_2PI = math.log(2 * math.pi)
@@ -182,11 +182,17 @@ class LocalGuide(nn.Module):
         the slope learns about spread / sd_q times slower than the rest: q(β) then
         feels a guide that cannot follow it, and narrows (docs/lfvi.md). Beyond
         `Q_BAND` sds of q, where it never trains, the guide answers as at the band's
-        edge: the ratio's proposals ask it at widened and prior draws of β."""
+        edge: the ratio's proposals ask it at widened and prior draws of β.
+
+        q's units are its draws' median and interquartile spread, not their mean and
+        sd: a positive global's q is heavy-tailed in its own units (log-normal), and
+        a few far draws would otherwise set a unit thousands of times the bulk's,
+        which the first layers' weights absorb and carry back multiplied."""
         if self.g_dim == 0:
             return
         cols = slice(self.x_dim, self.x_dim + self.g_dim)
-        self.scale.move(cols, g.mean(0), g.std(0), self.first_layers(), optimiser)
+        centre, spread = robust_moments(g)
+        self.scale.move(cols, centre, spread, self.first_layers(), optimiser)
         self.g_band.fill_(Q_BAND)
 
     def rsample(self, x: Tensor, g: Tensor, coords: PriorCoordinates | None = None

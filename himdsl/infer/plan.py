@@ -130,7 +130,9 @@ class Plan:
             reads = {"parents": ", ".join(self.ratio_locals + self.ratio_globals) or "x only",
                      "inputs": ", ".join(self.ratio_reads), "prediction": "the prediction"}[self.ratio_inputs]
             if self.ratio_elements:
-                reads += f"; one value of {self.ratio_elements[0]} at a time"
+                observed, *covariates = self.ratio_elements
+                beside = f" with its {', '.join(covariates)}" if covariates else ""
+                reads += f"; one value of {observed}{beside} at a time"
             if self.ratio_rescale_every:
                 reads += ", in its pairs' units"
             rows += [("ratio", f"{self.ratio}, reads {reads}"),

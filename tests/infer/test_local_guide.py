@@ -114,3 +114,20 @@ def test_a_guide_saved_before_the_band_existed_loads_without_one():
     fresh = GaussianLocalGuide(x_dim=1, g_dim=1, z_dim=1)
     fresh.load_state_dict(state)
     assert float(fresh.g_band) == 0.0 and float(guide.g_band) == 4.0
+
+
+def test_a_heavy_tail_of_q_does_not_set_the_guides_units():
+    """q's units are its draws' median and interquartile spread: a log-normal q(β)
+    whose far draws are 1e6 leaves the unit at the bulk's scale, so the first layers'
+    weights (which absorb the change) stay the size they were."""
+    torch.manual_seed(0)
+    guide = GaussianLocalGuide(x_dim=1, g_dim=1, z_dim=1)
+    guide.fit_scaling(torch.randn(1, 50, 1), torch.randn(400, 1))
+    draws = torch.randn(1000, 1)
+    draws[:10] = 1e6
+    before = max(float(layer.weight.abs().max()) for layer in guide.first_layers())
+    guide.rescale_globals(draws, None)
+    assert guide.scale.sd[1].item() == pytest.approx(1.0, rel=0.15)
+    assert guide.scale.mean[1].item() == pytest.approx(0.0, abs=0.1)
+    after = max(float(layer.weight.abs().max()) for layer in guide.first_layers())
+    assert after < 1.2 * before
