@@ -31,7 +31,8 @@ from .ratio import Standardizer, mlp, robust_moments
 
 Tensor = torch.Tensor
 _LOG_2PI = math.log(2 * math.pi)
-# Once β is in q's units the guide reads it clipped to this many of q's sds: a
+# Once β is in q's units the guide reads it clipped to this many of them (q's
+# interquartile spread / 1.349 about its median, a sd for a Gaussian q): a
 # straight extrapolation of its slope to the prior's tails (the ratio's proposals)
 # put a hierarchical logistic model's group effects where no data are (C2ST 0.97).
 Q_BAND = 4.0
