@@ -326,3 +326,20 @@ def test_fit_takes_a_dirichlet_global_and_finds_the_exact_posterior():
     exact = D.Dirichlet(torch.tensor(1.0 + np.bincount(c, minlength=3), dtype=torch.float64))
     assert np.all(np.abs(p.mean(0) - exact.mean.numpy()) < 0.02)
     assert np.all(np.abs(p.std(0) - exact.stddev.numpy()) < 0.5 * exact.stddev.numpy())
+
+
+def test_samplers_at_a_priors_extremes_fail_per_element_or_stay_right():
+    """torch's Poisson sampler raises on a NaN rate and returns -9.2e18 above ~1e19;
+    a NaN Bernoulli probability raises. Such elements come back NaN (a failed
+    simulation), huge rates draw round(rate + √rate ε), valid ones are untouched."""
+    rate = torch.tensor([float("nan"), -1.0, 3.0, 1e30])
+    draw = distributions.sample(D.Poisson(rate, validate_args=False), (4,))
+    assert torch.isnan(draw[:2]).all() and draw[2] >= 0 and draw[2] == draw[2].round()
+    assert draw[3] == pytest.approx(1e30, rel=1e-6)
+    big = distributions.sample(D.Poisson(torch.full((N,), 1e14, dtype=torch.float64),
+                                         validate_args=False), (N,))
+    assert (big.mean().item() - 1e14) / 1e7 == pytest.approx(0.0, abs=0.02)   # the mean's sd: 0.005
+    assert big.std().item() / 1e7 == pytest.approx(1.0, rel=0.05)
+    p = torch.tensor([float("nan"), 0.5, 1.5])
+    flips = distributions.sample(D.Bernoulli(probs=p, validate_args=False), (3,))
+    assert torch.isnan(flips[[0, 2]]).all() and flips[1] in (0.0, 1.0)

@@ -100,7 +100,45 @@ def sample(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
     """One draw for every element of `batch`, reparameterised where possible."""
     if tuple(dist.batch_shape) != tuple(batch):
         dist = dist.expand(torch.Size(batch))
-    return dist.rsample() if dist.has_rsample else dist.sample()
+    return dist.rsample() if dist.has_rsample else _discrete_sample(dist)
+
+
+# Poisson rates above this are drawn as round(rate + √rate · ε): torch's sampler
+# overflows int64 near 1e19, and the normal approximation is exact to float precision.
+POISSON_NORMAL_ABOVE = 1e12
+
+
+def _discrete_sample(dist: D.Distribution) -> torch.Tensor:
+    """A draw where torch's sampler would raise or overflow on a parameter from a
+    prior's tail (a NaN or negative Poisson rate, a probability outside [0, 1]): such
+    elements come back NaN, a failed simulation the trainer drops and counts."""
+    base = dist.base_dist if isinstance(dist, D.Independent) else dist
+    if isinstance(base, D.Poisson):
+        return _poisson(base.rate)
+    if isinstance(base, D.Bernoulli):
+        p = base.probs
+        bad = ~((p >= 0) & (p <= 1))
+        return _nan_where(bad, torch.bernoulli(p.masked_fill(bad, 0.0)))
+    if isinstance(base, D.Categorical):
+        p = base.probs
+        bad = ~((p >= 0) & torch.isfinite(p)).all(-1)
+        safe = D.Categorical(probs=p.masked_fill(bad[..., None], 1.0), validate_args=False)
+        return _nan_where(bad, safe.sample().to(p.dtype))
+    return dist.sample()
+
+
+def _poisson(rate: torch.Tensor) -> torch.Tensor:
+    bad = ~(rate >= 0)                                 # NaN or negative
+    big = rate > POISSON_NORMAL_ABOVE                  # inf included: stays inf
+    draw = torch.poisson(rate.masked_fill(bad | big, 0.0))
+    if bool(big.any()):
+        approx = (rate + rate.sqrt() * torch.randn_like(rate)).round()
+        draw = torch.where(big, approx, draw)
+    return _nan_where(bad, draw)
+
+
+def _nan_where(bad: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+    return draw.masked_fill(bad, math.nan) if bool(bad.any()) else draw
 
 
 def centre(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:

@@ -89,3 +89,25 @@ def test_non_finite_simulations_are_dropped_and_counted():
     assert all(math.isfinite(r.ratio_loss) for r in result.trace)
     check = next(c for c in result.verdict.checks if c.name == "simulations")
     assert check.ok == (share <= 0.5) and check.value == pytest.approx(share)
+
+
+NAN_RATE = """
+model nan_rate
+data k : int
+latent mu ~ Normal(0, 1)
+plate n over k {
+    noise e ~ Normal(0, 1)
+    noise c ~ Poisson(2 * log(mu + e + 3))
+    observe k = c
+}
+"""
+
+
+def test_a_sampler_given_an_invalid_parameter_fails_that_simulation_only():
+    """A Poisson rate that is NaN (log of a negative) made torch's sampler raise and
+    stopped the fit; it is a failed simulation like any other, dropped and counted."""
+    data = {"k": np.random.default_rng(0).poisson(2.0, 20)}
+    trainer = Trainer(compiled("nan_rate.him", NAN_RATE), data, FitSettings(**TINY))
+    result = trainer.run()
+    assert float(trainer.ratio.dropped) > 0
+    assert all(math.isfinite(r.ratio_loss) for r in result.trace)
