@@ -23,8 +23,9 @@ a small systematic error in ∂r/∂θ is the same sign on every row, so the q s
 over N rows multiplies it by N, while the posterior's sd shrinks only as 1/√N (a
 hierarchical logistic regression's shared slope sat 1.1 posterior sds off). So the
 mean score c = E[∇_θ r(x, θ)] over the local pairs' simulations, which lie where q
-is, is tracked (an exponential average) and the q step reads r(x, θ) − c · θ:
-errors that average to zero over the data's distribution then add only as √N.
+is, is tracked (an exponential average) and the q step reads r(x, θ) − c · u(θ),
+u the coordinates q moves in (score_calibration.py): errors that average to zero
+over the data's distribution then add only as √N.
 
     ratio = ContrastiveRatio(view, plan, settings, global_guide, local_guide, proposal)
     loss, acc = ratio.update(step)
@@ -37,8 +38,10 @@ import torch
 from .elements import ElementLayout
 from .local_guide import coordinates_at
 from .pair_store import PairStore
+from .checks import forked_rng
 from .plan import scaling_simulations
 from .ratio import RatioLearner, classifier_loss, pair_loss
+from .score_calibration import ScoreCalibration
 
 Tensor = torch.Tensor
 # Fraction of the pairs of an update that are local pairs (docs/lfvi.md, "The contrastive ratio").
@@ -119,7 +122,7 @@ class ContrastiveRatio(RatioLearner):
         moving average, score-calibrated (what q reads), else the network itself."""
         theta = theta.expand(*x.shape[:2], -1)
         logit = self._logit(x, theta, averaged)
-        return logit - (theta * self.calibration.score).sum(-1) if averaged else logit
+        return logit - self.calibration.correction(theta) if averaged else logit
 
     def _logit(self, x: Tensor, theta: Tensor, averaged: bool) -> Tensor:
         """The network's logit of rows x [..., Fx] at θ [..., Dθ]: the sum of the
@@ -151,6 +154,23 @@ class ContrastiveRatio(RatioLearner):
         if self.elements is not None:
             x_blocks = [self.elements.split(b).flatten(0, -2) for b in x_blocks]
         self.fit_input_scaling(x_blocks + [theta.flatten(0, -2)])
+        self.calibration.set_supports(self._supports(prior, rows))
+
+    def _supports(self, prior: dict, rows: dict) -> list:
+        """The support of each coordinate of θ (its latent's prior's; the real line
+        for computed inputs), in θ's order: locals, then globals."""
+        real = torch.distributions.constraints.real
+        if self.plan.ratio_inputs != "parents":
+            return [real] * self.theta_dim
+        with forked_rng(self.view.device):
+            local = self.view.local_priors(prior, rows) if self.z_parents else {}
+        supports = []
+        for block in self.z_parents:
+            dist = local.get(block.name)
+            supports += [dist.support if dist is not None else real] * block.width
+        for name in self.g_parents:
+            supports += [self.view.model.prior(name, prior).support] * self.view.g_flat_dims[name]
+        return supports
 
     # ------------------------------------------------------------ training
     def update(self, k: int, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -226,7 +246,8 @@ class ContrastiveRatio(RatioLearner):
         t = theta[idx][keep].detach().requires_grad_(True)
         logit = self._logit(x[idx][keep], t, averaged=True)
         score, = torch.autograd.grad(logit.sum(), t)
-        self.calibration.update(k, score.reshape(-1, t.shape[-1]).mean(0))
+        dim = t.shape[-1]
+        self.calibration.update(k, score.reshape(-1, dim), t.detach().reshape(-1, dim))
 
     def replay(self, k: int) -> tuple[Tensor, Tensor]:
         """An update on the pairs of an earlier step (valid: the pair loss's optimum does
@@ -328,21 +349,6 @@ class ContrastiveRatio(RatioLearner):
 
     def _coordinates(self, globals: dict, rows: dict):
         return coordinates_at(self.view, self.plan.local_coordinates, globals, rows, per_row=True)
-
-
-class ScoreCalibration(torch.nn.Module):
-    """The tracked mean score c of the ratio (a buffer, so checkpoints keep it)."""
-
-    DECAY = 0.99
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("score", torch.zeros(dim))
-
-    @torch.no_grad()
-    def update(self, k: int, score: Tensor) -> None:
-        decay = min(self.DECAY, (1 + k) / (10 + k))
-        self.score.lerp_(score, 1 - decay)
 
 
 def _take(pool: Tensor | None, start: int, num: int) -> Tensor | None:

@@ -1,0 +1,70 @@
+"""The score calibration works in the coordinates q moves in: a constant c is a
+tilt of q there, never a force that grows in q's tail."""
+import numpy as np
+import torch
+from torch.distributions import Gamma, HalfNormal, Normal, Uniform, constraints
+
+from himdsl.infer import FitSettings, Trainer
+from himdsl.infer.score_calibration import ScoreCalibration, support_map
+from tests.infer.models import compiled
+
+COUNTS = """
+model counts
+const V = 4
+data y : int[V]
+latent mu ~ Normal(0, 2)
+latent phi ~ Gamma(2, 0.2)
+plate s over y {
+    latent a ~ Normal(mu, 1)
+    noise g ~ Gamma(phi, phi) [V]
+    noise k ~ Poisson(exp(a) * g)
+    observe y = k
+}
+"""
+
+
+def test_each_support_has_its_unconstrained_coordinate():
+    assert support_map(Normal(0.0, 1.0).support) == (0, 0.0, 1.0)
+    assert support_map(HalfNormal(1.0).support) == (1, 0.0, 1.0)
+    assert support_map(Gamma(2.0, 0.2).support) == (1, 0.0, 1.0)     # θ ≥ 0
+    assert support_map(constraints.greater_than(2.0))[:2] == (1, 2.0)
+    assert support_map(Uniform(-1.0, 3.0).support) == (2, -1.0, 3.0)
+    assert support_map(constraints.independent(constraints.positive, 1))[0] == 1
+    # an interval whose bound varies (read from a latent) keeps θ itself
+    assert support_map(Uniform(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0])).support)[0] == 0
+
+
+def test_the_correction_is_a_constant_tilt_in_q_coordinates():
+    """d(c · u(θ))/du = c wherever θ is: a positive θ at 1e12 is pushed no harder
+    than one at 1 (applied to θ itself the push there would be c · 1e12)."""
+    cal = ScoreCalibration(3)
+    cal.set_supports([constraints.real, constraints.positive, constraints.interval(-1.0, 3.0)])
+    cal.score.copy_(torch.tensor([0.3, -0.2, 0.5]))
+    u = torch.tensor([[0.5, 0.0, 0.0], [-4.0, 27.6, 6.0], [9.0, -20.0, -6.0]], requires_grad=True)
+    theta = torch.stack([u[:, 0], u[:, 1].exp(), -1 + 4 * torch.sigmoid(u[:, 2])], -1)
+    grad, = torch.autograd.grad(cal.correction(theta).sum(), u)
+    assert torch.allclose(grad, cal.score.expand(3, 3), rtol=1e-3)
+    assert torch.allclose(cal.coordinates(theta.detach()), u.detach(), atol=1e-3)
+
+
+def test_the_mean_score_is_measured_in_q_coordinates():
+    """For r = f(log θ) the score in u is f'(log θ) whatever θ: the update folds in
+    ∂r/∂θ · dθ/du, here exactly 0.7 from θ at 0.01 to 1e6."""
+    cal = ScoreCalibration(1)
+    cal.set_supports([constraints.positive])
+    theta = torch.logspace(-2, 6, 50).reshape(-1, 1).requires_grad_(True)
+    score, = torch.autograd.grad((0.7 * theta.log()).sum(), theta)
+    for k in range(2000):
+        cal.update(k, score, theta.detach())
+    assert abs(cal.score.item() - 0.7) < 1e-4
+
+
+def test_the_ratio_reads_each_parents_support():
+    """A count model's ratio reads a (a Normal local: itself) and phi (a Gamma global:
+    its log)."""
+    rng = np.random.default_rng(0)
+    data = {"y": rng.poisson(3.0, size=(30, 4))}
+    trainer = Trainer(compiled("counts.him", COUNTS), data,
+                      FitSettings(steps=2, batch=8, particles=4, simulations=64))
+    assert trainer.plan.ratio == "contrastive"
+    assert trainer.ratio.calibration.kind.tolist() == [0, 1]
