@@ -41,6 +41,7 @@ class ScoreCalibration(torch.nn.Module):
         self.kind = torch.zeros(dim, dtype=torch.long)
         self.low = torch.zeros(dim)
         self.high = torch.ones(dim)
+        self.mapped = False         # some coordinate is not θ itself
 
     def set_supports(self, supports: list) -> None:
         """One support (a torch constraint) per coordinate of θ."""
@@ -49,9 +50,12 @@ class ScoreCalibration(torch.nn.Module):
         self.kind = torch.tensor([m[0] for m in maps], dtype=torch.long, device=device)
         self.low = torch.tensor([m[1] for m in maps], dtype=self.score.dtype, device=device)
         self.high = torch.tensor([m[2] for m in maps], dtype=self.score.dtype, device=device)
+        self.mapped = any(m[0] for m in maps)
 
     def coordinates(self, theta: Tensor) -> Tensor:
         """u(θ) [..., dim]."""
+        if not self.mapped:
+            return theta
         above = (theta - self.low).clamp_min(_TINY)
         unit = (above / (self.high - self.low)).clamp(_TINY, 1 - 1e-7)
         return torch.where(self.kind == 1, above.log(),
@@ -72,7 +76,9 @@ class ScoreCalibration(torch.nn.Module):
     def update(self, k: int, score: Tensor, theta: Tensor) -> None:
         """Fold in one batch's scores ∂r/∂θ [n, dim] measured at θ [n, dim]."""
         decay = min(self.DECAY, (1 + k) / (10 + k))
-        self.score.lerp_((score * self.jacobian(theta)).mean(0), 1 - decay)
+        if self.mapped:
+            score = score * self.jacobian(theta)
+        self.score.lerp_(score.mean(0), 1 - decay)
 
 
 def support_map(support) -> tuple[int, float, float]:

@@ -68,3 +68,16 @@ def test_the_ratio_reads_each_parents_support():
                       FitSettings(steps=2, batch=8, particles=4, simulations=64))
     assert trainer.plan.ratio == "contrastive"
     assert trainer.ratio.calibration.kind.tolist() == [0, 1]
+
+
+def test_on_the_real_line_the_calibration_is_the_plain_mean_score():
+    """Where every coordinate is θ itself the calibration is bit for bit the mean of
+    ∂r/∂θ (a product with ones would reorder a strided mean's sum and move a fit)."""
+    cal = ScoreCalibration(2)
+    cal.set_supports([constraints.real, constraints.real])
+    score = torch.randn(300, 3)[:, 1:]                       # strided, as autograd gives it
+    theta = torch.randn(300, 2)
+    cal.update(0, score, theta)
+    expected = torch.zeros(2).lerp_(score.mean(0), 1 - 0.1)
+    assert torch.equal(cal.score, expected)
+    assert cal.coordinates(theta) is theta
