@@ -111,6 +111,33 @@ def test_data_the_model_cannot_produce_fail_the_fit():
     assert next(c for c in fine.verdict.checks if c.name == "data in range").ok
 
 
+HEAVY = """
+model heavy
+data x : real[20]
+latent mu ~ Normal(0, 1)
+plate n over x {
+    noise e ~ StudentT(1, 0, 1) [20]
+    observe x = mu + e
+}
+"""
+
+
+def test_rows_as_far_out_as_the_models_own_pass_and_data_beyond_them_fail():
+    """Cauchy noise in 20 features puts many of the model's own rows past the
+    fixed distances in some feature; data drawn from the model must pass (the
+    fixed distances alone flagged more than a tenth of its rows), data 10,000
+    away must not."""
+    def data_in_range(shift):
+        torch.manual_seed(0)
+        data = {"x": shift + torch.distributions.StudentT(1.0).sample((50, 20))}
+        result = fit(compiled("heavy.him", HEAVY), data,
+                     FitSettings(steps=40, batch=16, particles=8, simulations=64))
+        return next(c for c in result.verdict.checks if c.name == "data in range")
+    drawn, shifted = data_in_range(0.5), data_in_range(10_000.0)
+    assert drawn.ok and drawn.value <= 0.04
+    assert not shifted.ok and shifted.value == 1.0
+
+
 def test_a_value_beyond_every_simulation_is_measured_from_their_range():
     from himdsl.infer.checks import _beyond_range
     values = torch.tensor([[[0.0, float("nan")], [1.0, 2.0]], [[2.0, float("nan")], [3.0, float("nan")]]])
