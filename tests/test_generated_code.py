@@ -122,3 +122,5 @@ def test_wrap_breaks_at_the_last_bracket_then_at_items_then_at_operators():
     assert wrap("    y = out['y'] = aaaa + bbbb * c", 20) == \
         ["    y = out['y'] = (", "        aaaa", "        + bbbb * c", "    )"]
     assert wrap("t = ('a',)", 5) == ["t = (", "    'a',", ")"]
+    # a keyword argument's long value: bracketed after `name=`, its comma kept outside
+    assert wrap("loc=f(a) + g(b) * x,", 12) == ["loc=(", "    f(a)", "    + g(b) * x", "),"]

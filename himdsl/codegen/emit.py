@@ -68,7 +68,10 @@ def wrap(line: str, limit: int = LINE_LIMIT) -> list[str]:
         rhs = _assignment_value(tokens)
         if rhs is None:
             return [line]
-        return wrap(f"{indent}{code[:rhs]}({code[rhs:]})", limit)
+        head, value = code[:rhs], code[rhs:].strip()
+        space = " " if head.endswith(" =") else ""        # `x = value`, not `name=value`
+        comma = "," if value.endswith(",") else ""        # an argument: `name=value,`
+        return wrap(f"{indent}{head}{space}({value.removesuffix(',').rstrip()}){comma}", limit)
     start, end = bracket
     inner, pieces = code[start + 1:end].strip(), _items(code, tokens, start, end)
     inner_indent = indent + "    "
@@ -142,7 +145,7 @@ def _items(code: str, tokens, start: int, end: int) -> list[str]:
 def _assignment_value(tokens) -> int | None:
     """Column where the value of an assignment `a = b = value` starts."""
     equals = [t.end[1] for t, depth in _depths(tokens) if depth == 0 and t.string == "="]
-    return equals[-1] + 1 if equals else None
+    return equals[-1] if equals else None
 
 
 def _operands(expression: str) -> list[str]:
