@@ -65,7 +65,11 @@ def load_checkpoint(trainer, path: str) -> None:
     check_identity(blob.get("identity", {}), trainer.identity, path)
     _check_settings(trainer, blob, path)
     for key, mod in trainer.modules().items():
-        mod.load_state_dict(blob["modules"][key])
+        try:
+            mod.load_state_dict(blob["modules"][key])
+        except RuntimeError as exc:     # its networks have other shapes
+            raise ValueError(f"checkpoint {path} was written by another version of himdsl ({key}: "
+                             f"{str(exc).splitlines()[0]}); fit into a new --out folder") from None
     if trainer.q_opt is not None:
         _load_optimiser(trainer.q_opt, blob["q_opt"], path)
     if trainer.ratio is not None:

@@ -207,28 +207,51 @@ class LocalGuide(nn.Module):
 
 
 class GaussianLocalGuide(LocalGuide):
-    """v ~ N(μ(x, β), diag σ(x, β)²), z = T(loc + scale · v) in the prior's coordinates
-    (the identity without them); μ has a linear skip connection."""
+    """v ~ N(μ(x, β), Σ(x, β)), z = T(loc + scale · v) in the prior's coordinates (the
+    identity without them); μ has a linear skip connection.
 
-    def __init__(self, x_dim, g_dim, z_dim, hidden: tuple[int, ...] = (64, 64)):
+    With `correlated`, Σ = S C Cᵀ S: S the diagonal of σ(x, β), C unit lower
+    triangular from the network (zero at the start: q starts diagonal). A row's locals
+    read the same data, so their posterior is correlated (an intercept and a slope
+    of one group: ρ = −x̄ / rms(x)), and a diagonal q, fitted by the ELBO, takes each
+    local's sd given the others, √(1 − ρ²) of its marginal one. det C = 1, so
+    log q is the diagonal guide's in ε = C⁻¹ S⁻¹ (v − μ)."""
+
+    def __init__(self, x_dim, g_dim, z_dim, hidden: tuple[int, ...] = (64, 64), correlated: bool = False):
         super().__init__(x_dim, g_dim, z_dim)
-        self.net = mlp(x_dim + g_dim, hidden, 2 * z_dim)
+        self.pairs = z_dim * (z_dim - 1) // 2 if correlated else 0
+        self.net = mlp(x_dim + g_dim, hidden, 2 * z_dim + self.pairs)
         self.linear = nn.Linear(x_dim + g_dim, z_dim)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+        self.register_buffer("below", torch.tril_indices(z_dim, z_dim, -1), persistent=False)
 
-    def moments(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log sd of v: [S, M, z_dim] each."""
+    def factors(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Mean and log σ of v [S, M, z_dim], and C [S, M, z_dim, z_dim] (None: diagonal)."""
         v = self.inputs(x, g)
         out = self.net(v)
-        return self.linear(v) + out[..., :self.z_dim], out[..., self.z_dim:].clamp(-12, 6)
+        mean = self.linear(v) + out[..., :self.z_dim]
+        log_sd = out[..., self.z_dim:2 * self.z_dim].clamp(-12, 6)
+        if not self.pairs:
+            return mean, log_sd, None
+        lower = torch.zeros(*out.shape[:-1], self.z_dim, self.z_dim, dtype=out.dtype, device=out.device)
+        lower[..., self.below[0], self.below[1]] = out[..., 2 * self.z_dim:]
+        return mean, log_sd, lower + torch.eye(self.z_dim, dtype=out.dtype, device=out.device)
+
+    def moments(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log of the marginal sd of v: [S, M, z_dim] each."""
+        mean, log_sd, mix = self.factors(x, g)
+        if mix is None:
+            return mean, log_sd
+        return mean, log_sd + 0.5 * mix.pow(2).sum(-1).log()
 
     def rsample(self, x, g, coords=None, widen: float = 1.0):
         """`widen` multiplies q's sd (a broader proposal for the ratio's training)."""
-        mean, log_sd = self.moments(x, g)
+        mean, log_sd, mix = self.factors(x, g)
         eps = torch.randn_like(mean)
         log_q = -0.5 * (eps.pow(2) + _LOG_2PI).sum(-1) - log_sd.sum(-1) - self.z_dim * math.log(widen)
-        v = mean + widen * log_sd.exp() * eps
+        noise = eps if mix is None else (mix @ eps.unsqueeze(-1)).squeeze(-1)
+        v = mean + widen * log_sd.exp() * noise
         if coords is None:
             return v, log_q
         z, logdet = coords.forward(v)
@@ -238,8 +261,10 @@ class GaussianLocalGuide(LocalGuide):
         logdet = 0.0
         if coords is not None:
             z, logdet = coords.inverse(z)
-        mean, log_sd = self.moments(x, g)
+        mean, log_sd, mix = self.factors(x, g)
         eps = (z - mean) / log_sd.exp()
+        if mix is not None:
+            eps = torch.linalg.solve_triangular(mix, eps.unsqueeze(-1), upper=False, unitriangular=True).squeeze(-1)
         return -0.5 * (eps.pow(2) + _LOG_2PI).sum(-1) - log_sd.sum(-1) - logdet
 
 

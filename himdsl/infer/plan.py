@@ -49,6 +49,9 @@ RESCALE_EVERY = 100
 # comes from the local guide, for 8 times the per-row work of q's step (the ratio's
 # training, which dominates a step, is unchanged).
 LOCAL_SAMPLES = 8
+# A row's local coordinates are correlated in q up to this many of them; beyond, the
+# factor's d(d − 1)/2 outputs a row outgrow the guide's network, and q is diagonal.
+FULL_COVARIANCE_MAX_DIMS = 32
 # Networks no wider than this train fastest on one CPU thread (benchmarks/threads.py).
 SINGLE_THREAD_MAX_WIDTH = 256
 
@@ -96,6 +99,8 @@ class Plan:
     steps: int = 0
     threads: int | None = None       # CPU threads for torch (None: torch's choice)
     untrained: tuple[str, ...] = ()  # point estimates no gradient reaches: left at their start
+    # "full": the Gaussian local guide correlates a row's locals (local_guide.py)
+    local_covariance: str = "diagonal"
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -117,8 +122,9 @@ class Plan:
         families = ", ".join(f"{'+'.join(b)}: {f}" for b, f in self.global_families) or "none"
         rows = [("method", self.method), ("q(globals)", families)]
         if self.local_guide:
-            rows.append(("q(locals)", self.local_guide + (" in prior coordinates"
-                                                          if self.local_coordinates else "")
+            rows.append(("q(locals)", self.local_guide
+                          + (", full covariance" if self.local_covariance == "full" else "")
+                          + (" in prior coordinates" if self.local_coordinates else "")
                           + (", reads β in q's units" if self.guide_rescale_every else "")
                           + (f", {self.local_samples} draws a row" if self.local_samples > 1 else "")))
             if self.global_gradient == "fisher":
@@ -190,6 +196,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         steps=settings.steps,
         threads=_threads(view, settings, reasons),
         untrained=_untrained(model, reasons),
+        local_covariance=_local_covariance(view, local_guide, reasons),
         reasons=reasons,
     )
 
@@ -360,6 +367,14 @@ def _local_guide(model, view, settings, method, reasons) -> str | None:
     if family == "implicit" and method == "vi":
         raise ValueError("method vi needs local guides with a density (gaussian)")
     return family
+
+
+def _local_covariance(view, local_guide, reasons) -> str:
+    if local_guide != "gaussian" or not 2 <= view.z_dim <= FULL_COVARIANCE_MAX_DIMS:
+        return "diagonal"
+    _add_reason(reasons, "q(locals)", f"full covariance over a row's {view.z_dim} local coordinates: "
+                                      "they read the same data, so their posterior is correlated")
+    return "full"
 
 
 def _guide_rescale(view, local_guide, reasons) -> int:

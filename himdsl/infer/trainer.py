@@ -120,7 +120,8 @@ class Trainer:
             return None
         specs = [self.settings.guide[n] for n in self.model.local_names if n in self.settings.guide]
         spec = specs[0] if specs else LocalGuideSpec()
-        kwargs = {"noise": spec.noise, "activations": self._local_activations()} if family == "implicit" else {}
+        kwargs = ({"noise": spec.noise, "activations": self._local_activations()} if family == "implicit"
+                  else {"correlated": self.plan.local_covariance == "full"})
         view = self.view
         guide = LOCAL_FAMILIES[family](view.x_dim, view.g_dim, view.z_dim, tuple(spec.hidden), **kwargs)
         return guide.to(view.device)
