@@ -201,6 +201,22 @@ def test_a_checkpoint_whose_ratio_optimiser_differs_is_refused_with_a_reason(tmp
         fit(model, data, FitSettings(**dict(TINY, steps=60)), checkpoint_path=path, resume=True)
 
 
+def test_a_checkpoint_whose_networks_have_other_shapes_is_refused_with_a_reason(tmp_path):
+    """hier_gauss's two-coordinate locals had a diagonal guide before its covariance
+    was full: its checkpoints' guide network has fewer outputs."""
+    model, data = _hier_gauss_small()
+    path = str(tmp_path / "fit.ckpt")
+    fit(model, data, FitSettings(**TINY), checkpoint_path=path)
+    blob = torch.load(path, weights_only=True)
+    guide = blob["modules"]["local"]
+    last = max(k for k in guide if k.startswith("net.") and k.endswith(".weight"))
+    guide[last] = guide[last][:-1]
+    guide[last.replace("weight", "bias")] = guide[last.replace("weight", "bias")][:-1]
+    torch.save(blob, path)
+    with pytest.raises(ValueError, match="written by another version of himdsl"):
+        fit(model, data, FitSettings(**dict(TINY, steps=60)), checkpoint_path=path, resume=True)
+
+
 def test_resume_extends_a_finished_run_to_more_steps(tmp_path):
     data, _ = hier_gauss_data(n=50)
     path = str(tmp_path / "fit.ckpt")
