@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .checks import EDGE_SDS, Check, edge_shares, forked_rng
+from .checks import EDGE_SDS, Check, edge_shares, forked_rng, predictive_features
 
 CALIBRATION_BINS = 10
 CALIBRATION_BATCHES = 4
@@ -156,13 +156,11 @@ def support_edge(trainer) -> Check | None:
 def posterior_predictive(trainer) -> Check | None:
     """Posterior predictive p-values of the data's mean and sd per observed feature."""
     view = trainer.view
+    if not (view.g_shapes or view.has_plate):
+        return None
     rows = view.random_rows(PPC_ROWS)
-    draws = PPC_DRAWS if view.g_shapes else 1
-    globals = trainer.result().global_guide.rsample(draws)[0] if view.g_shapes else {}
-    width = sum(b.width for b in view.x_blocks)
-    sim = view.simulate(globals, rows, draws)
-    simulated = torch.cat([b.encode(sim[b.name], 2) for b in view.x_blocks], -1)[..., :width]
-    data = view.x_features(view.with_data(rows, 1))[..., :width]
+    simulated = predictive_features(trainer, rows, PPC_DRAWS)
+    data = view.x_features(view.with_data(rows, 1))[..., :simulated.shape[-1]]
     worst, where, tested = _ppc_extreme(simulated, data, _feature_names(view))
     if worst is None:
         return None

@@ -236,7 +236,7 @@ def data_in_range(trainer) -> Check | None:
     if not (view.g_shapes or view.has_plate):
         return None
     rows = view.random_rows(PREDICTIVE_ROWS)
-    values = _predictive(trainer, rows, 2 * PREDICTIVE_DRAWS)
+    values = predictive_features(trainer, rows, 2 * PREDICTIVE_DRAWS)
     reference, replicated = values[:PREDICTIVE_DRAWS], values[PREDICTIVE_DRAWS:]
     data = view.x_features(view.with_data(rows, 1))[0, :, :values.shape[-1]]
     limit = max(1.0, float(torch.nanquantile(_outlyingness(reference, replicated).flatten(), REPLICATED_PASS)))
@@ -249,7 +249,7 @@ def data_in_range(trainer) -> Check | None:
                  else f"{share:.1%} of the data rows lie far from the fitted model's simulations")
 
 
-def _predictive(trainer, rows: dict, draws: int) -> torch.Tensor:
+def predictive_features(trainer, rows: dict, draws: int) -> torch.Tensor:
     """The observed features of `draws` simulations of each of `rows` from the fitted
     model, [draws, R, F], NaN where a simulation failed."""
     view = trainer.view
