@@ -211,10 +211,11 @@ class GaussianLocalGuide(LocalGuide):
     identity without them); μ has a linear skip connection.
 
     With `correlated`, Σ = S C Cᵀ S: S the diagonal of σ(x, β), C unit lower
-    triangular from the network (zero at the start: q starts diagonal). A row's locals
-    read the same data, so their posterior is correlated (an intercept and a slope
-    of one group: ρ = −x̄ / rms(x)), and a diagonal q, fitted by the ELBO, takes each
-    local's sd given the others, √(1 − ρ²) of its marginal one. det C = 1, so
+    triangular, its lower part from the network (zero at the start: q starts
+    diagonal). A row's locals read the same data, so their posterior is correlated
+    (an intercept and a slope of one group: ρ = −x̄ / rms(x)), and a diagonal q,
+    fitted by the ELBO, takes each local's sd given the others, √(1 − ρ²) of its
+    marginal one. det C = 1, so
     log q is the diagonal guide's in ε = C⁻¹ S⁻¹ (v − μ)."""
 
     def __init__(self, x_dim, g_dim, z_dim, hidden: tuple[int, ...] = (64, 64), correlated: bool = False):
