@@ -14,6 +14,14 @@ a symptom worth a look rather than proof that the posterior is wrong.
 * **q at the support's edge**: the share of q's draws of a bounded global beyond
   EDGE_SDS prior sds (unconstrained) from the prior's centre: a posterior piled
   against a bound is often a prior that excludes the data's explanation.
+* **locals' means**: each row's ELBO, differentiated in the Gaussian local
+  guide's mean μ (at draws of q(β) and of the row's locals), points to its optimum:
+  near a Gaussian posterior the gradient is Σ⁻¹ (μ* − μ), so Σ times it (q's
+  covariance) is the mean's error, one Newton step, which each local's marginal sd
+  puts in its units. Its root mean square over rows and locals (less the draws'
+  noise) above LOCAL_STEP_SDS, the locals' accuracy target, says the guide had not
+  converged: a nearly collinear intercept and slope per group converge that slowly
+  along their ridge.
 * **posterior predictive**: the data's mean and sd of every observed feature
   against the same summaries of data sets simulated at q's draws (a posterior
   predictive p-value); outside [PPC_TAIL, 1 - PPC_TAIL] the fitted model does
@@ -38,6 +46,11 @@ ELBO_GAIN_T = 3.0
 ELBO_DRAWS = 256
 ELBO_ROWS = 512
 MAX_EDGE_SHARE = 0.01
+# the locals' means' error, in their sds, that the check accepts (the suite's target)
+LOCAL_STEP_SDS = 0.1
+LOCAL_DRAWS = 256
+LOCAL_CHUNK = 32
+LOCAL_ROWS = 256
 PPC_DRAWS = 100
 PPC_ROWS = 256
 # Two-sided tail for the whole family of summaries (Bonferroni over their number):
@@ -152,6 +165,47 @@ def support_edge(trainer) -> Check | None:
                  advisory=True)
 
 
+def local_means(trainer) -> Check | None:
+    """The root mean square, over rows, of the Gaussian local guide's one-step
+    (Newton) distance to each row's ELBO optimum, in the locals' sds (module
+    docstring); the empirical ratio's row terms read q's density, so it has none."""
+    result = trainer.result()
+    guide = result.local_guide
+    if guide is None or not hasattr(guide, "mean_as_input") or trainer.plan.ratio == "empirical":
+        return None
+    view = trainer.view
+    objective = trainer.objective.with_guides(result.global_guide, guide)
+    with forked_rng(view.device):
+        rows = view.random_rows(LOCAL_ROWS)
+        steps = torch.cat([_newton_steps(objective, view, rows, LOCAL_CHUNK)
+                           for _ in range(LOCAL_DRAWS // LOCAL_CHUNK)]).double()
+    square = steps.mean(0).pow(2) - steps.var(0) / steps.shape[0]     # less the draws' noise
+    error = math.sqrt(max(0.0, float(square.mean())))
+    ok = error <= LOCAL_STEP_SDS
+    return Check("locals' means", ok, error,
+                 f"the locals' means are {error:.2f} of their sds from where each row's ELBO points "
+                 "(one Newton step with q's covariance): the local guide had not converged; run more "
+                 "steps" if not ok
+                 else f"the locals' means are within {error:.2f} of their sds of each row's optimum",
+                 advisory=True)
+
+
+def _newton_steps(objective, view, rows: dict, draws: int) -> torch.Tensor:
+    """Σ ∇_μ ℓ / √diag Σ per draw of β (and of the locals) and row: [draws, R, Dz]."""
+    guide = objective.local_guide
+    globals = ({k: v.detach() for k, v in objective.global_guide.rsample(draws)[0].items()}
+               if view.g_shapes else {})
+    with guide.mean_as_input() as kept:
+        terms = objective.row_terms(globals, rows, draws)
+    mean, log_sd, mix = kept[0]
+    grad, = torch.autograd.grad(terms.sum(), mean)
+    step = log_sd.exp() * grad      # Σ = S C Cᵀ S: Σ g / √diag Σ = C Cᵀ S g / √diag C Cᵀ
+    if mix is None:
+        return step
+    step = (mix @ (mix.transpose(-1, -2) @ step.unsqueeze(-1))).squeeze(-1)
+    return step / mix.pow(2).sum(-1).sqrt()
+
+
 @torch.no_grad()
 def posterior_predictive(trainer) -> Check | None:
     """Posterior predictive p-values of the data's mean and sd per observed feature."""
@@ -217,4 +271,4 @@ def _upper_tail(replicates: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
     return torch.where(spread <= tolerance, exact, p)
 
 
-ADVICE = (ratio_calibration, elbo_settled, support_edge, posterior_predictive)
+ADVICE = (ratio_calibration, elbo_settled, support_edge, local_means, posterior_predictive)

@@ -19,6 +19,7 @@ parameterisation does for HMC; and z never leaves the prior's support.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -226,6 +227,7 @@ class GaussianLocalGuide(LocalGuide):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self.register_buffer("below", torch.tril_indices(z_dim, z_dim, -1), persistent=False)
+        self._kept: list | None = None
 
     def factors(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Mean and log σ of v [S, M, z_dim], and C [S, M, z_dim, z_dim] (None: diagonal)."""
@@ -233,11 +235,26 @@ class GaussianLocalGuide(LocalGuide):
         out = self.net(v)
         mean = self.linear(v) + out[..., :self.z_dim]
         log_sd = out[..., self.z_dim:2 * self.z_dim].clamp(-12, 6)
-        if not self.pairs:
-            return mean, log_sd, None
-        lower = torch.zeros(*out.shape[:-1], self.z_dim, self.z_dim, dtype=out.dtype, device=out.device)
-        lower[..., self.below[0], self.below[1]] = out[..., 2 * self.z_dim:]
-        return mean, log_sd, lower + torch.eye(self.z_dim, dtype=out.dtype, device=out.device)
+        mix = None
+        if self.pairs:
+            lower = torch.zeros(*out.shape[:-1], self.z_dim, self.z_dim, dtype=out.dtype, device=out.device)
+            lower[..., self.below[0], self.below[1]] = out[..., 2 * self.z_dim:]
+            mix = lower + torch.eye(self.z_dim, dtype=out.dtype, device=out.device)
+        if self._kept is not None:
+            mean = mean.detach().requires_grad_()
+            self._kept.append((mean, log_sd.detach(), None if mix is None else mix.detach()))
+        return mean, log_sd, mix
+
+    @contextmanager
+    def mean_as_input(self):
+        """Inside the block every mean the guide computes is a fresh tensor that
+        requires grad, kept with its log σ and C in the yielded list: the gradient
+        of an objective in q's mean (advice.py's check of the locals' means)."""
+        self._kept = []
+        try:
+            yield self._kept
+        finally:
+            self._kept = None
 
     def moments(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log of the marginal sd of v: [S, M, z_dim] each."""

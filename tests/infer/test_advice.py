@@ -63,3 +63,19 @@ def test_a_good_fit_is_not_flagged_and_a_broken_one_is():
     assert sum(counts) == detail["simulations"] >= 100
     gaps = sum(b["count"] * abs(b["confidence"] - b["accuracy"]) for b in detail["reliability"])
     assert gaps / sum(counts) == pytest.approx(broken["ratio calibration"].value, abs=1e-3)
+
+
+def test_the_locals_means_check_measures_their_error_against_the_exact_posterior():
+    """A group's intercept and slope at x in [2, 3] (benchmarks/collinear_locals.py),
+    1,000 steps: the guide's means are still ~0.4 of their sds off the exact
+    posterior along the ridge, and one Newton step of each row's ELBO measures that
+    (0.416 for 0.409 when written)."""
+    from benchmarks import collinear_locals
+    from tests.infer.models import compiled
+    rows = collinear_locals.data(groups=100)
+    result = fit(compiled("slopes.him", collinear_locals.SOURCE), rows, FitSettings(steps=1000))
+    scores = collinear_locals.score(result, rows)
+    actual = math.sqrt((scores["a"]["rmse_in_sd"] ** 2 + scores["b"]["rmse_in_sd"] ** 2) / 2)
+    check = {c.name: c for c in result.verdict.advice()}["locals' means"]
+    assert actual > 0.2 and not check.ok and "run more steps" in check.message
+    assert check.value == pytest.approx(actual, rel=0.1)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import distributions as D
 
+from benchmarks.collinear_locals import SOURCE as SLOPES
 from himdsl.infer.data import Block
 from himdsl.infer.local_guide import GaussianLocalGuide, prior_coordinates
 
@@ -152,20 +153,6 @@ def test_a_fresh_correlated_guide_is_diagonal():
     guide = GaussianLocalGuide(3, 2, 3, correlated=True)
     _, _, mix = guide.factors(torch.randn(4, 5, 3), torch.randn(4, 2))
     assert torch.equal(mix, torch.eye(3).expand(4, 5, 3, 3))
-
-
-SLOPES = """
-model slopes
-data x : real[5]
-data y : real[5]
-latent mu_a ~ Normal(0, 5)
-latent mu_b ~ Normal(0, 5)
-plate g over y {
-    latent a ~ Normal(mu_a, 1)
-    latent b ~ Normal(mu_b, 1)
-    observe y ~ Normal(a + b * x, 0.5)
-}
-"""
 
 
 def test_an_intercept_and_slope_per_group_get_their_joint_posteriors_sds():
