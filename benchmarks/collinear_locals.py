@@ -76,7 +76,8 @@ def score(result, rows: dict[str, torch.Tensor]) -> dict:
         out[name] = local_scores(moments[f"{name}_mean"], moments[f"{name}_sd"],
                                  truth["mean"][:, j].numpy(), truth["sd"][:, j].numpy())
     check = {c.name: c for c in result.verdict.checks}.get("locals' means") if result.verdict else None
-    out["locals_check"] = None if check is None else {"ok": check.ok, "value": check.value}
+    out["locals_check"] = None if check is None else {"ok": check.ok, "value": check.value,
+                                                      "message": check.message}
     for j, name in enumerate(("mu_a", "mu_b")):
         d = torch.as_tensor(draws[name]).double()
         out[name] = {"mean_error_in_sd": float((d.mean() - truth["mu_mean"][j]) / truth["mu_sd"][j]),

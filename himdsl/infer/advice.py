@@ -166,28 +166,38 @@ def support_edge(trainer) -> Check | None:
 
 
 def local_means(trainer) -> Check | None:
-    """The root mean square, over rows, of the Gaussian local guide's one-step
-    (Newton) distance to each row's ELBO optimum, in the locals' sds (module
-    docstring); the empirical ratio's row terms read q's density, so it has none."""
+    """The Gaussian local guide's distance to each row's ELBO optimum (module
+    docstring), for the fit's guides."""
     result = trainer.result()
-    guide = result.local_guide
-    if guide is None or not hasattr(guide, "mean_as_input") or trainer.plan.ratio == "empirical":
+    error = local_mean_error(trainer, result.global_guide, result.local_guide)
+    if error is None:
+        return None
+    ok = error <= LOCAL_STEP_SDS
+    polish = getattr(trainer, "polish", None)
+    after = (f" after {polish.steps:,} more steps of the local guide alone (from {polish.before:.2f})"
+             if polish is not None else "")
+    return Check("locals' means", ok, error,
+                 f"the locals' means are {error:.2f} of their sds from where each row's ELBO points "
+                 f"(one Newton step with q's covariance){after}: the local guide had not converged; "
+                 "run more steps" if not ok
+                 else f"the locals' means are within {error:.2f} of their sds of each row's optimum{after}",
+                 advisory=True)
+
+
+def local_mean_error(trainer, global_guide, local_guide) -> float | None:
+    """The root mean square, over rows and locals, of one Newton step of each row's
+    ELBO in the local guide's mean, in the locals' sds, less the draws' noise (None
+    without a Gaussian local guide; the empirical ratio's row terms read q's density)."""
+    if local_guide is None or not hasattr(local_guide, "mean_as_input") or trainer.plan.ratio == "empirical":
         return None
     view = trainer.view
-    objective = trainer.objective.with_guides(result.global_guide, guide)
+    objective = trainer.objective.with_guides(global_guide, local_guide)
     with forked_rng(view.device):
         rows = view.random_rows(LOCAL_ROWS)
         steps = torch.cat([_newton_steps(objective, view, rows, LOCAL_CHUNK)
                            for _ in range(LOCAL_DRAWS // LOCAL_CHUNK)]).double()
-    square = steps.mean(0).pow(2) - steps.var(0) / steps.shape[0]     # less the draws' noise
-    error = math.sqrt(max(0.0, float(square.mean())))
-    ok = error <= LOCAL_STEP_SDS
-    return Check("locals' means", ok, error,
-                 f"the locals' means are {error:.2f} of their sds from where each row's ELBO points "
-                 "(one Newton step with q's covariance): the local guide had not converged; run more "
-                 "steps" if not ok
-                 else f"the locals' means are within {error:.2f} of their sds of each row's optimum",
-                 advisory=True)
+    square = steps.mean(0).pow(2) - steps.var(0) / steps.shape[0]
+    return math.sqrt(max(0.0, float(square.mean())))
 
 
 def _newton_steps(objective, view, rows: dict, draws: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ With the covering population q's loss adds COVERING_WEIGHT · KL(π ‖ q) / N
 
 **Several draws of the locals (`local_samples` = L > 1).** q(β) learns from the
 importance-weighted bound, the locals held at their draws (Fisher gradients, below);
-the local guide, frozen there, learns from its own per-row ELBO (`_local_fit`), as
+the local guide, frozen there, learns from its own per-row ELBO (`local_fit`), as
 the partially importance-weighted auto-encoder does (PIWAE, Rainforth et al. 2018):
 the bound's gradient for the guide loses its signal as L grows: trained on it,
 eight_schools' locals were 0.12 sd off at CI's size, 0.06 on its ELBO.
@@ -67,7 +67,7 @@ class Objective:
         loss = -(elbo.mean() if torch.is_tensor(elbo) else torch.tensor(elbo)) / n
         elbo_value = -loss.detach()
         if fisher or weighted:
-            loss = loss - temperature * self._local_fit(draws[2], rows, s)
+            loss = loss - temperature * self.local_fit(draws[2], rows, s)
         if self.covering is not None:
             loss = loss + COVERING_WEIGHT * self.covering.forward_kl() / n
         self.q_opt.zero_grad(set_to_none=True)
@@ -92,7 +92,7 @@ class Objective:
         """The same objective for other guides (to evaluate, not to train them)."""
         return Objective(self.view, self.plan, global_guide, local_guide, self.ratio, None, self.params, None)
 
-    def _local_fit(self, u: Tensor, rows: dict, s: int) -> Tensor:
+    def local_fit(self, u: Tensor, rows: dict, s: int) -> Tensor:
         """The local guide's own objective: the mean per-row ELBO at q's draws `u`
         (detached: only the guide learns from it)."""
         globals = {k: v.detach() for k, v in self.global_guide.constrain(u.detach())[0].items()}

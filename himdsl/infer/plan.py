@@ -101,6 +101,9 @@ class Plan:
     untrained: tuple[str, ...] = ()  # point estimates no gradient reaches: left at their start
     # "full": the Gaussian local guide correlates a row's locals (local_guide.py)
     local_covariance: str = "diagonal"
+    # the Gaussian local guide trains on after the loop, q(β) held, until its means
+    # are within 0.1 sd of each row's optimum (polish.py)
+    polish_locals: bool = False
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -126,7 +129,8 @@ class Plan:
                           + (", full covariance" if self.local_covariance == "full" else "")
                           + (" in prior coordinates" if self.local_coordinates else "")
                           + (", reads β in q's units" if self.guide_rescale_every else "")
-                          + (f", {self.local_samples} draws a row" if self.local_samples > 1 else "")))
+                          + (f", {self.local_samples} draws a row" if self.local_samples > 1 else "")
+                          + (", trained on to its optimum" if self.polish_locals else "")))
             if self.global_gradient == "fisher":
                 held = "their weighted draws" if self.local_samples > 1 else "the guide's draws"
                 rows.append(("q(β) gradient", f"fisher, the locals held at {held}"))
@@ -197,6 +201,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         threads=_threads(view, settings, reasons),
         untrained=_untrained(model, reasons),
         local_covariance=_local_covariance(view, local_guide, reasons),
+        polish_locals=_polish_locals(local_guide, ratio, reasons),
         reasons=reasons,
     )
 
@@ -375,6 +380,14 @@ def _local_covariance(view, local_guide, reasons) -> str:
     _add_reason(reasons, "q(locals)", f"full covariance over a row's {view.z_dim} local coordinates: "
                                       "they read the same data, so their posterior is correlated")
     return "full"
+
+
+def _polish_locals(local_guide, ratio, reasons) -> bool:
+    if local_guide != "gaussian" or ratio == "empirical":
+        return False
+    _add_reason(reasons, "q(locals)", "after the loop the guide trains on, q(β) held, while one Newton "
+                                      "step of a row's ELBO is over 0.1 of its sds")
+    return True
 
 
 def _guide_rescale(view, local_guide, reasons) -> int:

@@ -31,6 +31,7 @@ from .interrupts import FitInterrupted, deferred_interrupts
 from .local_guide import LOCAL_FAMILIES
 from .objective import Objective
 from .plan import SCALING_DRAWS, SCALING_ROWS, full_batch, make_plan
+from .polish import polish_locals
 from .proposals import GlobalProposal
 from .result import FitResult, TraceRow
 from .schedule import ParameterAverage, Schedule
@@ -100,6 +101,8 @@ class Trainer:
         self.average = ParameterAverage(self.plan.average_from, s.steps)
         self.moments = MomentTrace(self.plan.average_from, s.steps)
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
+        # the local guide's training after the loop (polish.py), once it has run
+        self.polish = None
 
     # ------------------------------------------------------------ construction
     @property
@@ -211,7 +214,7 @@ class Trainer:
         if q_active and self._guide_rescale_due(k):
             self.local_guide.rescale_globals(self._q_globals_flat(), self.q_opt)
         if q_active:
-            rows = self._batch_rows()
+            rows = self.batch_rows()
             out["elbo"], out["q_loss"] = self.objective.step(draws, rows, self.schedule.temperature(k))
             self.average.update(k, self.guides())
         self._flag_non_finite(out, k)
@@ -252,7 +255,7 @@ class Trainer:
             return {}, 0.0, None
         return self.global_guide.rsample(self.settings.particles)
 
-    def _batch_rows(self) -> dict[str, Tensor]:
+    def batch_rows(self) -> dict[str, Tensor]:
         """The q step's rows: the next M of a random permutation of all rows, redrawn
         when used up (random reshuffling): every row then enters q's fit equally often.
         With replacement the rows' counts over the averaged steps vary by ±10 %, and the
@@ -309,6 +312,12 @@ class Trainer:
                     raise FitInterrupted(k, checkpoint_path)
                 if row is not None and callback is not None:
                     callback(row)
+            if self.plan.polish_locals and self.polish is None:
+                self.polish = polish_locals(self, interrupt)
+                if interrupt.raised:
+                    raise FitInterrupted(self.state.step, checkpoint_path)
+                if checkpoint_path and self.polish is not None:
+                    self._save(checkpoint_path, time.perf_counter() - t0)
         self._check_parameters()
         self.state.seconds = time.perf_counter() - t0
         return self.result(verdict=s.checks)
