@@ -85,7 +85,12 @@ def _guide_step(trainer, objective, guide, opt) -> None:
 @torch.no_grad()
 def _store(trainer, guide) -> None:
     """The polished guide's parameters become the fit's average of the local guide
-    (what `trainer.result()` and the checkpoint give)."""
-    values = trainer.average.values
+    (what `trainer.result()` and the checkpoint give), in both halves of the
+    average's window: the halves then differ in q(β) alone, which is what "ELBO
+    settled" compares (advice.py)."""
+    average = trainer.average
     for name, p in guide.named_parameters():
-        values[f"local.{name}"] = copy.deepcopy(p.detach())
+        key = f"local.{name}"
+        average.values[key] = copy.deepcopy(p.detach())
+        if key in average.first_half:
+            average.first_half[key] = copy.deepcopy(p.detach())

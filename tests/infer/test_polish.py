@@ -1,5 +1,7 @@
 """The local guide trains on after the loop until its means reach each row's
 optimum (himdsl/infer/polish.py), against the exact posterior."""
+import torch
+
 from benchmarks import collinear_locals
 from himdsl.infer import FitSettings
 from himdsl.infer.polish import POLISH_TO
@@ -25,6 +27,12 @@ def test_a_nearly_collinear_intercept_and_slope_get_their_posterior_means_with_t
         assert abs(scores[name]["mean_error_in_sd"]) < 0.1, scores
         assert 0.9 < scores[name]["sd_ratio"] < 1.1, scores
     assert scores["locals_check"]["ok"] and "more steps of the local guide alone" in scores["locals_check"]["message"]
+    # both halves of the average hold the polished guide: "ELBO settled" compares q(β) alone
+    first, second = trainer.average.halves(trainer.guides())
+    for name, p in result.local_guide.named_parameters():
+        assert torch.equal(dict(first["local"].named_parameters())[name], p)
+        assert torch.allclose(dict(second["local"].named_parameters())[name], p, atol=1e-5)
+    assert {c.name: c for c in result.verdict.advice()}["ELBO settled"].ok
 
 
 def test_a_guide_within_the_target_is_left_as_it_is():
@@ -49,8 +57,6 @@ class _RaisedAfter:
 
 def test_an_interrupted_polish_leaves_the_fit_as_the_loop_left_it():
     from dataclasses import replace
-
-    import torch
 
     from himdsl.infer.polish import polish_locals
     rows = collinear_locals.data(groups=100)
