@@ -168,8 +168,10 @@ def support_edge(trainer) -> Check | None:
 def local_means(trainer) -> Check | None:
     """The Gaussian local guide's distance to each row's ELBO optimum (module
     docstring), for the fit's guides."""
-    result = trainer.result()
-    error = local_mean_error(trainer, result.global_guide, result.local_guide)
+    error = getattr(trainer, "local_error", None)       # measured by the polish already
+    if error is None:
+        result = trainer.result()
+        error = local_mean_error(trainer, result.global_guide, result.local_guide)
     if error is None:
         return None
     ok = error <= LOCAL_STEP_SDS

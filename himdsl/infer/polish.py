@@ -44,7 +44,7 @@ def polish_locals(trainer, interrupt=None) -> PolishReport | None:
     average; None when the guide needs none (or is not a Gaussian one)."""
     result = trainer.result()
     global_guide, guide = result.global_guide, result.local_guide
-    before = local_mean_error(trainer, global_guide, guide)
+    before = trainer.local_error = local_mean_error(trainer, global_guide, guide)
     if before is None or before <= LOCAL_STEP_SDS:
         return None
     for p in global_guide.parameters():
@@ -68,6 +68,7 @@ def polish_locals(trainer, interrupt=None) -> PolishReport | None:
     if best is None:          # no block improved on the loop's guide: it stays
         return PolishReport(steps, before, before)
     _store(trainer, best)
+    trainer.local_error = best_error
     return PolishReport(steps, before, best_error)
 
 

@@ -101,8 +101,10 @@ class Trainer:
         self.average = ParameterAverage(self.plan.average_from, s.steps)
         self.moments = MomentTrace(self.plan.average_from, s.steps)
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
-        # the local guide's training after the loop (polish.py), once it has run
+        # the local guide's training after the loop (polish.py), once it has run, and
+        # the locals' means' error it measured last (advice.py reads it, not again)
         self.polish = None
+        self.local_error: float | None = None
 
     # ------------------------------------------------------------ construction
     @property
