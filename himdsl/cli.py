@@ -305,7 +305,7 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
     try:
         result = run_fit(job.compiled, job.data, overrides, device, str(folder), resume, tracker.row,
                          announce=lambda plan, settings: tracker.start(plan, settings, threads),
-                         settings=job.settings)
+                         settings=job.settings, polish_progress=bar.polish)
         bar.close()
         typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
         _echo_checks(result.result.verdict)
@@ -474,6 +474,23 @@ class ProgressBar:
             sys.stderr.write("\r" + line)
             sys.stderr.flush()
         elif int(10 * done) != int(10 * (row.step - 1) / max(total, 1)) or row.step == total:
+            sys.stderr.write(line + "\n")
+        self.last_line = line
+
+    def polish(self, report) -> None:
+        """The local guide training on after the loop (infer/polish.py): a line at its
+        start and after each block, so that the wait after the bar is full is explained."""
+        from .infer.polish import POLISH_TO
+
+        line = (f"local guide alone, q(beta) held: {report.steps} of at most {self.total} steps; locals' "
+                f"means {report.after:.3f} sds from their optimum ({report.before:.3f} after the loop, "
+                f"target {POLISH_TO:g})")
+        if self.live:
+            if report.steps == 0:
+                sys.stderr.write("\n")
+            sys.stderr.write("\r" + line)
+            sys.stderr.flush()
+        else:
             sys.stderr.write(line + "\n")
         self.last_line = line
 

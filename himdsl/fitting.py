@@ -164,11 +164,13 @@ def prepare_data(module, data) -> dict:
 
 
 def run_fit(model, data, overrides: dict | None = None, device: str = "auto", out: str | None = None,
-            resume: bool = False, progress=None, announce=None, settings: FitSettings | None = None) -> Fit:
+            resume: bool = False, progress=None, announce=None, settings: FitSettings | None = None,
+            polish_progress=None) -> Fit:
     """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given.
     `settings` replaces the model's own (a replay); `overrides` then apply. With
     `resume` the checkpoint's settings continue, and only a longer run may be asked.
-    `announce(plan, settings)` is called once the plan is made, before training. Raises
+    `announce(plan, settings)` is called once the plan is made, before training;
+    `progress` and `polish_progress` are Trainer.run's two callbacks. Raises
     UntrustedFit when the fit fails its trust checks (unless `checks` is off)."""
     if not model.checked.by_role("observed"):
         raise FitError(f"model `{model.name}` observes no data, so there is nothing to fit: "
@@ -194,7 +196,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
         trainer = Trainer(module, tensors, settings, identity)
         if announce is not None:
             announce(trainer.plan, trainer.settings)
-        result = trainer.run(progress, checkpoint, resume)
+        result = trainer.run(progress, checkpoint, resume, polish_progress)
     except ValueError as exc:
         raise FitError(str(exc)) from None
     data_file = str(data) if isinstance(data, (str, os.PathLike)) else None

@@ -241,7 +241,8 @@ def test_progress_counts_to_the_default_steps_when_none_are_given(hier_data, tmp
     import himdsl.fitting
     from himdsl.infer import TraceRow
 
-    def fake_fit(model, data, overrides, device, out, resume, progress, announce=None, settings=None):
+    def fake_fit(model, data, overrides, device, out, resume, progress, announce=None, settings=None,
+                 polish_progress=None):
         progress(TraceRow(300, 0.0, 1.0, 0.5, 1.0))   # 10 %: a plain line
         raise himdsl.fitting.FitError("stopped by the test")
     monkeypatch.setattr(himdsl.fitting, "run_fit", fake_fit)
@@ -268,3 +269,17 @@ def test_progress_bar_says_warm_up_instead_of_a_nan_elbo(capsys):
     err = capsys.readouterr().err
     assert "ELBO (warm-up)" in err and "nan" not in err
     assert "ELBO -3.25" in err
+
+
+def test_progress_bar_explains_the_local_guide_training_on_after_the_loop(capsys):
+    from himdsl.cli import ProgressBar
+    from himdsl.infer.polish import PolishReport
+
+    bar = ProgressBar(3000)
+    bar.polish(PolishReport(0, 0.244, 0.244))
+    bar.polish(PolishReport(250, 0.244, 0.081))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["local guide alone, q(beta) held: 0 of at most 3000 steps; locals' means 0.244 sds "
+                     "from their optimum (0.244 after the loop, target 0.05)",
+                     "local guide alone, q(beta) held: 250 of at most 3000 steps; locals' means 0.081 sds "
+                     "from their optimum (0.244 after the loop, target 0.05)"]

@@ -1,6 +1,6 @@
 """The local guide trains on, q(β) held, until its means reach each row's optimum.
 
-    report = polish_locals(trainer, interrupt)     # PolishReport(steps, before, after) or None
+    report = polish_locals(trainer, interrupt, progress)   # PolishReport(steps, before, after) or None
 
 The fit's result averages q over the final quarter of the steps. Where the Gaussian
 local guide's means are still further than LOCAL_STEP_SDS of their sds from each
@@ -15,6 +15,9 @@ second half averaged; after each block the error is measured again, and training
 stops once it is within POLISH_TO, or after as many steps as the fit had.
 Only the guide learns, so a step costs a fraction of a fit's (no ratio updates).
 A guide that is within the target at the end of the fit is left exactly as it is.
+`progress(PolishReport)` hears of the start (0 steps) and of every block, the
+error so far in `after`: the polish can take as long again as the loop's guide
+steps, and a user watching `fit` should see it working.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ class PolishReport:
     after: float        # and after the polish (the best block's; the loop's if none was better)
 
 
-def polish_locals(trainer, interrupt=None) -> PolishReport | None:
+def polish_locals(trainer, interrupt=None, progress=None) -> PolishReport | None:
     """Train the averaged local guide on (module docstring) and put it in the fit's
     average; None when the guide needs none (or is not a Gaussian one)."""
     result = trainer.result()
@@ -52,6 +55,8 @@ def polish_locals(trainer, interrupt=None) -> PolishReport | None:
     objective = trainer.objective.with_guides(global_guide, guide)
     opt = torch.optim.Adam(guide.parameters(), lr=trainer.settings.lr)
     steps, error, best, best_error = 0, before, None, before
+    if progress is not None:
+        progress(PolishReport(0, before, before))
     while steps < trainer.settings.steps and error > POLISH_TO:
         block = min(POLISH_BLOCK, trainer.settings.steps - steps)
         average = ParameterAverage(block // 2)
@@ -65,6 +70,8 @@ def polish_locals(trainer, interrupt=None) -> PolishReport | None:
         error = local_mean_error(trainer, global_guide, candidate)
         if error < best_error:
             best, best_error = candidate, error
+        if progress is not None:
+            progress(PolishReport(steps, before, error))
     if best is None:          # no block improved on the loop's guide: it stays
         return PolishReport(steps, before, before)
     _store(trainer, best)

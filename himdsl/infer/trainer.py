@@ -292,8 +292,9 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
     def run(self, callback=None, checkpoint_path: str | None = None,
-            resume: bool = False) -> FitResult:
-        """Train to `settings.steps`; `callback(row: TraceRow)` at each log point.
+            resume: bool = False, polish_callback=None) -> FitResult:
+        """Train to `settings.steps`; `callback(row: TraceRow)` at each log point, then
+        `polish_callback(PolishReport)` while the local guide trains on (polish.py).
         Ctrl-C ends the step in flight, saves a checkpoint and raises FitInterrupted."""
         if resume and checkpoint_path and os.path.exists(checkpoint_path):
             load_checkpoint(self, checkpoint_path)
@@ -315,7 +316,7 @@ class Trainer:
                 if row is not None and callback is not None:
                     callback(row)
             if self.plan.polish_locals and self.polish is None:
-                self.polish = polish_locals(self, interrupt)
+                self.polish = polish_locals(self, interrupt, polish_callback)
                 if interrupt.raised:
                     raise FitInterrupted(self.state.step, checkpoint_path)
                 if checkpoint_path and self.polish is not None:

@@ -17,8 +17,12 @@ def test_a_nearly_collinear_intercept_and_slope_get_their_posterior_means_with_t
     rows = collinear_locals.data(groups=100)
     trainer = Trainer(compiled("slopes.him", collinear_locals.SOURCE), rows, FitSettings())
     assert trainer.plan.polish_locals
-    result = trainer.run()
+    heard = []
+    result = trainer.run(polish_callback=heard.append)
     assert trainer.polish is not None and trainer.polish.before > 0.2 >= POLISH_TO >= trainer.polish.after
+    # the polish says it started, and reports every block's error
+    assert heard[0].steps == 0 and heard[0].after == trainer.polish.before
+    assert heard[-1].steps == trainer.polish.steps and min(r.after for r in heard) == trainer.polish.after
     scores = collinear_locals.score(result, rows)
     for name in "ab":
         assert scores[name]["rmse_in_sd"] < 0.1, scores
