@@ -10,7 +10,10 @@ Always:
            observations typical draws: p-values spread over (0, 1), few below 0.01.
   ode      sir and lotka_volterra: the externs' fixed-step RK4 against scipy's
            LSODA at tight tolerances, over prior draws and the true parameters; the
-           worst error in units of the observation noise.
+           worst error in units of the observation noise. Then the same in the
+           prior's tails (each draw's log-distance from the prior's median tripled,
+           where a fit's q or covering population may go), with the number of rows
+           the first fixed step could not finish.
 With --wheel (the sbibm wheel; make_files.py's input):
   constants  the values written into the models equal sbibm's files: the
            stimulus of bernoulli_glm (design_matrix.pt) and the distractor mixture
@@ -96,32 +99,47 @@ def load_extern(task: str, file: str):
     return module
 
 
-def ode_errors(ext, thetas: np.ndarray) -> np.ndarray:
-    """|RK4 - LSODA| of an extern's ODE, every saved state: [n, saves, d]."""
-    from sbibm_ode import solve, solve_reference
+def ode_errors(ext, thetas: np.ndarray, seen=lambda states: states) -> tuple[np.ndarray, int]:
+    """|RK4 - LSODA| of an extern's ODE, every saved state: [n, saves, d], and the
+    number of rows the first fixed-step pass left non-finite (solved again finer).
+    `seen` maps the states to what the model observes before its noise."""
+    from sbibm_ode import solve, solve_reference, solve_rk4
 
     grid = (ext.SAVE_EVERY, ext.SAVES)
+    first = solve_rk4(ext.rhs, ext.START, thetas, *grid, ext.SUBSTEPS)
+    refined = int((~np.isfinite(first).all(axis=(1, 2))).sum())
     fast = solve(ext.rhs, ext.START, thetas, *grid, ext.SUBSTEPS)
     exact = np.stack([solve_reference(ext.rhs, np.asarray(ext.START, float), t, *grid) for t in thetas])
-    return np.abs(fast - exact)
+    return np.abs(seen(fast) - seen(exact)), refined
 
 
-def check_ode(task: str, n: int) -> str:
-    """RK4 error measured where it matters: in units of the observation noise."""
+def check_ode(task: str, n: int) -> list[str]:
+    """RK4 error measured where it matters, in units of the observation noise: at
+    prior draws and the true parameters, and in the prior's tails."""
     module = load_module(task)
-    thetas = np.concatenate([parameter_draws(module, module.sample_globals(n)),
-                             [load_observation(task, k)["true_theta"] for k in OBSERVATIONS]])
+    draws = parameter_draws(module, module.sample_globals(n))
+    thetas = np.concatenate([draws, [load_observation(task, k)["true_theta"] for k in OBSERVATIONS]])
+    centre = np.median(np.log(draws), axis=0)
+    tails = np.exp(centre + 3 * (np.log(draws) - centre))
+    return [f"{where}: {_ode_line(task, points)}" for where, points in (("prior", thetas), ("tails", tails))]
+
+
+def _ode_line(task: str, thetas: np.ndarray) -> str:
     if task == "sir":
         ext = load_extern(task, "sir_ode.py")
-        err = ode_errors(ext, thetas)[:, :, 1] / ext.N * 1000
-        unit = "binomial counts out of 1000 (sd up to 15.8)"
+        err, refined = ode_errors(ext, thetas)
+        err = err[:, :, 1] / ext.N * 1000
+        unit, sd = "binomial counts out of 1000 (sd up to 15.8)", 1.0
     else:
         ext = load_extern(task, "lv_ode.py")
-        err = ode_errors(ext, thetas) / 0.1
-        unit = "sds of the log-normal noise (0.1)"
+        # the model clamps the populations (log states here) to [1e-10, 1e4] first
+        err, refined = ode_errors(ext, thetas, lambda logs: np.clip(logs, np.log(1e-10), np.log(1e4)))
+        err = err / 0.1
+        unit, sd = "sds of the log-normal noise (0.1)", 1.0
     worst = err.reshape(len(err), -1).max(1)
     return (f"{len(thetas)} parameter sets: worst error {worst.max():.1e}, median {np.median(worst):.1e} "
-            f"{unit}")
+            f"{unit}; {int((err.reshape(len(err), -1).max(1) > sd).sum())} off by more than {sd:g}; "
+            f"{refined} solved with finer steps")
 
 
 # ---------------------------------------------------------------- against the wheel
@@ -222,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     for task in tasks:
         print(f"{task} typical: {check_typical(task, args.draws)}", flush=True)
     for task in (t for t in tasks if t in ("sir", "lotka_volterra")):
-        print(f"{task} ode: {check_ode(task, args.ode_draws)}", flush=True)
+        for line in check_ode(task, args.ode_draws):
+            print(f"{task} ode {line}", flush=True)
     if args.wheel:
         with tempfile.TemporaryDirectory() as tmp:
             zipfile.ZipFile(args.wheel).extractall(tmp)
