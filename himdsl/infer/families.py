@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ratio import robust_moments
+
 Tensor = torch.Tensor
 
 # A joint flow over every `auto` global up to this many unconstrained dimensions,
@@ -315,7 +317,7 @@ class GlobalGuide(nn.Module):
         """Standardise by the prior's median and spread in unconstrained space, and
         start q there with `scale` times the prior's spread (the plan's `init_scale`;
         the start's spread is clipped to [START_SD_MIN, START_SD_MAX] for heavy tails)."""
-        median, spread = _robust_moments(self.flat_u(prior_draws))
+        median, spread = robust_moments(self.flat_u(prior_draws))   # heavy-tailed priors
         self.center.copy_(median)
         self.spread.copy_(torch.where(spread > SPREAD_MIN, spread, torch.ones_like(spread)))
         self.set_moments(median, scale * spread.clamp(START_SD_MIN, START_SD_MAX))
@@ -417,10 +419,3 @@ def auto_family(dims: int, full_batch: bool) -> str:
     if dims > AUTO_FLOW_MAX_DIMS:
         return "normal"
     return "flow" if full_batch else "mvnormal"
-
-
-def _robust_moments(u: Tensor) -> tuple[Tensor, Tensor]:
-    """Median and the interquartile range's sd per coordinate (heavy-tailed priors)."""
-    med = u.median(0).values
-    q25, q75 = torch.quantile(u, 0.25, 0), torch.quantile(u, 0.75, 0)
-    return med, (q75 - q25) / 1.349
