@@ -54,13 +54,51 @@ def test_a_covariate_per_value_goes_with_its_value_and_a_row_covariate_with_the_
     assert module.observed_elements == {"y": ("x",)}
 
 
-def test_two_observations_or_no_plate_keep_the_rows_whole():
+def test_two_observations_keep_the_rows_whole():
     two = _model("noise e ~ Normal(0, 1) [K]\nobserve y = mu + e\nobserve y2 = mu + e",
                  data="data y : real[K]\ndata y2 : real[K]")
     assert two.observed_elements == {}
-    flat = himdsl.load("f.him", source="model f\ndata y : real[3]\nlatent mu ~ Normal(0, 1)\n"
-                       "noise e ~ Normal(0, 1) [3]\nobserve y = mu + e\n").module()
-    assert flat.observed_elements == {}
+
+
+def _flat(body: str, data: str = "data y : real[4, 2]"):
+    """A model without a plate: its one data row is K draws of the simulator."""
+    source = f"model f\n{data}\nlatent mu ~ Normal(0, 1) [2]\nlatent s ~ HalfNormal(1)\n{body}\n"
+    return himdsl.load("f.him", source=source).module()
+
+
+SLICES_INDEPENDENT = {
+    "a vector per value without a plate": ("noise e ~ Normal(0, 1) [3]\nobserve y = mu[0] + e", "data y : real[3]"),
+    "two correlated coordinates per draw (sbibm's slcp)":
+        ("let r = tanh(mu[1])\nnoise e ~ Normal(0, 1) [4, 2]\n"
+         "observe y = stack(mu[0] + s * e[:, 0], r * e[:, 0] + sqrt(1 - r ^ 2) * e[:, 1])", None),
+    "a row vector broadcast along each draw": ("noise e ~ Normal(0, 1) [4, 2]\nobserve y = mu + s * e", None),
+}
+SLICES_TIED = {
+    "indexing the draws' axis": "noise e ~ Normal(0, 1) [4, 2]\nobserve y = e + e[0, 0]",
+    "a latent that varies along the draws": "latent v ~ Normal(0, 1) [4, 2]\nnoise e ~ Normal(0, 1) [4, 2]\n"
+                                            "observe y = v + e",
+    "noise shared by the draws": "noise r ~ Normal(0, 1) [2]\nnoise e ~ Normal(0, 1) [4, 2]\nobserve y = r + e",
+    "a reduction within the draws' axis": "noise e ~ Normal(0, 1) [4, 2]\nobserve y = e - mean(e[:, 0])",
+}
+
+
+@pytest.mark.parametrize("body, data", SLICES_INDEPENDENT.values(), ids=SLICES_INDEPENDENT.keys())
+def test_slices_of_the_first_axis_independent_given_the_row_are_found(body, data):
+    module = _flat(body, data or "data y : real[4, 2]")
+    assert module.observed_elements == {"y": ()}
+
+
+@pytest.mark.parametrize("body", SLICES_TIED.values(), ids=SLICES_TIED.keys())
+def test_slices_that_may_be_tied_keep_the_row_whole(body):
+    assert _flat(body).observed_elements == {}
+
+
+def test_a_value_that_is_a_vector_gets_its_whole_slice():
+    module = _flat(SLICES_INDEPENDENT["two correlated coordinates per draw (sbibm's slcp)"][0])
+    view = ModelView(module, {"y": np.zeros((4, 2), np.float32)})
+    layout = ElementLayout(view, ("y",))
+    split = layout.split(torch.arange(8.0).reshape(1, 8))
+    assert split.shape == (1, 4, 2) and split[0].tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
 
 
 def test_the_layout_gives_each_value_its_own_columns_and_the_row_columns():

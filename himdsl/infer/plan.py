@@ -346,9 +346,9 @@ def _ratio_elements(model, settings, ratio, reads, reasons) -> tuple[str, ...]:
     row_level = all(n in model.global_names or model.nodes[n].shape == () for n in reads)
     if not row_level or model.nodes[name].dtype == "cat":
         return ()
-    size = model.nodes[name].shape[0]
-    reasons["ratio_elements"] = (f"the {size} values of {name} are independent given the row: "
-                                 "the ratio scores one value at a time")
+    size, *value = model.nodes[name].shape
+    values = f"{size} values of {name}" + (f" ({name}[k], {list(value)} each)" if value else "")
+    reasons["ratio_elements"] = f"the {values} are independent given the row: the ratio scores one value at a time"
     return (name, *covariates)
 
 
