@@ -17,7 +17,9 @@ so everything a method simulates is counted (himdsl's pilot runs too).
 
 --budget: NPE's number of simulations (default 10,000), and himdsl's cap
 (FitSettings.budget; by default himdsl simulates as its plan says). Each himdsl
-row records whether the fit passed its trust checks (`checks_ok`). --steps: himdsl's optimisation steps, for smoke
+row records whether the fit passed its trust checks (`checks_ok`), and where its
+draws were importance-resampled to the ratio's posterior (importance.py) the same
+fit's q draws' C2ST (`c2st_q`, printed beside) and the weights' k̂ (`resampling`). --steps: himdsl's optimisation steps, for smoke
 runs only (the table is then not a benchmark of the defaults).
 
 Prints a markdown table (one row per task, observation, seed and method, then
@@ -141,7 +143,14 @@ def fit_himdsl(module, x: np.ndarray, seed: int, budget: int | None, steps: int 
         options["steps"] = steps
     result = fit(module, {module.observed_names[0]: x}, FitSettings(**options))
     verdict = result.verdict
-    return result.posterior(POSTERIOR_DRAWS), {"checks_ok": verdict.ok, "failed_checks": verdict.failures()}
+    extra = {"checks_ok": verdict.ok, "failed_checks": verdict.failures()}
+    draws = result.posterior(POSTERIOR_DRAWS)
+    if result.resampling is not None:        # the same fit's q, before importance resampling
+        with torch.no_grad():
+            extra["q_draws"] = {n: v.numpy() for n, v in result.global_guide.rsample(POSTERIOR_DRAWS)[0].items()}
+        extra["resampling"] = {"used": result.resampling.used, "khat": result.resampling.khat,
+                               "ess": result.resampling.ess, "pool": result.resampling.pool}
+    return draws, extra
 
 
 class _NoLogs:
@@ -196,6 +205,9 @@ def run(task: str, k: int, seed: int, method: str, budget: int | None, steps: in
                 "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
     draws = parameter_draws(module, globals).reshape(POSTERIOR_DRAWS, -1)
+    if "q_draws" in extra:
+        q_draws = parameter_draws(module, extra.pop("q_draws")).reshape(POSTERIOR_DRAWS, -1)
+        extra["c2st_q"] = c2st(q_draws, obs["reference"])
     return {**row, "c2st": c2st(draws, obs["reference"]), "simulations": counter.count,
             "seconds": seconds, **extra}
 
@@ -222,6 +234,8 @@ def table(rows: list[dict], summary: list[dict]) -> str:
     for r in rows + [dict(s, observation="mean", seed="") for s in summary]:
         best, algorithm, npe = PAPER[r["task"]]
         score = f"{r['c2st']:.3f}" if "c2st" in r else f"error: {r['error']}"
+        if "c2st_q" in r:
+            score += f" (q's own {r['c2st_q']:.3f}, k̂ {r['resampling']['khat']:.2f})"
         lines.append(f"| {r['task']} | {r['observation']} | {r['seed']} | {r['method']} | {score} | "
                      f"{best:.2f} ({algorithm}) | {npe:.2f} | {r['simulations']:,.0f} | "
                      f"{r['seconds']:.0f} |")

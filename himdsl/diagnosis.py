@@ -32,13 +32,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .atomic import write_atomically, write_text_atomically
+from .infer.importance import khat_threshold, psis
 from .runtime.data import to_numpy
 
 PPC_DRAWS = 200              # replicated data sets (fewer when large or slow: inference_data.py)
@@ -47,7 +47,6 @@ PPC_LEVEL = 0.01             # family-wise level of the summaries' p-values
 ROW_INTERVAL = 0.9           # per-row central predictive interval
 ROW_SHARE_MAX = 0.2          # flag when more rows than this lie outside it (nominal 0.1)
 OUTLYING_ROWS = 5            # rows listed as the most outlying
-EQUAL_WEIGHTS = 1e-3       # log weights within this of each other: uniform weights
 IMPORTANCE_DRAWS = 1000      # S draws of q for the importance weights
 ROW_CHUNK = 256              # rows scored at once for the importance weights
 PLOT_FEATURES = 6            # features drawn in ppc.png
@@ -281,8 +280,8 @@ def importance_sampling(fit, draws: int = IMPORTANCE_DRAWS) -> Importance:
     finite = torch.isfinite(log_w)
     if not bool(finite.all()):
         return Importance(draws, reason=f"{int((~finite).sum())} of {draws} log weights are not finite")
-    smoothed, khat = _psis(log_w.double().cpu().numpy())
-    report = Importance(draws, float(khat), min(1 - 1 / math.log10(draws), 0.7),
+    smoothed, khat = psis(log_w.double().cpu().numpy())
+    report = Importance(draws, float(khat), khat_threshold(draws),
                         float(log_w.mean()) / fit.result.plan.rows, _surrogate_elbo(fit))
     if report.ok:
         report.weighted_shift = _weighted_shift(globals, smoothed)
@@ -328,20 +327,6 @@ def log_weights(fit, draws: int) -> tuple[torch.Tensor, dict]:
         rows = view.rows(idx if view.has_plate else None)
         total = total + objective.row_terms(globals, rows, draws).sum(-1)
     return total, {n: to_numpy(v) for n, v in globals.items()}
-
-
-def _psis(log_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """(Pareto-smoothed normalised log weights, k̂), as ArviZ computes them. Weights
-    equal to within EQUAL_WEIGHTS (q is the exact posterior up to float rounding) have
-    no tail to fit: k̂ = 0 (ArviZ's fit to the rounding noise may say inf)."""
-    if np.ptp(log_w) < EQUAL_WEIGHTS:
-        return np.full_like(log_w, -math.log(len(log_w))), 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")      # arviz's notices (its 1.0 refactor, k̂ > 0.7)
-        import arviz
-
-        smoothed, khat = arviz.psislw(log_w.copy(), reff=1.0)
-    return np.asarray(smoothed), float(np.asarray(khat))
 
 
 def _surrogate_elbo(fit) -> float | None:

@@ -141,11 +141,15 @@ class Fit:
 
     def summary(self) -> list[dict]:
         """One row per scalar of every global: name, mean, mcse, sd, 5%, 50%, 95% (of
-        `posterior()`). The draws from q are independent, so the Monte Carlo standard
-        error of the mean is sd / sqrt(S)."""
-        draws = max(len(next(iter(self.posterior().values()), ())), 1)
-        return [{"name": name, "mean": stats["mean"], "mcse": stats["sd"] / np.sqrt(draws), **stats}
-                for name, stats in summarise(self.posterior()).items()]
+        `posterior()`). Draws from q are independent: the Monte Carlo standard error
+        of the mean is sd / sqrt(S). Resampled from weighted draws (importance.py) it
+        is sd · sqrt(1 / ESS + 1 / S): the weights' error, then the resampling's."""
+        posterior = self.posterior()
+        draws = max(len(next(iter(posterior.values()), ())), 1)
+        report = self.result.resampling if self.result is not None else None
+        scale = np.sqrt(1 / draws + (1 / report.ess if report is not None and report.used else 0.0))
+        return [{"name": name, "mean": stats["mean"], "mcse": stats["sd"] * scale, **stats}
+                for name, stats in summarise(posterior).items()]
 
     def weights(self) -> dict[str, np.ndarray]:
         """Point-estimated parameters and layer weights by their stable names."""

@@ -104,6 +104,9 @@ class Plan:
     # the Gaussian local guide trains on after the loop, q(β) held, until its means
     # are within 0.1 sd of each row's optimum (polish.py)
     polish_locals: bool = False
+    # the posterior draws are q's importance-resampled to the ratio's posterior of the
+    # globals, known up to a constant where the covering population is (importance.py)
+    resample: bool = False
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -149,6 +152,8 @@ class Plan:
                      ("ratio updates", f"{self.ratio_updates} x {self.ratio_simulations} simulations")]
             if self.population:
                 rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
+            if self.resample:
+                rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
         rows.append(("schedule", f"warm-up {self.warmup_steps} steps, average from step {self.average_from}"))
         if self.threads:
@@ -202,6 +207,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         untrained=_untrained(model, reasons),
         local_covariance=_local_covariance(view, local_guide, reasons),
         polish_locals=_polish_locals(local_guide, ratio, reasons),
+        resample=_resample(settings, population, reasons),
         reasons=reasons,
     )
 
@@ -468,6 +474,18 @@ def _population(view, settings, ratio, method, reasons) -> int:
         return 0
     reasons["q objective"] = "the ratio's posterior is known up to a constant: q covers every mode"
     return min(settings.simulations, max(affordable, MIN_PARTICLES))
+
+
+def _resample(settings, population: int, reasons: dict) -> bool:
+    """Importance-resample q's draws to the ratio's posterior where it is known up to a
+    constant and affordable on every row (the covering population's condition): q,
+    fitted to a population of particles, is broader than it, which is what a
+    proposal should be (importance.py)."""
+    if not (settings.resample and population):
+        return False
+    reasons["posterior draws"] = ("the ratio's posterior is known up to a constant; q, broader "
+                                  "than it, is the proposal (PSIS, k̂ checked)")
+    return True
 
 
 def _budget(view, settings, ratio) -> int | None:

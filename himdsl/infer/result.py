@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .data import ModelView
+from .importance import resample
 from .local_guide import coordinates_at
 
 
@@ -32,8 +33,12 @@ class FitResult:
     """Trained guides of a model (q's parameters averaged over the final steps)."""
 
     def __init__(self, model, global_guide, local_guide, trace: list[TraceRow],
-                 mode: str, settings, seconds: float, plan=None):
+                 mode: str, settings, seconds: float, plan=None, target=None):
         self.model = model
+        # log π(u) up to a constant where the plan resamples q's draws to it (importance.py)
+        self.target = target
+        self.resampling = None  # importance.Resampling of the latest draws made
+        self._draws = None
         self.global_guide = global_guide
         self.local_guide = local_guide
         self.trace = list(trace)
@@ -45,12 +50,23 @@ class FitResult:
 
     @torch.no_grad()
     def posterior(self, num_draws: int | None = None) -> dict[str, np.ndarray]:
-        """Draws of every global from q(β): {name: [S, *shape]} in its support."""
+        """Draws of every global: {name: [S, *shape]} in its support. From q(β), or
+        q's importance-resampled to the ratio's posterior where the plan says so
+        (`resampling` reports how); the `samples` draws are made once."""
         num = num_draws or self.settings.samples
         if not self.global_guide.names:
             return {}
-        globals, _, _ = self.global_guide.rsample(num)
-        return {n: v.cpu().numpy() for n, v in globals.items()}
+        if num == self.settings.samples and self._draws is not None:
+            return self._draws
+        if self.target is None:
+            globals = self.global_guide.rsample(num)[0]
+        else:
+            u, self.resampling = resample(self.global_guide, self.target, num)
+            globals = self.global_guide.constrain(u)[0]
+        draws = {n: v.cpu().numpy() for n, v in globals.items()}
+        if num == self.settings.samples:
+            self._draws = draws
+        return draws
 
     @torch.no_grad()
     def locals(self, data: dict, draws: int = 256, chunk: int = 256) -> dict[str, np.ndarray]:

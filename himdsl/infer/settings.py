@@ -68,6 +68,10 @@ class FitSettings:
     # fit q to the ratio's posterior by forward KL over a particle population (mode-
     # covering) where that posterior is known up to a constant: "auto" (when affordable), "on", "off"
     covering: str = "auto"
+    # where the ratio's posterior of the globals is known up to a constant (the covering
+    # population's models), the posterior draws are q's importance-resampled to it (PSIS;
+    # importance.py); False: q's own draws
+    resample: bool = True
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
@@ -130,6 +134,7 @@ class FitSettings:
         _check(self.spread >= 0, "setting `spread` must be >= 0")
         _check(self.global_gradient in (None, *GLOBAL_GRADIENTS), f"unknown global_gradient "
                f"{self.global_gradient!r}; expected one of {', '.join(GLOBAL_GRADIENTS)}")
+        _check(isinstance(self.resample, bool), f"setting `resample` must be true or false, got {self.resample!r}")
         _check(self.covering in COVERING, f"unknown covering {self.covering!r}; expected one of "
                f"{', '.join(COVERING)}")
         _check(self.contrast in CONTRASTS, f"unknown contrast {self.contrast!r}; expected "

@@ -105,6 +105,8 @@ class Trainer:
         # the locals' means' error it measured last (advice.py reads it, not again)
         self.polish = None
         self.local_error: float | None = None
+        # how the fit's posterior draws were resampled (importance.py), once made
+        self.resampling = None
 
     # ------------------------------------------------------------ construction
     @property
@@ -377,9 +379,13 @@ class Trainer:
         """The fit so far, with q's parameters averaged over the final steps (and the
         trust checks' verdict when `verdict`)."""
         guides = self.average.averaged_copies(self.guides())
+        target = self.covering.log_posterior_u if self.plan.resample else None
         result = FitResult(self.model, guides["global"], guides.get("local"), self.state.trace,
-                           self.mode, self.settings, self.state.seconds, self.plan)
+                           self.mode, self.settings, self.state.seconds, self.plan, target)
         if verdict:
+            if target is not None:         # the fit's draws, made once; the advice reports how
+                result.posterior()
+                self.resampling = result.resampling
             result.verdict = check_fit(self, ADVICE)
         return result
 

@@ -1,0 +1,90 @@
+"""q's draws importance-resampled to the ratio's posterior (himdsl/infer/importance.py),
+against known densities, and as a fit's plan and advice use it."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from himdsl.infer import FitSettings
+from himdsl.infer.importance import khat_threshold, resample
+from himdsl.infer.trainer import Trainer
+from tests.infer import models
+
+
+class _Gaussian:
+    """A 1-d Gaussian proposal with the guide's interface (u's draws and density)."""
+
+    def __init__(self, sd: float):
+        self.sd = sd
+
+    def rsample(self, num):
+        u = self.sd * torch.randn(num, 1)
+        return {}, None, u
+
+    def log_prob_u(self, u):
+        return _normal_log_pdf(u[:, 0], 0.0, self.sd)
+
+
+def _normal_log_pdf(u, mean, sd):
+    return -0.5 * ((u - mean) / sd) ** 2 - math.log(sd) - 0.5 * math.log(2 * math.pi)
+
+
+def test_a_broad_proposal_is_resampled_to_the_target():
+    torch.manual_seed(0)
+    u, report = resample(_Gaussian(2.0), lambda u: _normal_log_pdf(u[:, 0], 1.0, 0.5), 10_000)
+    assert report.used and report.khat < 0.5 and report.pool == 40_000
+    assert abs(float(u.mean()) - 1.0) < 0.02 and abs(float(u.std()) / 0.5 - 1) < 0.03
+    # each index about weight · num times: few repeats where no weight exceeds 1 / num
+    assert len(torch.unique(u)) > 0.8 * len(u)
+
+
+def test_a_proposal_lighter_tailed_than_the_target_keeps_its_own_draws():
+    torch.manual_seed(0)
+    guide = _Gaussian(0.3)
+    u, report = resample(guide, lambda u: _normal_log_pdf(u[:, 0], 0.0, 1.0), 2_000)
+    assert not report.used and report.khat > khat_threshold(report.pool)
+    assert abs(float(u.std()) / 0.3 - 1) < 0.1            # q's draws, unweighted
+
+
+def test_a_target_that_is_nan_somewhere_is_not_trusted():
+    torch.manual_seed(0)
+    target = lambda u: torch.where(u[:, 0] > 1.5, torch.nan, -u[:, 0] ** 2)   # noqa: E731
+    _, report = resample(_Gaussian(1.0), target, 1_000)
+    assert not report.used and report.khat == math.inf
+
+
+@pytest.fixture(scope="module")
+def gaussian_linear_fit():
+    """sbibm gaussian_linear at CI size: 10-d, posterior N(x / 2, 0.05 I) exactly."""
+    data, _ = models.sbibm_task("gaussian_linear")
+    trainer = Trainer(models.gaussian_linear(), data, FitSettings(steps=400, simulations=128, seed=0))
+    return trainer, trainer.run(), data["x"].numpy()
+
+
+def test_the_plan_resamples_where_the_ratio_posterior_is_known_and_the_advice_says_how(gaussian_linear_fit):
+    trainer, result, _ = gaussian_linear_fit
+    assert trainer.plan.resample and "importance-resampled" in trainer.plan.describe()
+    line = {c.name: c for c in result.verdict.advice()}["posterior draws"]
+    report = trainer.resampling
+    assert report is not None and report.used and line.ok and line.value == report.khat
+    assert "Pareto k̂" in line.message and f"{report.pool:,}" in line.message
+    # the fit's draws are made once: what the advice reports is what the user gets
+    assert result.posterior() is result.posterior()
+
+
+def test_resampled_draws_match_the_exact_posterior(gaussian_linear_fit):
+    _, result, x = gaussian_linear_fit
+    theta = result.posterior()["theta"]
+    sd = math.sqrt(0.05)
+    errors = (theta.mean(0) - x / 2) / sd
+    ratios = theta.std(0) / sd
+    assert np.abs(errors).max() < 0.15 and np.abs(ratios - 1).max() < 0.06, (errors, ratios)
+
+
+def test_resample_off_keeps_q_draws():
+    data, _ = models.sbibm_task("two_moons")
+    plan = Trainer(models.two_moons(), data, FitSettings(steps=10, simulations=128, resample=False)).plan
+    assert not plan.resample and "importance-resampled" not in plan.describe()
+    with pytest.raises(ValueError, match="resample"):
+        FitSettings(resample="yes").validate()
