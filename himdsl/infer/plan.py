@@ -484,7 +484,7 @@ def _resample(settings, population: int, reasons: dict) -> bool:
     if not (settings.resample and population):
         return False
     reasons["posterior draws"] = ("the ratio's posterior is known up to a constant; q, broader "
-                                  "than it, is the proposal (PSIS, k̂ checked)")
+                                  "than it, is the proposal; PSIS's k̂ checks the weights")
     return True
 
 
