@@ -176,6 +176,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
     population = _population(view, settings, ratio, method, reasons)
     warmup = int(settings.warmup * settings.steps) if ratio else 0
     local_samples = _local_samples(settings, local_guide, ratio, reasons)
+    families = _global_families(view, settings, reasons)
     return Plan(
         method=method, ratio=ratio, ratio_inputs=inputs,
         ratio_globals=_ratio_globals(model, ratio),
@@ -184,7 +185,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         ratio_elements=_ratio_elements(model, settings, ratio, _ratio_reads(model, ratio, inputs), reasons),
         exact_local_prior=exact_prior and ratio != "empirical" or method == "vi",
         local_guide=local_guide, local_coordinates=coordinates,
-        global_families=_global_families(view, settings, reasons),
+        global_families=families,
         ratio_updates=_ratio_updates(settings, ratio, reasons),
         ratio_simulations=settings.simulations,
         population=population,
@@ -207,7 +208,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         untrained=_untrained(model, reasons),
         local_covariance=_local_covariance(view, local_guide, reasons),
         polish_locals=_polish_locals(local_guide, ratio, reasons),
-        resample=_resample(settings, population, reasons),
+        resample=_resample(settings, population, families, reasons),
         reasons=reasons,
     )
 
@@ -476,12 +477,13 @@ def _population(view, settings, ratio, method, reasons) -> int:
     return min(settings.simulations, max(affordable, MIN_PARTICLES))
 
 
-def _resample(settings, population: int, reasons: dict) -> bool:
+def _resample(settings, population: int, families, reasons: dict) -> bool:
     """Importance-resample q's draws to the ratio's posterior where it is known up to a
     constant and affordable on every row (the covering population's condition): q,
     fitted to a population of particles, is broader than it, which is what a
-    proposal should be (importance.py)."""
-    if not (settings.resample and population):
+    proposal should be (importance.py). A point-estimated global has no density to
+    weigh against."""
+    if not (settings.resample and population) or any(f == "point" for _, f in families):
         return False
     reasons["posterior draws"] = ("the ratio's posterior is known up to a constant; q, broader "
                                   "than it, is the proposal; PSIS's k̂ checks the weights")

@@ -88,3 +88,6 @@ def test_resample_off_keeps_q_draws():
     assert not plan.resample and "importance-resampled" not in plan.describe()
     with pytest.raises(ValueError, match="resample"):
         FitSettings(resample="yes").validate()
+    # a point-estimated global has no density to weigh q's draws by
+    point = Trainer(models.two_moons(), data, FitSettings(steps=10, simulations=128, guide={"theta": "point"})).plan
+    assert point.population and not point.resample
