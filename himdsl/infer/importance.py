@@ -77,7 +77,7 @@ def resample(guide, log_target, num: int) -> tuple[Tensor, Resampling]:
     log_w = log_w.double().cpu().numpy()
     kept = np.isfinite(log_w)                 # a target of zero (−inf) weighs nothing
     threshold = khat_threshold(pool)
-    if np.isnan(log_w).any() or (log_w == np.inf).any() or kept.sum() < 2:
+    if np.isnan(log_w).any() or np.isposinf(log_w).any() or kept.sum() < 2:
         return u[:num], Resampling(pool, math.inf, threshold, 0.0)
     smoothed, khat = psis(log_w[kept])
     weights = np.zeros(pool)
