@@ -1,12 +1,13 @@
 """Full-size accuracy of himdsl.infer on the known-answer models (docs/accuracy.md).
 
-    python benchmarks/lfvi_accuracy.py [hier_gauss linreg point] [--seed N]
+    python benchmarks/lfvi_accuracy.py [hier_gauss linreg point] [--seed N] [--steps N --simulations M]
 
 Prints one JSON line per model: the errors the targets are stated in, and seconds.
 The sbibm tasks (two_moons, gaussian_linear, ...) are benchmarks/sbibm_suite.py's.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -41,11 +42,18 @@ def hier_gauss(settings: FitSettings) -> dict:
 
 
 def linreg(settings: FitSettings) -> dict:
-    """Bayesian linear regression (examples/linear_regression), N = 500."""
+    """Bayesian linear regression (examples/linear_regression), N = 500: the fit's
+    draws, and where they are resampled the same fit's q beside them."""
     data, truth = models.linreg_data()
     result = fit(models.linear_regression(), data, settings)
-    out = {"plan": f"{result.plan.method}, {result.plan.ratio}", "verdict_ok": result.verdict.ok}
-    return {**out, **_globals_errors(result.posterior(10_000)["w"], truth["w_mean"], truth["w_sd"])}
+    out = {"plan": f"{result.plan.method}, {result.plan.ratio}", "verdict_ok": result.verdict.ok,
+           **_globals_errors(result.posterior(10_000)["w"], truth["w_mean"], truth["w_sd"])}
+    if result.resampling is not None:
+        with torch.no_grad():
+            q = result.global_guide.rsample(10_000)[0]["w"].numpy()
+        out["q"] = _globals_errors(q, truth["w_mean"], truth["w_sd"])
+        out["khat"] = round(result.resampling.khat, 3)
+    return out
 
 
 def point(settings: FitSettings) -> dict:
@@ -58,16 +66,23 @@ def point(settings: FitSettings) -> dict:
 BENCHMARKS = {f.__name__: f for f in (hier_gauss, linreg, point)}
 
 
-def main(args: list[str]) -> None:
+def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    seed = 0
-    if "--seed" in args:
-        at = args.index("--seed")
-        seed, args = int(args[at + 1]), args[:at] + args[at + 2:]
-    for name in args or list(BENCHMARKS):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="optimisation steps (the default's unless given)")
+    parser.add_argument("--simulations", type=int, help="ratio simulations an update")
+    args = parser.parse_args(argv)
+    unknown = set(args.models) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+    sizes = {k: v for k, v in (("steps", args.steps), ("simulations", args.simulations)) if v is not None}
+    for name in args.models or list(BENCHMARKS):
         start = time.perf_counter()
-        out = BENCHMARKS[name](FitSettings(seed=seed))
-        out = {"model": name, "seed": seed, **out, "seconds": round(time.perf_counter() - start, 1)}
+        out = BENCHMARKS[name](FitSettings(seed=args.seed, **sizes))
+        out = {"model": name, "seed": args.seed, **sizes, **out,
+               "seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(out), flush=True)
 
 

@@ -71,6 +71,10 @@ def test_the_plan_resamples_where_the_ratio_posterior_is_known_and_the_advice_sa
     assert "Pareto k̂" in line.message and f"{report.pool:,}" in line.message
     # the fit's draws are made once: what the advice reports is what the user gets
     assert result.posterior() is result.posterior()
+    # the target reads the score calibration averaged over q's averaging window
+    cal = trainer.ratio.calibration
+    assert cal.window_count.item() > 0
+    assert torch.allclose(cal.score, cal.window_sum / cal.window_count)
 
 
 def test_resampled_draws_match_the_exact_posterior(gaussian_linear_fit):
@@ -91,3 +95,4 @@ def test_resample_off_keeps_q_draws():
     # a point-estimated global has no density to weigh q's draws by
     point = Trainer(models.two_moons(), data, FitSettings(steps=10, simulations=128, guide={"theta": "point"})).plan
     assert point.population and not point.resample
+
