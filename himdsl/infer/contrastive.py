@@ -69,7 +69,7 @@ class ContrastiveRatio(RatioLearner):
         self.last = (torch.zeros(()), torch.zeros(()))
         self.dropped = torch.zeros((), device=view.device)   # non-finite simulations skipped
         self.simulated = torch.zeros((), device=view.device)
-        self.calibration = ScoreCalibration(self.theta_dim, plan.average_from).to(view.device)
+        self.calibration = ScoreCalibration(self.theta_dim).to(view.device)
         self._rescaled_at = -1
 
     # ------------------------------------------------------------ features
@@ -248,10 +248,6 @@ class ContrastiveRatio(RatioLearner):
         score, = torch.autograd.grad(logit.sum(), t)
         dim = t.shape[-1]
         self.calibration.update(k, score.reshape(-1, dim), t.detach().reshape(-1, dim))
-
-    def settle_calibration(self) -> None:
-        """Read c, from now on, as its mean over q's averaging window (score_calibration.py)."""
-        self.calibration.settle()
 
     def replay(self, k: int) -> tuple[Tensor, Tensor]:
         """An update on the pairs of an earlier step (valid: the pair loss's optimum does

@@ -105,7 +105,7 @@ class Plan:
     # are within 0.1 sd of each row's optimum (polish.py)
     polish_locals: bool = False
     # the posterior draws are q's importance-resampled to the ratio's posterior of the
-    # globals, known up to a constant where the covering population is (importance.py)
+    # globals, known up to a constant where the covering population is, on one row (importance.py)
     resample: bool = False
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -208,7 +208,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         untrained=_untrained(model, reasons),
         local_covariance=_local_covariance(view, local_guide, reasons),
         polish_locals=_polish_locals(local_guide, ratio, reasons),
-        resample=_resample(settings, population, families, reasons),
+        resample=_resample(view, settings, population, families, reasons),
         reasons=reasons,
     )
 
@@ -477,13 +477,20 @@ def _population(view, settings, ratio, method, reasons) -> int:
     return min(settings.simulations, max(affordable, MIN_PARTICLES))
 
 
-def _resample(settings, population: int, families, reasons: dict) -> bool:
+def _resample(view, settings, population: int, families, reasons: dict) -> bool:
     """Importance-resample q's draws to the ratio's posterior where it is known up to a
-    constant and affordable on every row (the covering population's condition): q,
-    fitted to a population of particles, is broader than it, which is what a
-    proposal should be (importance.py). A point-estimated global has no density to
-    weigh against."""
+    constant and affordable on every row (the covering population's condition) and
+    the data are one row: q, fitted to a population of particles, is broader than
+    it, which is what a proposal should be (importance.py). On a plate π sums the
+    ratio over N rows, and the final network's error in each adds up N-fold in its
+    mean while its sd shrinks as 1/√N; q, averaged over the final steps, averages
+    that error out (docs/accuracy.md, "The ratio's posterior, resampled"). A
+    point-estimated global has no density to weigh against."""
     if not (settings.resample and population) or any(f == "point" for _, f in families):
+        return False
+    if view.has_plate:
+        reasons["posterior draws"] = (f"q's: the ratio's posterior sums {view.n_rows} rows' ratios, "
+                                      "whose error q's averaged steps average out")
         return False
     reasons["posterior draws"] = ("the ratio's posterior is known up to a constant; q, broader "
                                   "than it, is the proposal; PSIS's k̂ checks the weights")

@@ -13,19 +13,10 @@ force c · e^u on q's coordinate, growing without limit in q's tail: fitted that
 a count model's dispersion ran to 1e12 when c was measured where the ratio's score
 was steep (small dispersions) and applied where the likelihood is flat (large ones).
 
-The running average forgets in about a hundred updates, and its sampling error,
-summed over N rows, moves the ratio's posterior by about √(N / M) of its sd for M
-simulations behind it (a linear regression's, N = 500, sat 0.33 sd off at the
-end of a fit). q's parameters are averaged over the final steps (schedule.py), which
-averages that error out of q; `settle` gives the ratio's own posterior the same:
-from then on c is its mean over those steps (the resampled draws read it,
-importance.py).
-
-    calibration = ScoreCalibration(dim, window_from=2250)
+    calibration = ScoreCalibration(dim)
     calibration.set_supports([torch.distributions.constraints.positive] * dim)
     calibration.update(step, score_theta, theta)      # mean score in u, folded in
     logit - calibration.correction(theta)             # what the q step reads
-    calibration.settle()                              # c: its mean since window_from
 """
 from __future__ import annotations
 
@@ -38,18 +29,15 @@ _TINY = 1e-30
 
 
 class ScoreCalibration(torch.nn.Module):
-    """The tracked mean score c in u and its sum over the updates from step
-    `window_from` on (buffers, so checkpoints keep them), and each coordinate's map
-    u(θ): 0 the identity, 1 log above `low`, 2 the logit of (`low`, `high`)."""
+    """The tracked mean score c in u (a buffer, so checkpoints keep it), and each
+    coordinate's map u(θ): 0 the identity, 1 log above `low`, 2 the logit of
+    (`low`, `high`)."""
 
     DECAY = 0.99
 
-    def __init__(self, dim: int, window_from: int = 0):
+    def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("score", torch.zeros(dim))
-        self.register_buffer("window_sum", torch.zeros(dim))
-        self.register_buffer("window_count", torch.zeros(()))
-        self.window_from = window_from
         self.kind = torch.zeros(dim, dtype=torch.long)
         self.low = torch.zeros(dim)
         self.high = torch.ones(dim)
@@ -91,18 +79,6 @@ class ScoreCalibration(torch.nn.Module):
         if self.mapped:
             score = score * self.jacobian(theta)
         self.score.lerp_(score.mean(0), 1 - decay)
-        if k < self.window_from:            # before the window (or a run made longer)
-            self.window_sum.zero_()
-            self.window_count.zero_()
-        else:
-            self.window_sum += self.score
-            self.window_count += 1
-
-    @torch.no_grad()
-    def settle(self) -> None:
-        """c becomes its mean over the window's updates (kept where there were none)."""
-        if self.window_count > 0:
-            self.score.copy_(self.window_sum / self.window_count)
 
 
 def support_map(support) -> tuple[int, float, float]:

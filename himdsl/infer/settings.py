@@ -69,8 +69,8 @@ class FitSettings:
     # covering) where that posterior is known up to a constant: "auto" (when affordable), "on", "off"
     covering: str = "auto"
     # where the ratio's posterior of the globals is known up to a constant (the covering
-    # population's models), the posterior draws are q's importance-resampled to it (PSIS;
-    # importance.py); False: q's own draws
+    # population's models) and the data are one row, the posterior draws are q's
+    # importance-resampled to it (PSIS; importance.py); False: q's own draws
     resample: bool = True
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction

@@ -323,8 +323,6 @@ class Trainer:
                     raise FitInterrupted(self.state.step, checkpoint_path)
                 if checkpoint_path and self.polish is not None:
                     self._save(checkpoint_path, time.perf_counter() - t0)
-        if self.plan.resample:      # the target q's draws are resampled to
-            self.ratio.settle_calibration()
         self._check_parameters()
         self.state.seconds = time.perf_counter() - t0
         return self.result(verdict=s.checks)

@@ -79,12 +79,10 @@ def test_linear_regression():
     sd (seeds 0 and 1, before q moved in the prior's units); with 256 they are within
     0.08 sd. The sds are still 1.07–1.24× the exact ones on seed 0 (the asserted one)
     and up to 1.43× on seed 1: 1,000 steps leave q too wide (the default 3,000: sds
-    1.00–1.02). q's own draws are asserted (`resample=False`): resampled to the
-    ratio's posterior at this size the sds are 1.00–1.01 but w[1]'s mean is 0.33 sd
-    off (commit 25911f8), the ratio's own error at CI size, which q's draws, too
-    wide, did not show; tests/infer/test_importance.py asserts the resampling."""
+    1.00–1.02). The draws are q's: on a plate the plan does not resample them to the
+    ratio's posterior (docs/accuracy.md, "The ratio's posterior, resampled")."""
     data, truth = models.linreg_data()
-    result = fit(models.linear_regression(), data, FitSettings(**{**CI, "simulations": 256, "resample": False}))
+    result = fit(models.linear_regression(), data, FitSettings(**{**CI, "simulations": 256}))
     assert result.plan.ratio == "contrastive" and result.verdict.ok
     err, ratio = _errors(result.posterior(4000)["w"], truth["w_mean"], truth["w_sd"])
     print(f"linreg: mean err {err}, sd ratio {ratio}")

@@ -71,10 +71,6 @@ def test_the_plan_resamples_where_the_ratio_posterior_is_known_and_the_advice_sa
     assert "Pareto k̂" in line.message and f"{report.pool:,}" in line.message
     # the fit's draws are made once: what the advice reports is what the user gets
     assert result.posterior() is result.posterior()
-    # the target reads the score calibration averaged over q's averaging window
-    cal = trainer.ratio.calibration
-    assert cal.window_count.item() > 0
-    assert torch.allclose(cal.score, cal.window_sum / cal.window_count)
 
 
 def test_resampled_draws_match_the_exact_posterior(gaussian_linear_fit):
@@ -96,3 +92,12 @@ def test_resample_off_keeps_q_draws():
     point = Trainer(models.two_moons(), data, FitSettings(steps=10, simulations=128, guide={"theta": "point"})).plan
     assert point.population and not point.resample
 
+
+def test_a_plate_of_rows_keeps_q_draws():
+    """On a plate the ratio's posterior sums N rows' ratios, whose errors q's averaged
+    steps average out: the linear regression (N = 500) has the population, not the
+    resampling, and the plan says why."""
+    data, _ = models.linreg_data()
+    plan = Trainer(models.linear_regression(), data, FitSettings(steps=10, simulations=128)).plan
+    assert plan.population and not plan.resample
+    assert "500 rows" in plan.reasons["posterior draws"]

@@ -81,26 +81,3 @@ def test_on_the_real_line_the_calibration_is_the_plain_mean_score():
     expected = torch.zeros(2).lerp_(score.mean(0), 1 - 0.1)
     assert torch.equal(cal.score, expected)
     assert cal.coordinates(theta) is theta
-
-
-def test_settled_calibration_is_the_running_mean_over_the_window():
-    """`settle` reads c as the mean of the running c over the updates from
-    `window_from` on (the steps q's parameters are averaged over); a run made longer
-    goes back before the window, which starts again."""
-    cal = ScoreCalibration(2, window_from=50)
-    cal.set_supports([constraints.real, constraints.real])
-    gen = torch.Generator().manual_seed(0)
-    seen = []
-    for k in range(100):
-        cal.update(k, torch.randn(8, 2, generator=gen) + torch.tensor([1.0, -2.0]), torch.zeros(8, 2))
-        seen.append(cal.score.clone())
-    running = cal.score.clone()
-    cal.settle()
-    assert torch.allclose(cal.score, torch.stack(seen[50:]).mean(0), atol=1e-6)
-    assert not torch.allclose(cal.score, running, atol=1e-3)
-    assert abs(cal.window_count.item() - 50) < 1e-9
-    cal.update(10, torch.zeros(8, 2), torch.zeros(8, 2))        # a longer run resumed at step 10
-    assert cal.window_count.item() == 0
-    before = cal.score.clone()
-    cal.settle()                                                  # no update in the window yet
-    assert torch.equal(cal.score, before)
