@@ -224,7 +224,7 @@ def _newton_steps(objective, view, rows: dict, draws: int) -> torch.Tensor:
 
 def posterior_draws(trainer) -> Check | None:
     """How the fit's posterior draws were made from q (module docstring)."""
-    report = getattr(trainer, "resampling", None)
+    report = trainer.resampling
     if report is None:
         return None
     if report.used:

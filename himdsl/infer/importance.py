@@ -9,9 +9,10 @@ implies is known up to a constant: π(u) ∝ p(β(u)) |∂β/∂u| exp(Σ_n r(x_
 (covering.py). q is a fitted approximation of it: a flow fitted by maximum
 likelihood to a population of particles, which leaves it broader than π where the
 population is thin. A q broader than π is what an importance proposal should be, so
-the fit's posterior draws are drawn from q, POOL times as many as asked, weighted by
-π / q, Pareto-smoothed and resampled systematically (each draw kept in proportion to
-its weight, with the least added noise). Where k̂ exceeds min(1 − 1 / log10 S, 0.7)
+on data of one row (plan.py says why not on a plate) the fit's posterior draws are
+drawn from q, POOL times as many as asked, weighted by π / q, Pareto-smoothed and
+resampled systematically (each draw kept in proportion to its weight, with the
+least added noise). Where k̂ exceeds min(1 − 1 / log10 S, 0.7)
 the weights' tail is too heavy for the estimate to be trusted (Vehtari et al. 2024):
 q's own draws are kept, and the fit's advice says so.
 """
