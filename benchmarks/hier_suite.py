@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "hier_suite"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.metrics import c2st, local_scores  # noqa: E402
+from benchmarks.metrics import c2st, local_scores, marginal_scores  # noqa: E402
 
 GLOBAL_DRAWS = 10_000
 LOCAL_DRAWS = 256
@@ -60,8 +60,7 @@ def score_globals(draws: dict, reference: dict) -> dict:
     names = reference_globals(reference)
     q = np.concatenate([_columns(draws[n]) for n in names], axis=1)
     ref = np.concatenate([_columns(reference[n]) for n in names], axis=1)
-    mean_err = (q.mean(0) - ref.mean(0)) / ref.std(0, ddof=1)
-    sd_ratio = q.std(0, ddof=1) / ref.std(0, ddof=1)
+    mean_err, sd_ratio = marginal_scores(q, ref)
     columns = [f"{n}[{i}]" if _columns(reference[n]).shape[1] > 1 else n
                for n in names for i in range(_columns(reference[n]).shape[1])]
     return {"c2st": round(c2st(q, ref), 4),

@@ -1,6 +1,7 @@
 """Scores of a posterior against a reference, shared by the benchmark scripts.
 
     c2st(draws, reference)                 # 0.5: indistinguishable; 1.0: disjoint
+    marginal_scores(draws, reference)      # per column: mean error in reference sds, sd ratio
     local_scores(mean, sd, ref_mean, ref_sd)   # locals: RMSE in reference sds, sd ratio
 """
 from __future__ import annotations
@@ -25,6 +26,15 @@ def c2st(draws: np.ndarray, reference: np.ndarray, seed: int = 1, folds: int = 5
                         max_iter=10000, solver="adam", random_state=seed)
     cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
     return float(cross_val_score(clf, x, y, cv=cv, scoring="accuracy").mean())
+
+
+def marginal_scores(draws: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean error in reference sds and its sd ratio (1 is right):
+    where a C2ST saturates at 1.0, these say by how much, and in which direction,
+    the draws miss."""
+    draws, reference = _as_2d(draws), _as_2d(reference)
+    ref_sd = reference.std(0, ddof=1)
+    return (draws.mean(0) - reference.mean(0)) / ref_sd, draws.std(0, ddof=1) / ref_sd
 
 
 def local_scores(mean: np.ndarray, sd: np.ndarray, ref_mean: np.ndarray, ref_sd: np.ndarray) -> dict:

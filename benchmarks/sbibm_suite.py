@@ -17,10 +17,13 @@ so everything a method simulates is counted (himdsl's pilot runs too).
 
 --budget: NPE's number of simulations (default 10,000), and himdsl's cap
 (FitSettings.budget; by default himdsl simulates as its plan says). Each himdsl
-row records whether the fit passed its trust checks (`checks_ok`), and where its
-draws were importance-resampled to the ratio's posterior (importance.py) the same
-fit's q draws' C2ST (`c2st_q`, printed beside) and the weights' k̂ (`resampling`). --steps: himdsl's optimisation steps, for smoke
-runs only (the table is then not a benchmark of the defaults).
+row records whether the fit passed its trust checks (`checks_ok`); every row, each
+parameter's mean error in reference sds and sd ratio (`mean_error_in_sd`,
+`sd_ratio`, and the worst of each), which say by how much a C2ST near 1.0 misses.
+Where its draws were importance-resampled to the ratio's posterior (importance.py),
+the same fit's q draws' C2ST (`c2st_q`, printed beside) and the weights' k̂
+(`resampling`). --steps: himdsl's optimisation steps, for smoke runs only (the
+table is then not a benchmark of the defaults).
 
 Prints a markdown table (one row per task, observation, seed and method, then
 per-task means) with the sbibm paper's C2ST at 10,000 simulations for
@@ -46,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import himdsl  # noqa: E402
-from benchmarks.metrics import c2st  # noqa: E402
+from benchmarks.metrics import c2st, marginal_scores  # noqa: E402
 
 TASK_DIR = ROOT / "benchmarks" / "sbibm"
 TASKS = ("two_moons", "gaussian_linear", "gaussian_linear_uniform", "slcp", "slcp_distractors",
@@ -208,8 +211,17 @@ def run(task: str, k: int, seed: int, method: str, budget: int | None, steps: in
     if "q_draws" in extra:
         q_draws = parameter_draws(module, extra.pop("q_draws")).reshape(POSTERIOR_DRAWS, -1)
         extra["c2st_q"] = c2st(q_draws, obs["reference"])
-    return {**row, "c2st": c2st(draws, obs["reference"]), "simulations": counter.count,
-            "seconds": seconds, **extra}
+    return {**row, "c2st": c2st(draws, obs["reference"]), **marginals(draws, obs["reference"]),
+            "simulations": counter.count, "seconds": seconds, **extra}
+
+
+def marginals(draws: np.ndarray, reference: np.ndarray) -> dict:
+    """Each parameter's mean error in reference sds and sd ratio, and the worst of
+    each: what a C2ST near 1.0 cannot say."""
+    error, ratio = marginal_scores(draws, reference)
+    return {"mean_error_in_sd": np.round(error, 3).tolist(), "sd_ratio": np.round(ratio, 3).tolist(),
+            "worst_mean_error_in_sd": round(float(error[np.argmax(np.abs(error))]), 3),
+            "worst_sd_ratio": round(float(ratio[np.argmax(np.abs(np.log(ratio)))]), 3)}
 
 
 # ---------------------------------------------------------------- output
@@ -280,8 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"{task} obs {k} seed {seed}: {method} ...", flush=True)
                     rows.append(run(task, k, seed, method, args.budget, args.steps))
                     if "c2st" in rows[-1]:
-                        print(f"  C2ST {rows[-1]['c2st']:.3f}, {rows[-1]['simulations']:,} simulations, "
-                              f"{rows[-1]['seconds']:.0f} s", flush=True)
+                        r = rows[-1]
+                        print(f"  C2ST {r['c2st']:.3f}, worst mean error {r['worst_mean_error_in_sd']:+.2f} sd, "
+                              f"worst sd ratio {r['worst_sd_ratio']:.2f}, {r['simulations']:,} simulations, "
+                              f"{r['seconds']:.0f} s", flush=True)
     summary = means(rows)
     print(table(rows, summary))
     result = {"settings": {"budget": args.budget, "steps": args.steps, "posterior_draws": POSTERIOR_DRAWS,
