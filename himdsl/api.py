@@ -104,7 +104,8 @@ class Model:
 
     def fit(self, data, device: str = "auto", out: str | None = None, **settings):
         """Fit to `data` (a dict of arrays or an .npz path); `settings` as `himdsl fit`'s
-        options (steps, batch, particles, lr, samples, seed, method, guide={name: family})."""
+        options (steps, batch, particles, lr, samples, seed, budget, method,
+        guide={name: family})."""
         from .fitting import run_fit
 
         return run_fit(self, data, settings, device, out)

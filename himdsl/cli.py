@@ -259,6 +259,10 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
                                            help="Learning rate of q and the weights."),
         ratio_lr: Optional[float] = typer.Option(None, "--ratio-lr", min=0.0, metavar="RATE",
                                                  help="Learning rate of the ratio estimator."),
+        budget: Optional[int] = typer.Option(None, "--budget", min=1, metavar="N",
+                                             help="Simulations in all, at most: the ratio stores and reuses "
+                                                  "them (for a costly simulator; the plan says how many "
+                                                  "it would use otherwise)."),
         samples: Optional[int] = typer.Option(None, "--samples", min=1, metavar="N",
                                               help="Posterior draws written."),
         seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Random seed."),
@@ -293,7 +297,7 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
     job = _replay_job(replay, model, data, set_) if replay else _fit_job(model, data, set_)
     folder = out or _default_folder(job.model_path, replay)
     overrides = {"steps": steps, "batch": batch, "particles": particles, "lr": lr, "ratio_lr": ratio_lr,
-                 "samples": samples, "seed": seed, "method": method, "guide": _guides(guide)}
+                 "budget": budget, "samples": samples, "seed": seed, "method": method, "guide": _guides(guide)}
     if threads is not None:
         import torch
 
@@ -304,7 +308,7 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
     tracker = FitTracker(log, folder, bar)
     try:
         result = run_fit(job.compiled, job.data, overrides, device, str(folder), resume, tracker.row,
-                         announce=lambda plan, settings: tracker.start(plan, settings, threads),
+                         announce=lambda plan, settings, cost: tracker.start(plan, settings, cost, threads),
                          settings=job.settings, polish_progress=bar.polish)
         bar.close()
         typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
@@ -346,8 +350,8 @@ class FitTracker:
         self.kind, self.folder, self.bar = kind, folder, bar
         self.log = None
 
-    def start(self, plan, settings, threads: Optional[int]) -> None:
-        _announce(plan, self.bar, threads)
+    def start(self, plan, settings, seconds_per_simulation: float, threads: Optional[int]) -> None:
+        _announce(plan, seconds_per_simulation, self.bar, threads)
         if self.kind is not None:
             self.log = open_trace_log(self.kind, str(self.folder), settings.to_dict(), plan.describe())
             if self.kind == "tensorboard":
@@ -414,14 +418,15 @@ def _default_folder(model_path: Path, replay: Optional[Path]) -> Path:
     return Path(stem + "_fit")
 
 
-def _announce(plan, bar: "ProgressBar", threads: Optional[int]) -> None:
-    """The plan's block, and the thread count it chose when --threads is not given."""
+def _announce(plan, seconds_per_simulation: float, bar: "ProgressBar", threads: Optional[int]) -> None:
+    """The plan's block (with the simulating's forecast), and the thread count it
+    chose when --threads is not given."""
     if threads is None and plan.threads is not None:
         import torch
 
         torch.set_num_threads(plan.threads)
     bar.total = plan.steps
-    typer.echo(plan.describe())
+    typer.echo(plan.describe(seconds_per_simulation))
 
 
 def _interrupted(exc: KeyboardInterrupt, job: FitJob, folder: Path) -> str:

@@ -55,7 +55,7 @@ class UntrustedFit(FitError):
 # ------------------------------------------------------------------ settings
 def settings_for(model, overrides: dict | None = None) -> FitSettings:
     """FitSettings from the model's `guide`/`ratio`/`fit` blocks, then `overrides`
-    (command-line values: steps, batch, particles, lr, samples, seed, method, guide)."""
+    (command-line values: steps, batch, particles, lr, samples, seed, budget, method, guide)."""
     checked = model.checked
     fit_block = {k: v for k, v in checked.fit.items()}
     ratio = RatioSettings(**{k: tuple(v) if k == "hidden" else v for k, v in checked.ratio.items()})
@@ -173,7 +173,8 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given.
     `settings` replaces the model's own (a replay); `overrides` then apply. With
     `resume` the checkpoint's settings continue, and only a longer run may be asked.
-    `announce(plan, settings)` is called once the plan is made, before training;
+    `announce(plan, settings, seconds_per_simulation)` is called once the plan is
+    made and the simulator's cost measured, before training;
     `progress` and `polish_progress` are Trainer.run's two callbacks. Raises
     UntrustedFit when the fit fails its trust checks (unless `checks` is off)."""
     if not model.checked.by_role("observed"):
@@ -199,7 +200,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     try:
         trainer = Trainer(module, tensors, settings, identity)
         if announce is not None:
-            announce(trainer.plan, trainer.settings)
+            announce(trainer.plan, trainer.settings, trainer.seconds_per_simulation)
         result = trainer.run(progress, checkpoint, resume, polish_progress)
     except ValueError as exc:
         raise FitError(str(exc)) from None

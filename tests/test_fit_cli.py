@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import himdsl
 from himdsl.cli import app
+from himdsl.fitting import settings_for
 
 runner = CliRunner()
 HIER = "examples/hier_gauss/model.him"
@@ -151,6 +152,7 @@ def test_labels_outside_their_range_are_reported(tmp_path):
     (["--method", "vi"], "method vi needs a model where every local latent"),
     (["--method", "best"], "--method must be auto, lfvi or vi"),
     (["--steps", "0"], "Invalid value for '--steps'"),
+    (["--budget", "1000"], "budget 1,000 is below the 16,896 simulations of the inputs' scaling"),
 ])
 def test_bad_flags_exit_2(hier_data, tmp_path, args, message):
     code, text = _run("fit", HIER, hier_data, "--out", tmp_path / "o", *SHORT, *args)
@@ -159,6 +161,14 @@ def test_bad_flags_exit_2(hier_data, tmp_path, args, message):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
     assert code == 2 and message in text, text
+
+
+def test_a_budget_from_the_command_line_or_the_fit_block_caps_the_simulations(hier_data, tmp_path):
+    code, text = _run("fit", HIER, hier_data, "--out", tmp_path / "o", *SHORT, "--budget", "20000")
+    assert code == 0 and "simulations      20,000 rows in all (the budget), stored and reused" in text
+    assert json.loads((tmp_path / "o" / "fit.json").read_text())["settings"]["budget"] == 20000
+    source = Path(HIER).read_text() + "\nfit { budget = 30000 }\n"
+    assert settings_for(himdsl.load(HIER, source=source)).budget == 30000
 
 
 def test_missing_data_file(tmp_path):

@@ -92,6 +92,8 @@ class Plan:
     ratio_ema: float
     reuse: int
     budget: int | None               # total simulations (None: no limit)
+    # rows the ratio's training will simulate in all, the scaling pilot included
+    simulations: int
     encodings: tuple[tuple[str, str], ...]
     warmup_steps: int
     average_from: int
@@ -116,15 +118,16 @@ class Plan:
         out["encodings"] = dict(self.encodings)
         return out
 
-    def describe(self) -> str:
-        """A short block for the terminal: each choice and why."""
+    def describe(self, seconds_per_simulation: float | None = None) -> str:
+        """A short block for the terminal: each choice and why. With the simulator's
+        measured cost per row, the simulations' line says how long they will take."""
         lines = ["plan:"]
-        for key, value in self._shown():
+        for key, value in self._shown(seconds_per_simulation):
             reason = self.reasons.get(key, "")
             lines.append(f"  {key:<16} {value}" + (f"  ({reason})" if reason else ""))
         return "\n".join(lines)
 
-    def _shown(self) -> list[tuple[str, str]]:
+    def _shown(self, seconds_per_simulation: float | None) -> list[tuple[str, str]]:
         families = ", ".join(f"{'+'.join(b)}: {f}" for b, f in self.global_families) or "none"
         rows = [("method", self.method), ("q(globals)", families)]
         if self.local_guide:
@@ -137,8 +140,6 @@ class Plan:
             if self.global_gradient == "fisher":
                 held = "their weighted draws" if self.local_samples > 1 else "the guide's draws"
                 rows.append(("q(β) gradient", f"fisher, the locals held at {held}"))
-        if self.budget:
-            rows.append(("budget", f"{self.budget:,} simulations, stored and reused"))
         if self.ratio:
             reads = {"parents": ", ".join(self.ratio_locals + self.ratio_globals) or "x only",
                      "inputs": ", ".join(self.ratio_reads), "prediction": "the prediction"}[self.ratio_inputs]
@@ -149,7 +150,8 @@ class Plan:
             if self.ratio_rescale_every:
                 reads += ", in its pairs' units"
             rows += [("ratio", f"{self.ratio}, reads {reads}"),
-                     ("ratio updates", f"{self.ratio_updates} x {self.ratio_simulations} simulations")]
+                     ("ratio updates", f"{self.ratio_updates} x {self.ratio_simulations} simulations"),
+                     ("simulations", self._simulations_line(seconds_per_simulation))]
             if self.population:
                 rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
             if self.resample:
@@ -161,6 +163,28 @@ class Plan:
         if self.untrained:
             rows.append(("untrained", ", ".join(self.untrained)))
         return rows
+
+
+    def _simulations_line(self, seconds_per_simulation: float | None) -> str:
+        line = f"{self.simulations:,} rows in all"
+        if self.budget:
+            line += " (the budget), stored and reused"
+        if seconds_per_simulation is not None:
+            line += f", about {_duration(self.simulations * seconds_per_simulation)} of simulating"
+        if not self.budget and self.ratio == "contrastive":
+            line += "; `budget` caps them"
+        return line
+
+
+def _duration(seconds: float) -> str:
+    """3 s, 12 min, 2.5 h: a wait as a user reads it."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
@@ -177,6 +201,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
     warmup = int(settings.warmup * settings.steps) if ratio else 0
     local_samples = _local_samples(settings, local_guide, ratio, reasons)
     families = _global_families(view, settings, reasons)
+    updates = _ratio_updates(settings, ratio, reasons)
     return Plan(
         method=method, ratio=ratio, ratio_inputs=inputs,
         ratio_globals=_ratio_globals(model, ratio),
@@ -186,7 +211,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         exact_local_prior=exact_prior and ratio != "empirical" or method == "vi",
         local_guide=local_guide, local_coordinates=coordinates,
         global_families=families,
-        ratio_updates=_ratio_updates(settings, ratio, reasons),
+        ratio_updates=updates,
         ratio_simulations=settings.simulations,
         population=population,
         q_objective="covering" if population else "elbo",
@@ -199,6 +224,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         ratio_ema=_ema(settings, ratio),
         reuse=settings.reuse if ratio == "contrastive" else 0,
         budget=_budget(view, settings, ratio),
+        simulations=_planned_simulations(view, settings, ratio, updates),
         encodings=tuple((b.name, b.encoding) for b in view.x_blocks + view.c_blocks),
         warmup_steps=warmup,
         average_from=int(settings.steps * (1 - settings.average)),
@@ -510,6 +536,23 @@ def _budget(view, settings, ratio) -> int | None:
         raise ValueError(f"budget {settings.budget:,} is below the {least:,} simulations of the inputs' "
                          f"scaling and one batch of {settings.simulations} pairs")
     return settings.budget
+
+
+def _planned_simulations(view, settings, ratio, updates: int) -> int:
+    """Rows simulated for the ratio in all: the scaling pilot, then every update's
+    pairs (contrastive: `simulations` rows, up to the budget) or every update's
+    `particles` draws of `batch` rows (empirical; one row and `simulations` draws
+    without a plate). What a costly simulator's wait is made of."""
+    if ratio is None:
+        return 0
+    if ratio == "contrastive":
+        per_update = 2 * (settings.simulations // 2)
+    elif view.has_plate:
+        per_update = (settings.particles if view.g_shapes else 1) * min(settings.batch, view.n_rows)
+    else:
+        per_update = settings.simulations if view.g_shapes else 1
+    planned = scaling_simulations(view) + settings.steps * updates * per_update
+    return min(planned, settings.budget) if settings.budget is not None else planned
 
 
 def scaling_simulations(view) -> int:

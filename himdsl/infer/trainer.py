@@ -30,7 +30,7 @@ from .guide_entries import resolve_guide
 from .interrupts import FitInterrupted, deferred_interrupts
 from .local_guide import LOCAL_FAMILIES
 from .objective import Objective
-from .plan import SCALING_DRAWS, SCALING_ROWS, full_batch, make_plan
+from .plan import SCALING_DRAWS, SCALING_ROWS, full_batch, make_plan, scaling_simulations
 from .polish import polish_locals
 from .proposals import GlobalProposal
 from .result import FitResult, TraceRow
@@ -179,7 +179,10 @@ class Trainer:
         rows = view.rows(idx)
         # 1,024 prior draws × a few rows: enough for moments, cheap for costly externs
         sim_rows = view.rows(idx[:SCALING_ROWS]) if view.has_plate else rows
+        start = time.perf_counter()
         sim = view.simulate(prior, sim_rows, SCALING_DRAWS if view.g_shapes else 1)
+        # the simulator's cost per row, for the plan's forecast of the fit's simulating
+        self.seconds_per_simulation = (time.perf_counter() - start) / scaling_simulations(view)
         sim = {**view.with_data({b.name: sim_rows[b.name] for b in view.c_blocks},
                                 SCALING_DRAWS if view.g_shapes else 1), **sim}
         x_data = view.x_features(view.with_data(rows, 1))

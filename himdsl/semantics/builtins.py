@@ -118,5 +118,5 @@ LOCAL_GUIDE_OPTIONS = {"implicit": ("hidden", "noise"), "normal": ("hidden",)}
 RATIO_KEYS = {"hidden": "list", "loss": ("log", "hinge"), "mode": ("auto", "empirical", "contrastive")}
 FIT_KEYS = {
     "steps": "int", "batch": "int", "particles": "int", "lr": "real", "ratio_lr": "real",
-    "samples": "int", "seed": "int",
+    "samples": "int", "seed": "int", "budget": "int",
 }

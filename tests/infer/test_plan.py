@@ -131,3 +131,43 @@ def test_the_contrastive_ratios_inputs_follow_its_pairs_in_the_first_half_with_n
     assert "pairs' units" in plan.describe()
     plan = _plan(point_regression(), point_regression_data(n=20))
     assert (plan.ratio_rescale_every, plan.ratio_stages_until) == (0, 0)
+
+
+def _counting_simulations(module) -> list[int]:
+    """Rows the module simulates, counted through its two simulators."""
+    counts = []
+    for name in ("simulate", "simulate_given"):
+        method = getattr(module, name, None)
+        if method is not None:
+            def counted(*args, _method=method, **kwargs):
+                out = _method(*args, **kwargs)
+                counts.append(out["x"].numel() // 2)
+                return out
+            setattr(module, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("ratio", ["contrastive", "empirical"])
+def test_the_plan_counts_the_simulations_the_ratios_training_makes(ratio):
+    """The simulations' line forecasts a costly simulator's wait: its count is the
+    rows the scaling pilot and every ratio update simulate (the checks' rows aside)."""
+    module = compiled("narrow.him", NARROW)
+    counts = _counting_simulations(module)
+    trainer = Trainer(module, {"x": np.array([3.0, -2.0])},
+                      FitSettings(steps=12, simulations=64, checks=False, ratio=RatioSettings(mode=ratio)))
+    trainer.run()
+    assert sum(counts) == trainer.plan.simulations
+
+
+def test_a_budget_caps_the_planned_simulations_and_the_line_says_how_long():
+    module = compiled("narrow.him", NARROW)
+    counts = _counting_simulations(module)
+    trainer = Trainer(module, {"x": np.array([3.0, -2.0])},
+                      FitSettings(steps=40, simulations=64, budget=1024 + 640, checks=False))
+    assert trainer.plan.simulations == 1024 + 640
+    trainer.run()
+    assert 1024 + 576 < sum(counts) <= 1024 + 640
+    text = trainer.plan.describe(seconds_per_simulation=4.0)
+    assert "1,664 rows in all (the budget), stored and reused, about 1.8 h of simulating" in text
+    unbudgeted = _plan(compiled("narrow.him", NARROW), {"x": np.array([3.0, -2.0])}, steps=40)
+    assert "; `budget` caps them" in unbudgeted.describe(0.001)
