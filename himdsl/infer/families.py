@@ -169,7 +169,11 @@ def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor,
         # Floor the discriminant above 0: sqrt's derivative at 0 is inf, and autograd's
         # 0 · inf gives NaN gradients even for inputs outside the window (unused
         # torch.where branch); two_moons diverged from this.
-        t = (2 * c) / (-b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(1e-12)))
+        root = -b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(1e-12))
+        # In float32, a knot's own value (c = 0) can meet root = 0, and rounding can
+        # put t just outside its bin, where the log-determinant's logs turn NaN (a
+        # flow with sharp bins stopped a fit): t is a position within the bin, [0, 1].
+        t = torch.where(root != 0, 2 * c / torch.where(root != 0, root, 1.0), 0.0).clamp(0.0, 1.0)
         out = t * w + x0
     else:
         t = (xc - x0) / w
