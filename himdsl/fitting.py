@@ -200,7 +200,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     try:
         trainer = Trainer(module, tensors, settings, identity)
         if announce is not None:
-            announce(trainer.plan, trainer.settings, trainer.pilot.seconds_per_simulation)
+            announce(trainer.plan, trainer.settings, trainer.seconds_per_simulation)
         result = trainer.run(progress, checkpoint, resume, polish_progress)
     except ValueError as exc:
         raise FitError(str(exc)) from None

@@ -39,7 +39,7 @@ from .elements import ElementLayout
 from .local_guide import coordinates_at
 from .pair_store import PairStore
 from .checks import forked_rng
-from .pilot import scaling_simulations
+from .plan import scaling_simulations
 from .ratio import RatioLearner, classifier_loss, pair_loss
 from .score_calibration import ScoreCalibration
 

@@ -11,7 +11,7 @@ and every array as [S, M, ...] (S global draws, M rows):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,7 @@ Tensor = torch.Tensor
 
 # How an observed array is encoded for the networks, by its type: counts of any size
 # reach the networks on a log scale (a Poisson simulation at a prior-tail rate can
-# be 1e13), labels one-hot, reals as they are (then standardised) unless the plan
-# finds them positive (plan.py: `log`).
+# be 1e13), labels one-hot, reals as they are (then standardised).
 ENCODINGS = {"int": "signed_log1p", "cat": "one_hot", "real": "identity"}
 
 
@@ -48,8 +47,6 @@ class Block:
         value = value.reshape(*value.shape[:lead], -1).float()
         if self.encoding == "signed_log1p":
             value = value.sign() * value.abs().log1p()
-        elif self.encoding == "log":
-            value = value.log()
         return value
 
 
@@ -81,10 +78,6 @@ class ModelView:
             if block.dtype != "real":
                 raise ValueError(f"local latent `{block.name}` is {block.dtype}: "
                                  "only real-valued locals can be inferred")
-
-    def use_encodings(self, encodings: dict[str, str]) -> None:
-        """Encode the observed arrays as the plan says ({name: encoding})."""
-        self.x_blocks = [replace(b, encoding=encodings.get(b.name, b.encoding)) for b in self.x_blocks]
 
     # ------------------------------------------------------------ data
     def _load(self, data: dict) -> dict[str, Tensor]:

@@ -1,8 +1,7 @@
 """The plan of a fit: every automatic choice, resolved once from the model's
-structure, the data's size and what the model simulates at its prior (the pilot),
-with the reason for it.
+structure and the data's size, with the reason for it.
 
-    plan = make_plan(view, FitSettings(), has_params, pilot)
+    plan = make_plan(view, FitSettings())
     plan.method, plan.ratio            # "lfvi", "contrastive"
     print(plan.describe())             # the block `himdsl fit` prints
     plan.to_dict()                     # what fit.json records
@@ -16,11 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from .data import ModelView
 from .families import AUTO_FLOW_MAX_DIMS, FlowSpec, global_blocks
-from .pilot import Pilot, scaling_simulations
 from .settings import FitSettings, LocalGuideSpec
 
 # Ratio updates per step: the contrastive ratio's target, log p(x | θ) + c(x), does not
@@ -31,6 +27,10 @@ EMPIRICAL_RATIO_UPDATES = 1
 # The q step reads an exponential average of the contrastive ratio's parameters
 # (docs/lfvi.md, "The contrastive ratio": ratio average).
 CONTRASTIVE_EMA = 0.998
+# The networks' input scaling is fitted from SCALING_DRAWS prior draws of the globals,
+# each simulated on SCALING_ROWS data rows (trainer.py).
+SCALING_DRAWS = 1024
+SCALING_ROWS = 16
 # q(β) starts at the prior's median with this fraction of its spread when it
 # maximises the ELBO (plan.init_scale).
 ELBO_INIT_SCALE = 0.1
@@ -156,9 +156,6 @@ class Plan:
                 rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
             if self.resample:
                 rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"))
-        logged = [name for name, encoding in self.encodings if encoding == "log"]
-        if logged:
-            rows.append(("features", ", ".join(logged) + " on the log"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
         rows.append(("schedule", f"warm-up {self.warmup_steps} steps, average from step {self.average_from}"))
         if self.threads:
@@ -190,9 +187,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def make_plan(view: ModelView, settings: FitSettings, has_params: bool, pilot: Pilot | None = None) -> Plan:
-    """Resolve every `auto` choice of `settings` for this model and data, and for what
-    the model simulates at its prior (`pilot`; without it, reals stay as they are)."""
+def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
+    """Resolve every `auto` choice of `settings` for this model and data."""
     reasons: dict[str, str] = {}
     model = view.model
     method = _method(model, settings, reasons)
@@ -229,7 +225,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool, pilot: P
         reuse=settings.reuse if ratio == "contrastive" else 0,
         budget=_budget(view, settings, ratio),
         simulations=_planned_simulations(view, settings, ratio, updates),
-        encodings=_encodings(view, settings, pilot, reasons),
+        encodings=tuple((b.name, b.encoding) for b in view.x_blocks + view.c_blocks),
         warmup_steps=warmup,
         average_from=int(settings.steps * (1 - settings.average)),
         rows=view.n_rows,
@@ -559,31 +555,10 @@ def _planned_simulations(view, settings, ratio, updates: int) -> int:
     return min(planned, settings.budget) if settings.budget is not None else planned
 
 
-def _encodings(view, settings, pilot: Pilot | None, reasons: dict) -> tuple[tuple[str, str], ...]:
-    """How each array reaches the networks: by its type (data.py), and a real array
-    whose every value is positive, in the data and in the prior's simulations, as
-    its log. A positive quantity's noise is often multiplicative (log-normal
-    observations, rates, populations): on the log it is additive, and 0.1 and 100
-    are resolved alike, where standardised values would squash the small ones. The
-    ratio's target p(x | θ) / p(x) does not change under a bijection of x: only
-    what the network must learn does."""
-    out = {b.name: b.encoding for b in view.x_blocks + view.c_blocks}
-    if pilot is None or not settings.log_positive:
-        return tuple(out.items())
-    logged = [b.name for b in view.x_blocks if b.dtype == "real" and _positive(view.data[b.name], pilot.sim[b.name])]
-    for name in logged:
-        out[name] = "log"
-    if logged:
-        reasons["features"] = ("every value, in the data and in the prior's simulations, is positive: "
-                               "a multiplicative noise is additive on the log, and small values are resolved "
-                               "as well as large ones")
-    return tuple(out.items())
-
-
-def _positive(data: torch.Tensor, simulated: torch.Tensor) -> bool:
-    """Every data value and every finite simulated value is above zero."""
-    finite = simulated[torch.isfinite(simulated)]
-    return bool((data > 0).all()) and finite.numel() > 0 and bool((finite > 0).all())
+def scaling_simulations(view) -> int:
+    """Simulations the networks' input scaling draws (prior draws × a few rows)."""
+    draws = SCALING_DRAWS if view.g_shapes else 1
+    return draws * (min(SCALING_ROWS, view.n_rows) if view.has_plate else 1)
 
 
 def _global_gradient(view, settings, local_guide, exact_prior, ratio, local_samples, reasons) -> str:

@@ -30,8 +30,7 @@ from .guide_entries import resolve_guide
 from .interrupts import FitInterrupted, deferred_interrupts
 from .local_guide import LOCAL_FAMILIES
 from .objective import Objective
-from .pilot import simulate_pilot
-from .plan import full_batch, make_plan
+from .plan import SCALING_DRAWS, SCALING_ROWS, full_batch, make_plan, scaling_simulations
 from .polish import polish_locals
 from .proposals import GlobalProposal
 from .result import FitResult, TraceRow
@@ -82,10 +81,7 @@ class Trainer:
         # a parameter the data reach only through argmax & co. has no gradient (W0171)
         self.params = [p for n, p in model.named_parameters()
                        if p.requires_grad and n not in model.untrained_params]
-        # the prior's simulations: the plan reads them, the networks' scaling fits to them
-        self.pilot = simulate_pilot(self.view)
-        self.plan = make_plan(self.view, s, bool(self.params), self.pilot)
-        self.view.use_encodings(dict(self.plan.encodings))
+        self.plan = make_plan(self.view, s, bool(self.params))
         self.global_guide = GlobalGuide(model, self._global_families(),
                                         full_batch(self.view, s)).to(self.view.device)
         self.local_guide = self._make_local_guide()
@@ -171,12 +167,24 @@ class Trainer:
     def _init_guides(self) -> None:
         """Start q(β) at the prior's moments."""
         if self.view.g_shapes:
-            self.global_guide.init_from_prior(self.pilot.prior, self.plan.init_scale)
+            self.global_guide.init_from_prior(self.view.prior_globals(SCALING_DRAWS), self.plan.init_scale)
 
     @torch.no_grad()
     def _init_scaling(self) -> None:
-        """Standardise the networks' inputs from the pilot's simulations and the data."""
-        view, prior, rows, sim = self.view, self.pilot.prior, self.pilot.rows, self.pilot.sim
+        """Standardise the networks' inputs from prior simulations and the data."""
+        view = self.view
+        prior = view.prior_globals(SCALING_DRAWS)
+        idx = (torch.randint(view.n_rows, (min(1024, 64 * view.n_rows),), device=view.device)
+               if view.has_plate else None)
+        rows = view.rows(idx)
+        # 1,024 prior draws × a few rows: enough for moments, cheap for costly externs
+        sim_rows = view.rows(idx[:SCALING_ROWS]) if view.has_plate else rows
+        start = time.perf_counter()
+        sim = view.simulate(prior, sim_rows, SCALING_DRAWS if view.g_shapes else 1)
+        # the simulator's cost per row, for the plan's forecast of the fit's simulating
+        self.seconds_per_simulation = (time.perf_counter() - start) / scaling_simulations(view)
+        sim = {**view.with_data({b.name: sim_rows[b.name] for b in view.c_blocks},
+                                SCALING_DRAWS if view.g_shapes else 1), **sim}
         x_data = view.x_features(view.with_data(rows, 1))
         g = view.g_flat(prior) if view.g_shapes else torch.zeros(1, 0, device=view.device)
         if self.local_guide is not None:
@@ -184,7 +192,7 @@ class Trainer:
         if self.ratio is not None:
             x_sim = view.x_features(sim)
             x_blocks = [torch.cat([x_sim.reshape(-1, view.x_dim), x_data.reshape(-1, view.x_dim)])]
-            self.ratio.fit_scaling(x_blocks, prior, sim, self.pilot.sim_rows)
+            self.ratio.fit_scaling(x_blocks, prior, sim, sim_rows)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every module a checkpoint holds."""

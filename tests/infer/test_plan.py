@@ -171,37 +171,3 @@ def test_a_budget_caps_the_planned_simulations_and_the_line_says_how_long():
     assert "1,664 rows in all (the budget), stored and reused, about 1.8 h of simulating" in text
     unbudgeted = _plan(compiled("narrow.him", NARROW), {"x": np.array([3.0, -2.0])}, steps=40)
     assert "; `budget` caps them" in unbudgeted.describe(0.001)
-
-
-LOGNORMAL = """
-model lognormal
-data x : real[3]
-latent theta ~ Normal(0, 1)
-noise eps ~ Normal(0, 1) [3]
-observe x = exp([-2.0, 0.0, 3.0] + theta + 0.1 * eps)
-"""
-
-SHIFTED = """
-model shifted
-data x : real[3]
-latent theta ~ Normal(0, 1)
-noise eps ~ Normal(0, 1) [3]
-observe x = 1.5 + theta + 0.1 * eps
-"""
-
-
-def test_positive_reals_reach_the_networks_on_the_log():
-    """Positive in the data and in every prior simulation: the log (the plan says
-    so); a model that can simulate a value below zero keeps its reals as they are,
-    whatever the data; without the pilot the plan cannot know."""
-    data = {"x": np.array([0.1, 1.2, 20.0])}
-    trainer = Trainer(compiled("lognormal.him", LOGNORMAL), data, FitSettings(steps=10))
-    assert dict(trainer.plan.encodings)["x"] == "log" and "x on the log" in trainer.plan.describe()
-    assert [b.encoding for b in trainer.view.x_blocks] == ["log"]
-    features = trainer.view.x_features(trainer.view.with_data(trainer.view.rows(None), 1))
-    np.testing.assert_allclose(features.reshape(-1).numpy(), np.log([0.1, 1.2, 20.0]), rtol=1e-6)
-    shifted = Trainer(compiled("shifted.him", SHIFTED), {"x": np.array([1.0, 2.0, 3.0])}, FitSettings(steps=10))
-    assert dict(shifted.plan.encodings)["x"] == "identity" and "features" not in shifted.plan.reasons
-    assert dict(_plan(compiled("lognormal.him", LOGNORMAL), data).encodings)["x"] == "identity"
-    kept = Trainer(compiled("lognormal.him", LOGNORMAL), data, FitSettings(steps=10, log_positive=False))
-    assert dict(kept.plan.encodings)["x"] == "identity" and "features" not in kept.plan.reasons

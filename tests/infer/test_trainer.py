@@ -362,8 +362,7 @@ def test_a_new_ratio_network_starts_in_its_pairs_units_and_resumes_across_it(tmp
     assert net.head.scale.sd.min() > 5 and len(net.stages) == 1          # the prior's units
     straight = trainer.run()
     head = net.head
-    # a network born in units at least 2x narrower than the prior's
-    assert len(net.stages) >= 2 and head.origin_sd.max() < net.stages[0].origin_sd.min() / 2
+    assert len(net.stages) >= 2 and head.origin_sd.max() < 2             # a network born narrow
     assert head.scale.bound is not None and net.stages[0].scale.bound is None
     assert torch.allclose(head.scale.mean, torch.tensor([3.0, -2.0] * 2), atol=0.5)
     groups = trainer.ratio.opt.param_groups
