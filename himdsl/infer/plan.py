@@ -224,7 +224,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         ratio_ema=_ema(settings, ratio),
         reuse=settings.reuse if ratio == "contrastive" else 0,
         budget=_budget(view, settings, ratio),
-        simulations=_planned_simulations(view, settings, ratio, updates),
+        simulations=_planned_simulations(view, settings, ratio, updates, has_params, warmup),
         encodings=tuple((b.name, b.encoding) for b in view.x_blocks + view.c_blocks),
         warmup_steps=warmup,
         average_from=int(settings.steps * (1 - settings.average)),
@@ -538,11 +538,12 @@ def _budget(view, settings, ratio) -> int | None:
     return settings.budget
 
 
-def _planned_simulations(view, settings, ratio, updates: int) -> int:
-    """Rows simulated for the ratio in all: the scaling pilot, then every update's
-    pairs (contrastive: `simulations` rows, up to the budget) or every update's
-    `particles` draws of `batch` rows (empirical; one row and `simulations` draws
-    without a plate). What a costly simulator's wait is made of."""
+def _planned_simulations(view, settings, ratio, updates: int, has_params: bool, warmup: int) -> int:
+    """Rows simulated in all: the scaling pilot, then every ratio update's pairs
+    (contrastive: `simulations` rows, up to the budget) or its `particles` draws of
+    `batch` rows (empirical; one row and `simulations` draws without a plate), and
+    with point-estimated weights as many again at every q step (the generator
+    gradient). What a costly simulator's wait is made of."""
     if ratio is None:
         return 0
     if ratio == "contrastive":
@@ -552,6 +553,8 @@ def _planned_simulations(view, settings, ratio, updates: int) -> int:
     else:
         per_update = settings.simulations if view.g_shapes else 1
     planned = scaling_simulations(view) + settings.steps * updates * per_update
+    if ratio == "empirical" and has_params:
+        planned += (settings.steps - warmup) * per_update
     return min(planned, settings.budget) if settings.budget is not None else planned
 
 

@@ -133,7 +133,7 @@ def test_the_contrastive_ratios_inputs_follow_its_pairs_in_the_first_half_with_n
     assert (plan.ratio_rescale_every, plan.ratio_stages_until) == (0, 0)
 
 
-def _counting_simulations(module) -> list[int]:
+def _counting_simulations(module, observed: str, width: int) -> list[int]:
     """Rows the module simulates, counted through its two simulators."""
     counts = []
     for name in ("simulate", "simulate_given"):
@@ -141,27 +141,36 @@ def _counting_simulations(module) -> list[int]:
         if method is not None:
             def counted(*args, _method=method, **kwargs):
                 out = _method(*args, **kwargs)
-                counts.append(out["x"].numel() // 2)
+                counts.append(out[observed].numel() // width)
                 return out
             setattr(module, name, counted)
     return counts
 
 
 @pytest.mark.parametrize("ratio", ["contrastive", "empirical"])
-def test_the_plan_counts_the_simulations_the_ratios_training_makes(ratio):
+def test_the_plan_counts_the_simulations_the_fit_makes(ratio):
     """The simulations' line forecasts a costly simulator's wait: its count is the
     rows the scaling pilot and every ratio update simulate (the checks' rows aside)."""
     module = compiled("narrow.him", NARROW)
-    counts = _counting_simulations(module)
+    counts = _counting_simulations(module, "x", 2)
     trainer = Trainer(module, {"x": np.array([3.0, -2.0])},
                       FitSettings(steps=12, simulations=64, checks=False, ratio=RatioSettings(mode=ratio)))
     trainer.run()
     assert sum(counts) == trainer.plan.simulations
 
 
+def test_the_plan_counts_the_generator_gradients_simulations_too():
+    """Point-estimated weights learn from simulations at every q step as well."""
+    module = point_regression()
+    counts = _counting_simulations(module, "y", 1)
+    trainer = Trainer(module, point_regression_data(n=40), FitSettings(steps=12, batch=8, checks=False))
+    trainer.run()
+    assert sum(counts) == trainer.plan.simulations
+
+
 def test_a_budget_caps_the_planned_simulations_and_the_line_says_how_long():
     module = compiled("narrow.him", NARROW)
-    counts = _counting_simulations(module)
+    counts = _counting_simulations(module, "x", 2)
     trainer = Trainer(module, {"x": np.array([3.0, -2.0])},
                       FitSettings(steps=40, simulations=64, budget=1024 + 640, checks=False))
     assert trainer.plan.simulations == 1024 + 640
