@@ -2,6 +2,7 @@
 
     c2st(draws, reference)                 # 0.5: indistinguishable; 1.0: disjoint
     marginal_scores(draws, reference)      # per column: mean error in reference sds, sd ratio
+    worst_marginals(error, ratio)          # the largest error (signed) and the furthest ratio
     local_scores(mean, sd, ref_mean, ref_sd)   # locals: RMSE in reference sds, sd ratio
 """
 from __future__ import annotations
@@ -35,6 +36,12 @@ def marginal_scores(draws: np.ndarray, reference: np.ndarray) -> tuple[np.ndarra
     draws, reference = _as_2d(draws), _as_2d(reference)
     ref_sd = reference.std(0, ddof=1)
     return (draws.mean(0) - reference.mean(0)) / ref_sd, draws.std(0, ddof=1) / ref_sd
+
+
+def worst_marginals(error: np.ndarray, ratio: np.ndarray) -> tuple[float, float]:
+    """The mean error furthest from 0 (signed) and the sd ratio furthest from 1 (on
+    the log scale, so 0.5 and 2 are equally far)."""
+    return float(error[np.argmax(np.abs(error))]), float(ratio[np.argmax(np.abs(np.log(ratio)))])
 
 
 def local_scores(mean: np.ndarray, sd: np.ndarray, ref_mean: np.ndarray, ref_sd: np.ndarray) -> dict:
