@@ -22,10 +22,6 @@ a symptom worth a look rather than proof that the posterior is wrong.
   noise) above LOCAL_STEP_SDS, the locals' accuracy target, says the guide had not
   converged: a nearly collinear intercept and slope per group converge that slowly
   along their ridge.
-* **posterior draws**: where the plan resamples q's draws to the ratio's posterior
-  (importance.py), the Pareto k̂ of the weights and their effective sample size; a
-  k̂ above PSIS's bound says q misses part of that posterior (its tails too light
-  somewhere), so q's own draws were kept.
 * **posterior predictive**: the data's mean and sd of every observed feature
   against the same summaries of data sets simulated at q's draws (a posterior
   predictive p-value); outside [PPC_TAIL, 1 - PPC_TAIL] the fitted model does
@@ -222,22 +218,6 @@ def _newton_steps(objective, view, rows: dict, draws: int) -> torch.Tensor:
     return step / mix.pow(2).sum(-1).sqrt()
 
 
-def posterior_draws(trainer) -> Check | None:
-    """How the fit's posterior draws were made from q (module docstring)."""
-    report = trainer.resampling
-    if report is None:
-        return None
-    if report.used:
-        return Check("posterior draws", True, report.khat,
-                     f"q's draws importance-resampled to the ratio's posterior (Pareto k̂ {report.khat:.2f} "
-                     f"<= {report.threshold:.2f}; effective sample size {report.ess:,.0f} of "
-                     f"{report.pool:,})", advisory=True)
-    return Check("posterior draws", False, report.khat,
-                 f"q's own draws: the importance weights to the ratio's posterior have Pareto k̂ "
-                 f"{report.khat:.2f} > {report.threshold:.2f}, so q misses part of it (its tails are too "
-                 "light somewhere); run more steps, or compare with `himdsl calibrate`", advisory=True)
-
-
 @torch.no_grad()
 def posterior_predictive(trainer) -> Check | None:
     """Posterior predictive p-values of the data's mean and sd per observed feature."""
@@ -303,5 +283,4 @@ def _upper_tail(replicates: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
     return torch.where(spread <= tolerance, exact, p)
 
 
-ADVICE = (ratio_calibration, elbo_settled, support_edge, local_means, posterior_draws,
-          posterior_predictive)
+ADVICE = (ratio_calibration, elbo_settled, support_edge, local_means, posterior_predictive)

@@ -24,6 +24,12 @@
   rows the fitted model simulates itself (measured the same way): the
   model cannot produce the data, and a ratio that never saw such data says nothing
   about them (its inputs are clipped), so q stays near the prior and looks fine.
+* **q matches the ratio** (where the plan resamples q's draws to the ratio's
+  posterior π, importance.py): the Pareto k̂ of the weights π / q is above PSIS's
+  bound. q was fitted to π, so a heavy tail of weights means q missed part of it
+  (its tails too light somewhere, or a mode left out): a variational fit with
+  k̂ > 0.7 is not a reliable posterior (Yao et al. 2018, "Yes, but did it work?"),
+  and neither q's draws nor their resampling can be trusted.
 """
 from __future__ import annotations
 
@@ -290,4 +296,21 @@ def _beyond_range(values: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
 
 
 # Every check, in the order the verdict lists them; each returns None where it does not apply.
-CHECKS = (ratio_separation, q_drift, q_collapse, simulation_failures, data_in_range)
+def q_matches_ratio(trainer) -> Check | None:
+    """The Pareto k̂ of the fit's draws' importance weights (module docstring)."""
+    report = trainer.resampling
+    if report is None:
+        return None
+    if report.used:
+        return Check("q matches the ratio", True, report.khat,
+                     f"q's draws importance-resampled to the ratio's posterior (Pareto k̂ {report.khat:.2f} "
+                     f"<= {report.threshold:.2f}; effective sample size {report.ess:,.0f} of "
+                     f"{report.pool:,})")
+    return Check("q matches the ratio", False, report.khat,
+                 f"q misses part of the posterior the ratio defines: the importance weights of q's draws "
+                 f"have Pareto k̂ {report.khat:.2f} > {report.threshold:.2f} (its tails are too light "
+                 "somewhere, or it left out a mode), so neither q nor its resampling is a posterior; "
+                 "run more steps, and compare with `himdsl calibrate`")
+
+
+CHECKS = (ratio_separation, q_drift, q_collapse, simulation_failures, data_in_range, q_matches_ratio)

@@ -14,7 +14,7 @@ drawn from q, POOL times as many as asked, weighted by π / q, Pareto-smoothed a
 resampled systematically (each draw kept in proportion to its weight, with the
 least added noise). Where k̂ exceeds min(1 − 1 / log10 S, 0.7)
 the weights' tail is too heavy for the estimate to be trusted (Vehtari et al. 2024):
-q's own draws are kept, and the fit's advice says so.
+q's own draws are kept, and the fit fails its check "q matches the ratio" (checks.py).
 """
 from __future__ import annotations
 

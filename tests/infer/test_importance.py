@@ -1,12 +1,14 @@
 """q's draws importance-resampled to the ratio's posterior (himdsl/infer/importance.py),
-against known densities, and as a fit's plan and advice use it."""
+against known densities, and as a fit's plan and trust checks use it."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from himdsl.infer import FitSettings
+from himdsl.infer.checks import Verdict, q_matches_ratio
 from himdsl.infer.importance import khat_threshold, resample
 from himdsl.infer.trainer import Trainer
 from tests.infer import models
@@ -47,6 +49,19 @@ def test_a_proposal_lighter_tailed_than_the_target_keeps_its_own_draws():
     assert abs(float(u.std()) / 0.3 - 1) < 0.1            # q's draws, unweighted
 
 
+def test_a_q_lighter_tailed_than_the_ratio_posterior_fails_the_fit():
+    """q at 0.3 of the target's sd: the weights' k̂ ≈ 0.9 (P(w > t) ~ t^(-1 / (1 - 0.09))),
+    so q is no posterior of the target and the fit is not trusted, not merely advised."""
+    torch.manual_seed(0)
+    _, report = resample(_Gaussian(0.3), lambda u: _normal_log_pdf(u[:, 0], 0.0, 1.0), 2_000)
+    check = q_matches_ratio(SimpleNamespace(resampling=report))
+    assert not check.ok and not check.advisory and check.value == report.khat
+    assert f"{report.khat:.2f} > {report.threshold:.2f}" in check.message
+    assert not Verdict([check]).ok and Verdict([check]).failures() == [check.message]
+    _, broad = resample(_Gaussian(2.0), lambda u: _normal_log_pdf(u[:, 0], 0.0, 1.0), 2_000)
+    assert q_matches_ratio(SimpleNamespace(resampling=broad)).ok
+
+
 def test_a_target_that_is_nan_somewhere_is_not_trusted():
     torch.manual_seed(0)
     target = lambda u: torch.where(u[:, 0] > 1.5, torch.nan, -u[:, 0] ** 2)   # noqa: E731
@@ -62,14 +77,15 @@ def gaussian_linear_fit():
     return trainer, trainer.run(), data["x"].numpy()
 
 
-def test_the_plan_resamples_where_the_ratio_posterior_is_known_and_the_advice_says_how(gaussian_linear_fit):
+def test_the_plan_resamples_where_the_ratio_posterior_is_known_and_the_checks_say_how(gaussian_linear_fit):
     trainer, result, _ = gaussian_linear_fit
     assert trainer.plan.resample and "importance-resampled" in trainer.plan.describe()
-    line = {c.name: c for c in result.verdict.advice()}["posterior draws"]
+    line = {c.name: c for c in result.verdict.checks}["q matches the ratio"]
+    assert "q matches the ratio" in result.verdict.passed()
     report = trainer.resampling
     assert report is not None and report.used and line.ok and line.value == report.khat
     assert "Pareto k̂" in line.message and f"{report.pool:,}" in line.message
-    # the fit's draws are made once: what the advice reports is what the user gets
+    # the fit's draws are made once: what the check reports is what the user gets
     assert result.posterior() is result.posterior()
 
 
