@@ -17,6 +17,17 @@ from .data import ModelView
 from .importance import resample
 from .local_guide import coordinates_at
 
+# The locals' posterior means are computed to a Monte Carlo error of at most this
+# share of each local's posterior sd (a fifth of the locals' accuracy target, 0.1 sd),
+# with up to MAX_LOCAL_DRAWS draws of β a row: by the law of total variance the
+# spread of z's mean given β is at most z's sd, so 2,500 draws always suffice. The
+# draws over all rows stay within LOCAL_WORK (about 10 s of a CPU core for a small
+# guide), so a large data set gets fewer a row: its β is then well determined, and
+# the Rao-Blackwellised means need few.
+LOCAL_MC_SDS = 0.02
+MAX_LOCAL_DRAWS = 4096
+LOCAL_WORK = 2 ** 22
+
 
 @dataclass(frozen=True)
 class TraceRow:
@@ -71,12 +82,15 @@ class FitResult:
     @torch.no_grad()
     def locals(self, data: dict, draws: int = 256, chunk: int = 256) -> dict[str, np.ndarray]:
         """Posterior mean and sd of every local latent for each row of `data`,
-        over β ~ q(β), z ~ q(z | x, β): {"z_mean": [N, *shape], "z_sd": [N, *shape]}."""
+        over β ~ q(β), z ~ q(z | x, β): {"z_mean": [N, *shape], "z_sd": [N, *shape]}.
+        At least `draws` draws, more where the means' Monte Carlo error needs them
+        (`_local_moments`)."""
         if self.local_guide is None:
             return {}
         view = ModelView(self.model, data)
+        most = max(draws, min(MAX_LOCAL_DRAWS, LOCAL_WORK // view.n_rows))
         parts = [self._local_moments(view, torch.arange(i, min(i + chunk, view.n_rows),
-                                                        device=view.device), draws)
+                                                        device=view.device), draws, most)
                  for i in range(0, view.n_rows, chunk)]
         mean, sd = (torch.cat(p, 0) for p in zip(*parts))
         out = {}
@@ -85,12 +99,28 @@ class FitResult:
                 out[f"{name}_{suffix}"] = value.cpu().numpy()
         return out
 
-    def _local_moments(self, view: ModelView, idx, draws: int):
-        """Mean and sd of the locals of rows `idx` over `draws` draws of β: where the
-        guide gives z's moments given β exactly (a Gaussian guide, a location-scale
-        coordinate), their average over β (Rao-Blackwell: the mean's Monte Carlo error
-        is then the β draws' alone, not each row's own sd / √draws, 0.06 sd at 256);
-        elsewhere the draws' moments."""
+    def _local_moments(self, view: ModelView, idx, draws: int, most: int):
+        """Mean and sd of the locals of rows `idx`, in batches of `draws` draws of β
+        until the means' Monte Carlo error is within LOCAL_MC_SDS of their sd (or
+        `most` draws): where β is well determined one batch does, where a row's
+        posterior moves with β (a funnel's scale) it takes more."""
+        batches = [self._moment_draws(view, idx, draws)]
+        while True:
+            estimate, cond_mean, cond_var = (torch.cat(parts) for parts in list(zip(*batches))[:3])
+            exact = batches[0][3]
+            var = torch.where(exact, cond_var.mean(0) + cond_mean.var(0), estimate.var(0))
+            total = estimate.shape[0]
+            error = estimate.std(0) / total ** 0.5
+            if total >= most or bool((error <= LOCAL_MC_SDS * var.sqrt()).all()):
+                return estimate.mean(0), var.sqrt()
+            batches.append(self._moment_draws(view, idx, min(draws, most - total)))
+
+    def _moment_draws(self, view: ModelView, idx, draws: int):
+        """Per draw of β (and of the locals) for rows `idx`: the mean's estimate
+        [S, M, Dz] (z's mean given β where the guide gives it exactly, a Gaussian guide
+        or a location-scale coordinate, Rao-Blackwell: its error is then the β draws'
+        alone, not each row's own sd; else z's draw), z's mean and variance given β
+        where exact, and which coordinates are [Dz]."""
         globals, _, _ = (self.global_guide.rsample(draws) if view.g_shapes else ({}, None, None))
         g = view.g_flat(globals) if view.g_shapes else torch.zeros(draws, 0, device=view.device)
         rows = view.rows(idx)
@@ -98,14 +128,11 @@ class FitResult:
         names = self.plan.local_coordinates if self.plan is not None else ()
         coords = coordinates_at(view, names, globals, rows)
         z, _ = self.local_guide.rsample(x, g, coords)
-        mean, var = z.mean(0), z.var(0)
         given = self._moments_given_globals(x, g, coords)
         if given is None:
-            return mean, var.sqrt()
+            return z, z, z.new_zeros(z.shape), torch.zeros(z.shape[-1], dtype=torch.bool, device=z.device)
         cond_mean, cond_var, exact = given
-        mean = torch.where(exact, cond_mean.mean(0), mean)
-        var = torch.where(exact, cond_var.mean(0) + cond_mean.var(0), var)
-        return mean, var.sqrt()
+        return torch.where(exact, cond_mean, z), cond_mean, cond_var, exact
 
     def _moments_given_globals(self, x, g, coords):
         """z's mean and variance given each draw of β [S, M, Dz], and which
