@@ -27,8 +27,9 @@ def shift(mu):
 def _fit(path, seed, numpy_state):
     model = himdsl.load(str(path))
     np.random.seed(numpy_state)          # whatever state numpy was left in before the fit
+    # six steps reproduce or not, but are no posterior: the trust checks are off
     fit = model.fit({"y": np.array(0.5)}, device="cpu", steps=6, simulations=32,
-                    samples=50, seed=seed, log_every=3)
+                    samples=50, seed=seed, log_every=3, checks=False)
     return fit.posterior(50)["mu"]
 
 
