@@ -295,7 +295,6 @@ def _beyond_range(values: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return torch.where(has, beyond, torch.zeros_like(beyond))
 
 
-# Every check, in the order the verdict lists them; each returns None where it does not apply.
 def q_matches_ratio(trainer) -> Check | None:
     """The Pareto k̂ of the fit's draws' importance weights (module docstring)."""
     report = trainer.resampling
@@ -313,4 +312,5 @@ def q_matches_ratio(trainer) -> Check | None:
                  "run more steps, and compare with `himdsl calibrate`")
 
 
+# Every check, in the order the verdict lists them; each returns None where it does not apply.
 CHECKS = (ratio_separation, q_drift, q_collapse, simulation_failures, data_in_range, q_matches_ratio)
