@@ -542,8 +542,9 @@ def _planned_simulations(view, settings, ratio, updates: int, has_params: bool, 
     """Rows simulated in all: the scaling pilot, then every ratio update's pairs
     (contrastive: `simulations` rows, up to the budget) or its `particles` draws of
     `batch` rows (empirical; one row and `simulations` draws without a plate), and
-    with point-estimated weights as many again at every q step (the generator
-    gradient). What a costly simulator's wait is made of."""
+    under the empirical ratio with point-estimated weights as many again at every q
+    step after the warmup (the generator gradient). What a costly simulator's wait
+    is made of."""
     if ratio is None:
         return 0
     if ratio == "contrastive":
