@@ -474,7 +474,7 @@ class ProgressBar:
         # no ELBO yet while the warm-up trains only the ratio
         elbo = "(warm-up)" if math.isnan(row.elbo) else f"{row.elbo:.4g}"
         line = (f"[{bar}] {row.step}/{total}  ELBO {elbo}  ratio loss {row.ratio_loss:.3f}  "
-                f"acc {row.ratio_acc:.2f}  {rate:.0f} steps/s")
+                f"acc {row.ratio_acc:.2f}  {rate:.0f} steps/s  {_clock((total - row.step) / max(rate, 1e-9))} left")
         if self.live:
             sys.stderr.write("\r" + line)
             sys.stderr.flush()
@@ -503,6 +503,13 @@ class ProgressBar:
         if self.live and self.last_line:
             sys.stderr.write("\n")
             self.last_line = ""
+
+
+def _clock(seconds: float) -> str:
+    """A duration as h:mm:ss, or m:ss under an hour (the progress bar's time left)."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _given(items: list[str] | None) -> dict:

@@ -45,7 +45,7 @@ def test_fit_writes_every_output_file(hier_fit):
     code, text, out = hier_fit
     assert code == 0, text
     assert "plan:" in text and "contrastive, reads z" in text and "beta[0]" in text
-    assert "checks passed: q collapsed, simulations, data in range" in text
+    assert "checks passed: q not collapsed, simulations finite, data in range" in text
     posterior = np.load(out / "posterior.npz")
     assert posterior["beta"].shape == (300, 2)
     local = np.load(out / "locals.npz")
@@ -56,7 +56,7 @@ def test_fit_writes_every_output_file(hier_fit):
     assert [r["name"] for r in rows] == ["beta[0]", "beta[1]"]
     # the verdict below the table, as fit printed it (stansummary's comment lines)
     verdict = [line[2:] for line in lines if line.startswith("#")]
-    assert verdict[0] == "checks passed: q collapsed, simulations, data in range"
+    assert verdict[0] == "checks passed: q not collapsed, simulations finite, data in range"
     assert all(line.split()[0] in ("OK", "LOOK") for line in verdict[1:]) and len(verdict) > 1
     assert all(line in text for line in verdict[1:])
     assert list(rows[0]) == ["name", "Mean", "MCSE", "StdDev", "5%", "50%", "95%"]    # stansummary's
@@ -104,7 +104,7 @@ def test_a_fit_that_fails_its_checks_exits_4_and_writes_no_posterior(tmp_path):
     record = json.loads((out / "fit.json").read_text())
     assert record["verdict"]["ok"] is False
     failed = [c["name"] for c in record["verdict"]["checks"] if not c["ok"] and not c["advisory"]]
-    assert failed[0] == "simulations" and set(failed) <= {"simulations", "data in range"}
+    assert failed[0] == "simulations finite" and set(failed) <= {"simulations finite", "data in range"}
 
 
 def test_resume_continues_from_the_checkpoint(hier_data, hier_fit):
@@ -279,6 +279,19 @@ def test_progress_bar_says_warm_up_instead_of_a_nan_elbo(capsys):
     err = capsys.readouterr().err
     assert "ELBO (warm-up)" in err and "nan" not in err
     assert "ELBO -3.25" in err
+
+
+def test_progress_bar_says_how_long_is_left(capsys):
+    """At the rate so far: 2 of 10 steps in 4 s leave 8 steps at 0.5 a second."""
+    from himdsl.cli import ProgressBar
+    from himdsl.infer.result import TraceRow
+
+    bar = ProgressBar(10)
+    bar.update(TraceRow(2, -3.0, 0.6, 0.6, 4.0))
+    bar.update(TraceRow(5, -3.0, 0.6, 0.6, 5_000.0))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("steps/s  0:16 left")
+    assert lines[1].endswith("steps/s  1:23:20 left")
 
 
 def test_progress_bar_explains_the_local_guide_training_on_after_the_loop(capsys):

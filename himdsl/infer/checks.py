@@ -3,7 +3,9 @@
     verdict = check_fit(trainer)        # Verdict(ok, checks=[Check(name, ok, value, message)])
     verdict.failures()                  # the messages of the failed checks
 
-* **ratio separates** (empirical ratio): over the last quarter of the steps the
+Each check is named for what a passed check verified, and fails when:
+
+* **p and q overlap** (empirical ratio): over the last quarter of the steps the
   classifier tells the model's simulations from q's rows with accuracy ≥ 0.9:
   p and q barely overlap, so the ratio's gradient is not the likelihood's.
 * **q settled**: q's mean (unconstrained) moved by more than DRIFT_SDS of q's own
@@ -14,10 +16,10 @@
   the mean error the accuracy targets allow; or q's mean jumped between log
   points by more than JITTER_SDS of q's own sd: the steps are noisier than the
   posterior is wide, so the reported sd means nothing.
-* **q collapsed**: q's sd in some coordinate is below 1/1000 of the prior's spread
+* **q not collapsed**: q's sd in some coordinate is below 1/1000 of the prior's spread
   shrunk by √N (no plausible N rows pin a value that tightly), or q sits at the edge
   of a bounded prior's support (10 prior sds out).
-* **simulations**: more than half of the ratio's simulations were NaN or inf.
+* **simulations finite**: more than half of the ratio's simulations were NaN or inf.
 * **data in range**: over a tenth of the data rows lie more than FAR_SDS robust sds
   from what the fitted model simulates for them, or beyond all of its simulations
   by BEYOND_SDS (in some observed feature), and further out than REPLICATED_PASS of
@@ -144,7 +146,7 @@ def ratio_separation(trainer) -> Check | None:
         return None
     acc = sum(accs) / len(accs)
     ok = acc < SEPARATION_ACCURACY
-    return Check("ratio separates", ok, acc,
+    return Check("p and q overlap", ok, acc,
                  f"the ratio tells the model's simulations from q's rows with accuracy {acc:.2f} "
                  "over the last quarter: p and q do not overlap, so q never learnt from the data"
                  if not ok else f"ratio accuracy {acc:.2f} over the last quarter")
@@ -184,15 +186,15 @@ def q_collapse(trainer) -> Check | None:
     point = [f for f in trainer.global_guide.kinds if f == "point"]
     ratio = float((sd / prior_sd).min())
     if not point and bool((sd < floor).any()):
-        return Check("q collapsed", False, ratio,
+        return Check("q not collapsed", False, ratio,
                      f"q's sd fell to {ratio:.2g} of the prior's spread, below what {trainer.view.n_rows} "
                      "rows can plausibly pin: the ratio's errors were summed over the rows into a "
                      "false certainty")
     edge = _at_edge(trainer, u)
     if edge:
-        return Check("q collapsed", False, ratio, f"q sits at the edge of the prior's support for "
+        return Check("q not collapsed", False, ratio, f"q sits at the edge of the prior's support for "
                      f"`{edge}`: the fit ran into a bound")
-    return Check("q collapsed", True, ratio, f"q's smallest sd is {ratio:.2g} of the prior's spread")
+    return Check("q not collapsed", True, ratio, f"q's smallest sd is {ratio:.2g} of the prior's spread")
 
 
 def _at_edge(trainer, u: torch.Tensor) -> str | None:
@@ -229,7 +231,7 @@ def simulation_failures(trainer) -> Check | None:
         return None
     share = float(ratio.dropped) / float(ratio.simulated)
     ok = share <= MAX_DROPPED
-    return Check("simulations", ok, share,
+    return Check("simulations finite", ok, share,
                  f"{share:.0%} of the simulations were NaN or inf: the model's simulation is undefined "
                  "over much of q (e.g. log of a negative number)" if not ok
                  else f"{share:.1%} of the simulations were NaN or inf and skipped")

@@ -87,7 +87,7 @@ def test_non_finite_simulations_are_dropped_and_counted():
     share = float(trainer.ratio.dropped) / float(trainer.ratio.simulated)
     assert 0.1 < share < 0.9
     assert all(math.isfinite(r.ratio_loss) for r in result.trace)
-    check = next(c for c in result.verdict.checks if c.name == "simulations")
+    check = next(c for c in result.verdict.checks if c.name == "simulations finite")
     assert check.ok == (share <= 0.5) and check.value == pytest.approx(share)
 
 
