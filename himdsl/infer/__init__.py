@@ -13,7 +13,8 @@ from .interrupts import FitInterrupted
 from .plan import Plan, make_plan
 from .result import FitResult, TraceRow
 from .settings import FitSettings, LocalGuideSpec, RatioSettings
-from .trainer import NonFiniteLossError, Trainer, fit
+from .divergence import NonFiniteLossError
+from .trainer import Trainer, fit
 
 __all__ = ["fit", "Trainer", "FitSettings", "RatioSettings", "LocalGuideSpec", "FlowSpec", "FitResult",
            "TraceRow", "NonFiniteLossError", "GlobalGuide", "Plan", "make_plan", "Verdict",

@@ -4,52 +4,41 @@
     print(trainer.plan.describe())                      # every automatic choice
     result = trainer.run(callback=lambda row: print(row.step))   # -> FitResult
 
-The trainer executes a plan (plan.py). One step draws S = `particles` globals
+The trainer executes a plan (plan.py) with the parts components.py builds from
+it. One step draws S = `particles` globals
 from q(β) and M = `batch` data rows, so its cost does not depend on N. It updates
 the ratio estimator `plan.ratio_updates` times (contrastive.py or empirical.py),
 then q(β), q(z | x, β) and point parameters (objective.py). See docs/lfvi.md.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .advice import ADVICE
+from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import MomentTrace, check_fit
-from .contrastive import ContrastiveRatio
-from .covering import Covering
+from .components import make_covering, make_local_guide, make_ratio, standardise_inputs, start_global_guide
 from .data import ModelView
-from .empirical import EmpiricalRatio
+from .divergence import DivergenceWatch, check_parameters
 from .families import GlobalGuide
 from .guide_entries import resolve_guide
 from .interrupts import FitInterrupted, deferred_interrupts
-from .local_guide import LOCAL_FAMILIES
 from .objective import Objective
-from .plan import SCALING_DRAWS, SCALING_ROWS, full_batch, make_plan, scaling_simulations
+from .plan import full_batch, make_plan
 from .polish import polish_locals
 from .proposals import GlobalProposal
 from .result import FitResult, TraceRow
 from .schedule import ParameterAverage, Schedule
-from .settings import FitSettings, LocalGuideSpec
+from .settings import FitSettings
 
 Tensor = torch.Tensor
 
-
-# A weight beyond this has run away: the trainer's networks read standardised inputs
-# (a weight of 1e4 saturates every unit), and a model's point weight this size makes
-# its simulations leave any data's scale.
-RUNAWAY = 1e4
 # Draws of q(β) that set the local guide's scaling of its β inputs.
 RESCALE_DRAWS = 1024
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN or inf, or its parameters ran away."""
 
 
 @dataclass
@@ -82,15 +71,16 @@ class Trainer:
         self.params = [p for n, p in model.named_parameters()
                        if p.requires_grad and n not in model.untrained_params]
         self.plan = make_plan(self.view, s, bool(self.params))
-        self.global_guide = GlobalGuide(model, self._global_families(),
-                                        full_batch(self.view, s)).to(self.view.device)
-        self.local_guide = self._make_local_guide()
+        families = {n: f for n, f in s.guide.items() if n in model.global_names}
+        self.global_guide = GlobalGuide(model, families, full_batch(self.view, s)).to(self.view.device)
+        self.local_guide = make_local_guide(model, self.view, self.plan, s)
         self.state = TrainState()
-        self._init_guides()
+        start_global_guide(self.view, self.global_guide, self.plan)
         self.proposal = GlobalProposal(self.view, self.global_guide, s.spread) if self.view.g_shapes else None
-        self.ratio = self._make_ratio()
-        self._init_scaling()
-        self.covering = self._make_covering()
+        self.ratio = make_ratio(self.view, self.plan, s, self.global_guide, self.local_guide, self.proposal)
+        # the simulator's cost per row, for the plan's forecast of the fit's simulating
+        self.seconds_per_simulation = standardise_inputs(self.view, self.local_guide, self.ratio)
+        self.covering = make_covering(model, self.view, self.plan, self.global_guide, self.ratio)
         q_params = [p for m in (self.global_guide, self.local_guide) if m is not None for p in m.parameters()]
         groups = [{"params": p} for p in (q_params, self.params) if p]
         # fused: one kernel for all tensors (docs/benchmarks.md)
@@ -100,7 +90,7 @@ class Trainer:
         self.schedule = Schedule(s.steps, self.plan.warmup_steps, s.final_lr, s.anneal, self.view.n_rows)
         self.average = ParameterAverage(self.plan.average_from, s.steps)
         self.moments = MomentTrace(self.plan.average_from, s.steps)
-        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.view.device)
+        self.divergence = DivergenceWatch(self.view.device)
         # the local guide's training after the loop (polish.py), once it has run, and
         # the locals' means' error it measured last (advice.py reads it, not again)
         self.polish = None
@@ -108,7 +98,7 @@ class Trainer:
         # how the fit's posterior draws were resampled (importance.py), once made
         self.resampling = None
 
-    # ------------------------------------------------------------ construction
+    # ------------------------------------------------------------ parts
     @property
     def mode(self) -> str:
         """The ratio's mode, or "exact" when the likelihood is known (method vi)."""
@@ -117,82 +107,6 @@ class Trainer:
     @property
     def ratio_inputs(self) -> str:
         return self.plan.ratio_inputs
-
-    def _global_families(self) -> dict:
-        return {n: f for n, f in self.settings.guide.items() if n in self.model.global_names}
-
-    def _make_local_guide(self):
-        family = self.plan.local_guide
-        if family is None:
-            return None
-        specs = [self.settings.guide[n] for n in self.model.local_names if n in self.settings.guide]
-        spec = specs[0] if specs else LocalGuideSpec()
-        kwargs = ({"noise": spec.noise, "activations": self._local_activations()} if family == "implicit"
-                  else {"correlated": self.plan.local_covariance == "full"})
-        view = self.view
-        guide = LOCAL_FAMILIES[family](view.x_dim, view.g_dim, view.z_dim, tuple(spec.hidden), **kwargs)
-        return guide.to(view.device)
-
-    def _local_activations(self) -> tuple[tuple[int, int, str], ...]:
-        """(start, stop, function) of every local latent whose definition bounds its
-        support (`HimModule.local_activations`), as slices of the flat z."""
-        out, start = [], 0
-        for block in self.view.z_blocks:
-            name = self.model.local_activations.get(block.name)
-            if name:
-                out.append((start, start + block.width, name))
-            start += block.width
-        return tuple(out)
-
-    def _make_ratio(self):
-        if self.plan.ratio is None:
-            return None
-        kind = ContrastiveRatio if self.plan.ratio == "contrastive" else EmpiricalRatio
-        return kind(self.view, self.plan, self.settings, self.global_guide, self.local_guide, self.proposal)
-
-    def _make_covering(self) -> Covering | None:
-        if not self.plan.population:
-            return None
-        covering = Covering(self.view, self.global_guide, self.ratio.log_lik_all, self._prior_u,
-                            self.plan.population)
-        self.ratio.covering = covering
-        return covering
-
-    def _prior_u(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """The globals of unconstrained u and the prior's log density at u [K]."""
-        globals, logdet = self.global_guide.constrain(u)
-        return globals, self.model.log_prior(globals) + logdet
-
-    @torch.no_grad()
-    def _init_guides(self) -> None:
-        """Start q(β) at the prior's moments."""
-        if self.view.g_shapes:
-            self.global_guide.init_from_prior(self.view.prior_globals(SCALING_DRAWS), self.plan.init_scale)
-
-    @torch.no_grad()
-    def _init_scaling(self) -> None:
-        """Standardise the networks' inputs from prior simulations and the data."""
-        view = self.view
-        prior = view.prior_globals(SCALING_DRAWS)
-        idx = (torch.randint(view.n_rows, (min(1024, 64 * view.n_rows),), device=view.device)
-               if view.has_plate else None)
-        rows = view.rows(idx)
-        # 1,024 prior draws × a few rows: enough for moments, cheap for costly externs
-        sim_rows = view.rows(idx[:SCALING_ROWS]) if view.has_plate else rows
-        start = time.perf_counter()
-        sim = view.simulate(prior, sim_rows, SCALING_DRAWS if view.g_shapes else 1)
-        # the simulator's cost per row, for the plan's forecast of the fit's simulating
-        self.seconds_per_simulation = (time.perf_counter() - start) / scaling_simulations(view)
-        sim = {**view.with_data({b.name: sim_rows[b.name] for b in view.c_blocks},
-                                SCALING_DRAWS if view.g_shapes else 1), **sim}
-        x_data = view.x_features(view.with_data(rows, 1))
-        g = view.g_flat(prior) if view.g_shapes else torch.zeros(1, 0, device=view.device)
-        if self.local_guide is not None:
-            self.local_guide.fit_scaling(x_data, g)
-        if self.ratio is not None:
-            x_sim = view.x_features(sim)
-            x_blocks = [torch.cat([x_sim.reshape(-1, view.x_dim), x_data.reshape(-1, view.x_dim)])]
-            self.ratio.fit_scaling(x_blocks, prior, sim, sim_rows)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every module a checkpoint holds."""
@@ -224,7 +138,7 @@ class Trainer:
             rows = self.batch_rows()
             out["elbo"], out["q_loss"] = self.objective.step(draws, rows, self.schedule.temperature(k))
             self.average.update(k, self.guides())
-        self._flag_non_finite(out, k)
+        self.divergence.flag(out, k)
         self.state.step = k + 1
         return out
 
@@ -267,7 +181,7 @@ class Trainer:
         when used up (random reshuffling): every row then enters q's fit equally often.
         With replacement the rows' counts over the averaged steps vary by ±10 %, and the
         averaged q is the posterior of that randomly reweighted data set (≈ 0.1 sd error
-        on linear regression even with the exact likelihood,)."""
+        on linear regression even with the exact likelihood)."""
         view, st = self.view, self.state
         if not view.has_plate:
             return view.rows(None)
@@ -281,19 +195,6 @@ class Trainer:
             m -= len(take)
             parts.append(take)
         return view.rows(torch.cat(parts))
-
-    def _flag_non_finite(self, out: dict[str, Tensor], k: int) -> None:
-        for value in out.values():
-            bad = ~torch.isfinite(value) & (self._bad_step < 0)
-            self._bad_step = torch.where(bad, torch.full_like(self._bad_step, k), self._bad_step)
-
-    def _check_finite(self, last: dict[str, Tensor]) -> None:
-        step = int(self._bad_step)
-        if step >= 0:
-            losses = ", ".join(f"{k} = {float(v):.4g}" for k, v in last.items())
-            raise NonFiniteLossError(
-                f"training diverged: a loss became NaN or inf at step {step} (last values: "
-                f"{losses}); try a smaller lr or ratio_lr, or check the model's simulation")
 
     # ------------------------------------------------------------ loop
     def run(self, callback=None, checkpoint_path: str | None = None,
@@ -326,7 +227,7 @@ class Trainer:
                     raise FitInterrupted(self.state.step, checkpoint_path)
                 if checkpoint_path and self.polish is not None:
                     self._save(checkpoint_path, time.perf_counter() - t0)
-        self._check_parameters()
+        check_parameters(self.modules(), self.state.step)
         self.state.seconds = time.perf_counter() - t0
         return self.result(verdict=s.checks)
 
@@ -339,39 +240,24 @@ class Trainer:
     def _save(self, path: str, seconds: float) -> None:
         """A checkpoint, only of a state that is finite and has not run away: the
         checkpoint on disk is then always one a fit can continue from."""
-        self._check_finite({})
-        self._check_parameters()
+        self.divergence.check({})
+        check_parameters(self.modules(), self.state.step)
         self.state.seconds = seconds
         save_checkpoint(self, path)
-
-    @torch.no_grad()
-    def _check_parameters(self) -> None:
-        """NaN or inf anywhere; beyond RUNAWAY in any network or point weight (q(β)'s
-        parameters live in the prior's units, which may be large)."""
-        for owner, module in self.modules().items():
-            bound = float("inf") if owner == "global" else RUNAWAY
-            for name, p in module.named_parameters():
-                worst = float(p.detach().abs().max()) if p.numel() else 0.0
-                if not worst <= bound:
-                    what = "is NaN or inf" if not math.isfinite(worst) else f"reached {worst:.3g}"
-                    raise NonFiniteLossError(
-                        f"training diverged: parameter `{name}` of the {owner} {what} by step "
-                        f"{self.state.step}; try a smaller lr or ratio_lr, or check the model's "
-                        "simulation")
 
     def _guarded_step(self, window: list[dict]) -> dict[str, Tensor]:
         """A step; an error caused by an earlier NaN is reported as that NaN."""
         try:
             return self.step()
         except (ValueError, RuntimeError):
-            self._check_finite(window[-1] if window else {})
+            self.divergence.check(window[-1] if window else {})
             raise
 
     def _log(self, window: list[dict], step: int, seconds: float) -> TraceRow:
         keys = ("elbo", "q_loss", "ratio_loss", "ratio_acc")
         means = {key: torch.stack([w[key].float() for w in window if key in w]).mean()
                  for key in keys if any(key in w for w in window)}
-        self._check_finite(means)
+        self.divergence.check(means)
         values = {k: float(v) for k, v in means.items()}
         row = TraceRow(step, values.get("elbo", float("nan")), values.get("ratio_loss", float("nan")),
                        values.get("ratio_acc", float("nan")), seconds)
