@@ -19,7 +19,8 @@ Each check is named for what a passed check verified, and fails when:
 * **q not collapsed**: q's sd in some coordinate is below 1/1000 of the prior's spread
   shrunk by √N (no plausible N rows pin a value that tightly), or q sits at the edge
   of a bounded prior's support (10 prior sds out).
-* **simulations finite**: more than half of the ratio's simulations were NaN or inf.
+* **simulations finite**: more than half of the ratio's simulations were NaN or inf
+  (an extern's rows that raised count among them: externs.py).
 * **data in range**: over a tenth of the data rows lie more than FAR_SDS robust sds
   from what the fitted model simulates for them, or beyond all of its simulations
   by BEYOND_SDS (in some observed feature), and further out than REPLICATED_PASS of
@@ -231,10 +232,13 @@ def simulation_failures(trainer) -> Check | None:
         return None
     share = float(ratio.dropped) / float(ratio.simulated)
     ok = share <= MAX_DROPPED
+    raised = getattr(trainer.model, "extern_failures", None)
+    raised = (f" (rows an extern raised on: {raised.count:,}; the first: {raised.first})"
+              if raised is not None and raised.count else "")
     return Check("simulations finite", ok, share,
-                 f"{share:.0%} of the simulations were NaN or inf: the model's simulation is undefined "
-                 "over much of q (e.g. log of a negative number)" if not ok
-                 else f"{share:.1%} of the simulations were NaN or inf and skipped")
+                 f"{share:.0%} of the simulations were NaN or inf{raised}: the model's simulation is "
+                 "undefined over much of q (e.g. log of a negative number)" if not ok
+                 else f"{share:.1%} of the simulations were NaN or inf and skipped{raised}")
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import MomentTrace, check_fit
 from .components import make_covering, make_local_guide, make_ratio, standardise_inputs, start_global_guide
 from .data import ModelView
+from ..runtime.externs import ExternFailures
 from .divergence import DivergenceWatch, check_parameters
 from .families import GlobalGuide
 from .guide_entries import resolve_guide
@@ -66,6 +67,9 @@ class Trainer:
         self.identity = dict(identity or {})
         torch.manual_seed(s.seed)
         self.model = model
+        # an extern's rows that raise are failed simulations, dropped and counted
+        # (the simulator's own region of failure); a call whose every row raises stops the fit
+        model.extern_failures = ExternFailures() if model.externs else None
         self.view = ModelView(model, data)
         # a parameter the data reach only through argmax & co. has no gradient (W0171)
         self.params = [p for n, p in model.named_parameters()

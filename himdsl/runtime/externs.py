@@ -61,16 +61,101 @@ def _import(path: str, module_name: str, where: str):
     return module
 
 
-def call_extern(function, spec: ExternSpec, args: list, batch: tuple[int, ...], like: torch.Tensor):
-    """Call an extern on a batch; returns a tensor [*batch, *spec.shape] like `like`."""
+def call_extern(function, spec: ExternSpec, args: list, batch: tuple[int, ...], like: torch.Tensor,
+                failures: "ExternFailures | None" = None):
+    """Call an extern on a batch; returns a tensor [*batch, *spec.shape] like `like`.
+
+    A row whose arguments are not all finite is not simulated: it comes back NaN, a
+    failed simulation (as a built-in sampler's invalid parameter does). With
+    `failures` (training), an exception fails only the rows that raise it, found by
+    halving the batch, and `failures` keeps their count and the first message; a
+    call whose every row raises still raises. An int result holding NaN comes back
+    in `like`'s float dtype (an integer cannot hold NaN)."""
     where = f"extern `{spec.name}` (line {spec.line})"
     inputs = [_argument(value, batch, shape, like) for value, (_, shape) in zip(args, spec.params)]
+    finite = _finite_rows(inputs, batch)
+    if bool(finite.all()):
+        try:
+            return _result(_call(function, inputs, where), spec, batch, like, where)
+        except ExternError:
+            if failures is None:
+                raise
+    count = finite.numel()
+    flat = [x.reshape((count,) + tuple(x.shape[len(batch):])) for x in inputs]
+    rows = finite.reshape(-1).nonzero().reshape(-1)
+    # the whole batch already raised: start by halving it
+    out = _rows_or_nan(function, spec, flat, rows, like, where, failures, halve=bool(finite.all()))
+    return out.reshape(tuple(batch) + tuple(spec.shape))
+
+
+def _call(function, inputs: list[torch.Tensor], where: str):
     try:
         with torch.no_grad():
-            result = function(*inputs)
+            return function(*inputs)
     except Exception as exc:  # the simulator is the user's code
         raise ExternError(f"{where} raised {type(exc).__name__}: {exc}") from exc
-    return _result(result, spec, batch, like, where)
+
+
+def _finite_rows(inputs: list[torch.Tensor], batch: tuple[int, ...]) -> torch.Tensor:
+    """Per row of the batch, whether every floating argument is finite [*batch]."""
+    finite = torch.ones(batch, dtype=torch.bool)
+    for x in inputs:
+        if x.is_floating_point():
+            finite &= torch.isfinite(x).reshape(tuple(batch) + (-1,)).all(-1)
+    return finite
+
+
+def _rows_or_nan(function, spec, flat, rows, like, where, failures, halve: bool) -> torch.Tensor:
+    """The results of the flat batch's `rows` [count, *shape], NaN elsewhere and
+    where a row raised (when `failures` is given). A call whose every row raises is
+    a bug in the simulator, not a region of its parameters: it raises."""
+    count = flat[0].shape[0] if flat else 0
+    results = _simulate_rows(function, spec, flat, rows, like, where, failures, halve)
+    done = sum(len(r) for r, _ in results)
+    if len(rows) and not done:
+        raise ExternError(failures.first)
+    if done == count:
+        order = torch.cat([r for r, _ in results])
+        return torch.cat([v for _, v in results])[torch.argsort(order)]
+    out = torch.full((count,) + tuple(spec.shape), float("nan"), dtype=like.dtype, device=like.device)
+    for r, v in results:
+        out[r.to(like.device)] = v.to(out.dtype)
+    return out
+
+
+def _simulate_rows(function, spec, flat, rows, like, where, failures,
+                   halve: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(rows, results) pairs for the rows that simulate; with `failures`, a batch
+    that raises is halved until the rows that raise alone are found (`halve`: these
+    rows raised together already)."""
+    if not len(rows):
+        return []
+    if not halve:
+        try:
+            result = _call(function, [x[rows] for x in flat], where)
+            return [(rows, _result(result, spec, (len(rows),), like, where))]
+        except ExternError as exc:
+            if failures is None:
+                raise
+            if len(rows) == 1:
+                failures.record(str(exc))
+                return []
+    half = len(rows) // 2
+    return (_simulate_rows(function, spec, flat, rows[:half], like, where, failures)
+            + _simulate_rows(function, spec, flat, rows[half:], like, where, failures))
+
+
+class ExternFailures:
+    """The rows an extern raised on while a fit trained: their count and the first
+    message, for the fit's verdict."""
+
+    def __init__(self):
+        self.count = 0
+        self.first: str | None = None
+
+    def record(self, message: str) -> None:
+        self.count += 1
+        self.first = self.first or message
 
 
 def _argument(value, batch, shape, like) -> torch.Tensor:

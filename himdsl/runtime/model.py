@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributions import biject_to
 
 from . import distributions
-from .externs import ExternSpec, call_extern, load_extern
+from .externs import ExternFailures, ExternSpec, call_extern, load_extern
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ class HimModule(nn.Module):
         self._centred = False   # `predict`: noise at its centre instead of drawn
         self._recorded: dict | None = None   # `local_priors`: distributions seen by `_draw`
         self._inputs_only = False   # `likelihood_input_values`: externs are not called
+        # set by a fit's trainer: an extern's rows that raise fail alone (externs.py)
+        self.extern_failures: ExternFailures | None = None
 
     # ---------------------------------------------------------------- globals
     def priors(self, globals: dict[str, torch.Tensor]) -> dict:
@@ -294,4 +296,5 @@ class HimModule(nn.Module):
         if self._inputs_only:
             dtype = torch.long if spec.dtype == "int" else self._anchor.dtype
             return torch.zeros(tuple(batch) + tuple(spec.shape), dtype=dtype, device=self._anchor.device)
-        return call_extern(self._extern_functions[name], spec, list(args), batch, self._anchor)
+        return call_extern(self._extern_functions[name], spec, list(args), batch, self._anchor,
+                           self.extern_failures)
