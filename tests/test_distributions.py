@@ -343,3 +343,31 @@ def test_samplers_at_a_priors_extremes_fail_per_element_or_stay_right():
     p = torch.tensor([float("nan"), 0.5, 1.5])
     flips = distributions.sample(D.Bernoulli(probs=p, validate_args=False), (3,))
     assert torch.isnan(flips[[0, 2]]).all() and flips[1] in (0.0, 1.0)
+
+
+def test_continuous_samplers_fail_an_element_whose_parameter_breaks_its_constraint():
+    """A Student-t df of 0 (a Gamma prior's draw underflowed) made torch's inner Chi2
+    raise and stopped a robust regression's fit; a zero or negative scale drew a
+    value of a distribution that does not exist. Those elements come back NaN (a
+    failed simulation); valid parameters draw exactly what torch draws."""
+    like = torch.zeros(())
+    df = torch.tensor([0.0, -1.0, float("nan"), 3.0])
+    torch.manual_seed(0)
+    draw = distributions.sample(distributions.make("StudentT", (4,), like, df=df, loc=0.0, scale=1.0), ())
+    assert torch.isnan(draw[:3]).all() and torch.isfinite(draw[3])
+    torch.manual_seed(0)
+    before = D.StudentT(torch.full((4,), 3.0), 0.0, 1.0, validate_args=False).rsample()
+    torch.manual_seed(0)
+    valid = distributions.sample(distributions.make("StudentT", (4,), like, df=torch.full((4,), 3.0),
+                                                    loc=0.0, scale=1.0), ())
+    assert torch.equal(valid, before)
+    scale = torch.tensor([1.0, 0.0, -2.0])
+    for name, params in (("Normal", {"loc": 0.0}), ("HalfStudentT", {"df": 2.0}), ("LogNormal", {"loc": 0.0})):
+        draw = distributions.sample(distributions.make(name, (3,), like, scale=scale, **params), (5,))
+        assert torch.isfinite(draw[:, 0]).all() and torch.isnan(draw[:, 1:]).all(), name
+    beta = distributions.sample(distributions.make("Beta", (2,), like, a=torch.tensor([0.0, 2.0]), b=1.0), ())
+    assert torch.isnan(beta[0]) and 0 < beta[1] < 1
+    probs = torch.tensor([float("nan"), 1.5, 0.3])
+    for name in ("Binomial", "NegativeBinomial"):         # torch's raised on 1.5: "invalid Poisson rate"
+        counts = distributions.sample(distributions.make(name, (3,), like, total_count=5.0, probs=probs), ())
+        assert torch.isnan(counts[:2]).all() and counts[2] >= 0 and counts[2] == counts[2].round(), name

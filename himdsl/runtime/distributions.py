@@ -11,6 +11,7 @@ The table of names and arguments is `himdsl.semantics.builtins.DISTRIBUTIONS`.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import distributions as D
@@ -77,12 +78,27 @@ def make(name: str, shape: tuple[int, ...], like: torch.Tensor, **params) -> D.D
     tensors = {k: _as_tensor(v, like) for k, v in params.items()}
     if spec.event_rank:
         tensors = {k: t if spec.extra(k) else _event_sized(t, shape[-1]) for k, t in tensors.items()}
-    base = TORCH_CLASSES[name](**{renamed.get(k, k): t for k, t in tensors.items()}, validate_args=False)
-    elements = tuple(shape[:len(shape) - spec.event_rank])
-    batch = torch.broadcast_shapes(base.batch_shape, elements)
-    if base.batch_shape != batch:
-        base = base.expand(batch)
+    with _unvalidated():
+        base = TORCH_CLASSES[name](**{renamed.get(k, k): t for k, t in tensors.items()}, validate_args=False)
+        elements = tuple(shape[:len(shape) - spec.event_rank])
+        batch = torch.broadcast_shapes(base.batch_shape, elements)
+        if base.batch_shape != batch:
+            base = base.expand(batch)
     return D.Independent(base, len(elements)) if elements else base
+
+
+@contextmanager
+def _unvalidated():
+    """torch validates the distributions some distributions build inside themselves
+    (StudentT's Chi2, Beta's Dirichlet) whatever `validate_args` says, so a parameter
+    from a prior's tail (a Student-t's df = 0) raised; `sample` fails that element
+    instead."""
+    previous = D.Distribution._validate_args
+    D.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        D.Distribution.set_default_validate_args(previous)
 
 
 def _event_sized(t: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,8 +115,29 @@ def _as_tensor(value, like: torch.Tensor) -> torch.Tensor:
 def sample(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
     """One draw for every element of `batch`, reparameterised where possible."""
     if tuple(dist.batch_shape) != tuple(batch):
-        dist = dist.expand(torch.Size(batch))
-    return dist.rsample() if dist.has_rsample else _discrete_sample(dist)
+        with _unvalidated():
+            dist = dist.expand(torch.Size(batch))
+    if not dist.has_rsample:
+        return _discrete_sample(dist)
+    return _nan_where(_invalid(dist), dist.rsample())
+
+
+def _invalid(dist: D.Distribution) -> torch.Tensor:
+    """Where a parameter breaks its constraint (a zero or negative scale or df, NaN),
+    as a mask of the draw's shape: those elements are failed simulations (NaN), as
+    `_discrete_sample`'s are, not draws of a distribution that does not exist."""
+    base = dist.base_dist if isinstance(dist, D.Independent) else dist
+    bad = torch.zeros(base.batch_shape, dtype=torch.bool, device=_device(base))
+    for key, constraint in base.arg_constraints.items():
+        value = getattr(base, key, None)
+        if constraints.is_dependent(constraint) or not torch.is_tensor(value):
+            continue
+        bad = bad | ~constraint.check(value).expand(base.batch_shape)
+    return bad.reshape(bad.shape + (1,) * len(base.event_shape)).expand(base.batch_shape + base.event_shape)
+
+
+def _device(dist: D.Distribution) -> torch.device:
+    return next((v.device for v in vars(dist).values() if torch.is_tensor(v)), torch.device("cpu"))
 
 
 # Poisson rates above this are drawn as round(rate + √rate · ε): torch's sampler
@@ -124,6 +161,11 @@ def _discrete_sample(dist: D.Distribution) -> torch.Tensor:
         bad = ~((p >= 0) & torch.isfinite(p)).all(-1)
         safe = D.Categorical(probs=p.masked_fill(bad[..., None], 1.0), validate_args=False)
         return _nan_where(bad, safe.sample().to(p.dtype))
+    if isinstance(base, (D.Binomial, D.NegativeBinomial)):
+        bad = _invalid(base)
+        safe = type(base)(base.total_count.masked_fill(bad, 1.0), probs=base.probs.masked_fill(bad, 0.5),
+                          validate_args=False)
+        return _nan_where(bad, safe.sample())
     return dist.sample()
 
 
