@@ -22,7 +22,7 @@ import torch
 
 from .atomic import remove_partial_files, write_text_atomically
 from .infer import FitResult, FitSettings, FlowSpec, LocalGuideSpec, RatioSettings, Trainer
-from .infer.checkpoint import check_identity, read_checkpoint
+from .infer.checkpoint import CheckpointError, check_identity, read_checkpoint
 from .infer.guide_entries import LOCAL_FAMILY_NAMES
 from .infer.result import summarise
 from .provenance import data_sha256, device_name, model_identity, software_versions
@@ -199,10 +199,13 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     tensors = as_tensors(arrays, module, target)
     try:
         trainer = Trainer(module, tensors, settings, identity)
-        if announce is not None:
-            announce(trainer.plan, trainer.settings, trainer.seconds_per_simulation)
+    except ValueError as exc:       # a setting or guide entry the model cannot take
+        raise FitError(str(exc)) from None
+    if announce is not None:
+        announce(trainer.plan, trainer.settings, trainer.seconds_per_simulation)
+    try:
         result = trainer.run(progress, checkpoint, resume, polish_progress)
-    except ValueError as exc:
+    except CheckpointError as exc:  # anything else raised while training is himdsl's
         raise FitError(str(exc)) from None
     data_file = str(data) if isinstance(data, (str, os.PathLike)) else None
     seconds = earlier + time.perf_counter() - start      # a resumed fit counts its whole time

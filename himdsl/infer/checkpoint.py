@@ -1,7 +1,7 @@
 """Checkpoints: everything a fit needs to continue exactly where it stopped.
 
     save_checkpoint(trainer, "fit/checkpoint.pt")    # atomic: temp file + os.replace
-    load_checkpoint(trainer, "fit/checkpoint.pt")    # same settings, or ValueError
+    load_checkpoint(trainer, "fit/checkpoint.pt")    # same settings, or CheckpointError
 
 A checkpoint is plain data (tensors, numbers, strings, lists and dicts), loaded with
 `torch.load(weights_only=True)`: it never runs code. It holds every random state
@@ -16,6 +16,11 @@ import torch
 
 from ..atomic import write_atomically
 from .result import TraceRow
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot continue this fit (damaged, another model, data set,
+    version or settings); the message is user-facing."""
+
 
 # Settings a resumed fit may change: `steps` continues a run to a new length.
 RESUMABLE_CHANGES = ("steps", "samples", "log_every", "checkpoint_every", "checks")
@@ -41,11 +46,11 @@ def save_checkpoint(trainer, path: str) -> None:
 
 
 def read_checkpoint(path: str, device="cpu") -> dict:
-    """The checkpoint's contents (plain data); ValueError when it cannot be read."""
+    """The checkpoint's contents (plain data); CheckpointError when it cannot be read."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported alike
-        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
                          "it is damaged or was written by another version") from None
 
 
@@ -54,7 +59,7 @@ def check_identity(saved: dict, current: dict, path: str) -> None:
     for key, what in (("model_sha256", "model (its text or --set constants)"),
                       ("data_sha256", "data file")):
         if saved.get(key) and current.get(key) and saved[key] != current[key]:
-            raise ValueError(f"checkpoint {path} was written for a different {what}: sha256 "
+            raise CheckpointError(f"checkpoint {path} was written for a different {what}: sha256 "
                              f"{saved[key][:12]}.. there, {current[key][:12]}.. now; resume with "
                              "the model and data it was written for, or fit into a new --out folder")
 
@@ -68,7 +73,7 @@ def load_checkpoint(trainer, path: str) -> None:
         try:
             mod.load_state_dict(blob["modules"][key])
         except RuntimeError as exc:     # its networks have other shapes
-            raise ValueError(f"checkpoint {path} was written by another version of himdsl ({key}: "
+            raise CheckpointError(f"checkpoint {path} was written by another version of himdsl ({key}: "
                              f"{str(exc).splitlines()[0]}); fit into a new --out folder") from None
     if trainer.q_opt is not None:
         _load_optimiser(trainer.q_opt, blob["q_opt"], path)
@@ -94,19 +99,19 @@ def _load_optimiser(opt, state: dict, path: str) -> None:
     try:
         opt.load_state_dict(state)
     except ValueError as exc:
-        raise ValueError(f"checkpoint {path} was written by another version of himdsl ({exc}); "
-                         "fit into a new --out folder") from None
+        raise CheckpointError(f"checkpoint {path} was written by another version of himdsl ({exc}); "
+                              "fit into a new --out folder") from None
 
 
 def _check_settings(trainer, blob: dict, path: str) -> None:
     saved, current = blob["settings"], trainer.settings.to_dict()
     changed = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if changed:
-        raise ValueError(f"checkpoint {path} was written with different settings "
+        raise CheckpointError(f"checkpoint {path} was written with different settings "
                          f"({', '.join(changed)}); resume with the same settings "
                          f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
     if blob["state"]["step"] > trainer.settings.steps:
-        raise ValueError(f"checkpoint {path} is at step {blob['state']['step']}, past the "
+        raise CheckpointError(f"checkpoint {path} is at step {blob['state']['step']}, past the "
                          f"{trainer.settings.steps} steps asked for")
 
 
