@@ -122,22 +122,22 @@ def sample(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
     return _nan_where(_invalid(dist), dist.rsample())
 
 
-def _invalid(dist: D.Distribution) -> torch.Tensor:
+def _invalid(dist: D.Distribution) -> torch.Tensor | None:
     """Where a parameter breaks its constraint (a zero or negative scale or df, NaN),
-    as a mask of the draw's shape: those elements are failed simulations (NaN), as
-    `_discrete_sample`'s are, not draws of a distribution that does not exist."""
+    as a mask of the draw's shape (None when no parameter can be checked): those
+    elements are failed simulations (NaN), as `_discrete_sample`'s are, not draws of
+    a distribution that does not exist."""
     base = dist.base_dist if isinstance(dist, D.Independent) else dist
-    bad = torch.zeros(base.batch_shape, dtype=torch.bool, device=_device(base))
+    bad = None
     for key, constraint in base.arg_constraints.items():
         value = getattr(base, key, None)
         if constraints.is_dependent(constraint) or not torch.is_tensor(value):
             continue
-        bad = bad | ~constraint.check(value).expand(base.batch_shape)
+        broken = ~constraint.check(value).expand(base.batch_shape)
+        bad = broken if bad is None else bad | broken
+    if bad is None:
+        return None
     return bad.reshape(bad.shape + (1,) * len(base.event_shape)).expand(base.batch_shape + base.event_shape)
-
-
-def _device(dist: D.Distribution) -> torch.device:
-    return next((v.device for v in vars(dist).values() if torch.is_tensor(v)), torch.device("cpu"))
 
 
 # Poisson rates above this are drawn as round(rate + √rate · ε): torch's sampler
@@ -179,8 +179,8 @@ def _poisson(rate: torch.Tensor) -> torch.Tensor:
     return _nan_where(bad, draw)
 
 
-def _nan_where(bad: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
-    return draw.masked_fill(bad, math.nan) if bool(bad.any()) else draw
+def _nan_where(bad: torch.Tensor | None, draw: torch.Tensor) -> torch.Tensor:
+    return draw.masked_fill(bad, math.nan) if bad is not None and bool(bad.any()) else draw
 
 
 def centre(dist: D.Distribution, batch: tuple[int, ...]) -> torch.Tensor:
