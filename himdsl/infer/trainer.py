@@ -69,7 +69,7 @@ class Trainer:
         self.model = model
         # an extern's rows that raise are failed simulations, dropped and counted
         # (the simulator's own region of failure); a call whose every row raises stops the fit
-        model.extern_failures = ExternFailures() if model.externs else None
+        model.extern_failures = ExternFailures() if getattr(model, "externs", ()) else None
         self.view = ModelView(model, data)
         # a parameter the data reach only through argmax & co. has no gradient (W0171)
         self.params = [p for n, p in model.named_parameters()
