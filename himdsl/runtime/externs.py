@@ -133,13 +133,14 @@ def _simulate_rows(function, spec, flat, rows, like, where, failures,
     if not halve:
         try:
             result = _call(function, [x[rows] for x in flat], where)
-            return [(rows, _result(result, spec, (len(rows),), like, where))]
         except ExternError as exc:
             if failures is None:
                 raise
             if len(rows) == 1:
                 failures.record(str(exc))
                 return []
+        else:       # a result of the wrong shape is the simulator's bug: it raises at once
+            return [(rows, _result(result, spec, (len(rows),), like, where))]
     half = len(rows) // 2
     return (_simulate_rows(function, spec, flat, rows[:half], like, where, failures)
             + _simulate_rows(function, spec, flat, rows[half:], like, where, failures))
