@@ -308,7 +308,7 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
     tracker = FitTracker(log, folder, bar)
     try:
         result = run_fit(job.compiled, job.data, overrides, device, str(folder), resume, tracker.row,
-                         announce=lambda plan, settings, cost: tracker.start(plan, settings, cost, threads),
+                         announce=lambda plan, settings, cost, at: tracker.start(plan, settings, cost, threads, at),
                          settings=job.settings, polish_progress=bar.polish)
         bar.close()
         typer.echo(f"{result.settings.steps} steps in {result.seconds:.1f} s on {result.device}")
@@ -350,8 +350,11 @@ class FitTracker:
         self.kind, self.folder, self.bar = kind, folder, bar
         self.log = None
 
-    def start(self, plan, settings, seconds_per_simulation: float, threads: Optional[int]) -> None:
+    def start(self, plan, settings, seconds_per_simulation: float, threads: Optional[int],
+              resumed_at: Optional[int] = None) -> None:
         _announce(plan, seconds_per_simulation, self.bar, threads)
+        if resumed_at is not None:
+            typer.echo(f"resuming at step {resumed_at} of {plan.steps} from {self.folder / 'checkpoint.pt'}")
         if self.kind is not None:
             self.log = open_trace_log(self.kind, str(self.folder), settings.to_dict(), plan.describe())
             if self.kind == "tensorboard":

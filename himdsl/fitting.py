@@ -173,8 +173,9 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     """Fit `model` (a himdsl.Model) to `data`; checkpoints go to `out` when given.
     `settings` replaces the model's own (a replay); `overrides` then apply. With
     `resume` the checkpoint's settings continue, and only a longer run may be asked.
-    `announce(plan, settings, seconds_per_simulation)` is called once the plan is
-    made and the simulator's cost measured, before training;
+    `announce(plan, settings, seconds_per_simulation, resumed_at)` is called once the
+    plan is made and the simulator's cost measured, before training (`resumed_at`:
+    the checkpoint's step when resuming, else None);
     `progress` and `polish_progress` are Trainer.run's two callbacks. Raises
     UntrustedFit when the fit fails its trust checks (unless `checks` is off)."""
     if not model.checked.by_role("observed"):
@@ -185,9 +186,9 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
         prepare_output_folder(out)
     identity = {"model_sha256": model_identity(model)["sha256"], "data_sha256": _data_sha256(data)}
     if resume:
-        base, earlier = _resumed(checkpoint, identity)
+        base, earlier, resumed_at = _resumed(checkpoint, identity)
     else:
-        base, earlier = settings or settings_for(model), 0.0
+        base, earlier, resumed_at = settings or settings_for(model), 0.0, None
     settings = _apply_overrides(replace(base, guide=dict(base.guide)), overrides or {}, model)
     # externs draw from numpy's and Python's generators too (docs/language.md: `--seed`
     # seeds them); the trainer seeds only torch
@@ -202,7 +203,7 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     except ValueError as exc:       # a setting or guide entry the model cannot take
         raise FitError(str(exc)) from None
     if announce is not None:
-        announce(trainer.plan, trainer.settings, trainer.seconds_per_simulation)
+        announce(trainer.plan, trainer.settings, trainer.seconds_per_simulation, resumed_at)
     try:
         result = trainer.run(progress, checkpoint, resume, polish_progress)
     except CheckpointError as exc:  # anything else raised while training is himdsl's
@@ -239,8 +240,8 @@ def _data_sha256(data) -> str | None:
         return None     # prepare_data reports the unreadable file
 
 
-def _resumed(checkpoint: str | None, identity: dict) -> tuple[FitSettings, float]:
-    """The checkpoint's settings and the seconds it has trained; FitError when there is
+def _resumed(checkpoint: str | None, identity: dict) -> tuple[FitSettings, float, int]:
+    """The checkpoint's settings, the seconds it has trained and its step; FitError when there is
     none, it is damaged, or it belongs to another model or data set."""
     if checkpoint is None or not os.path.exists(checkpoint):
         raise FitError(f"--resume: no checkpoint in {os.path.dirname(checkpoint) if checkpoint else 'the output folder'}")
@@ -249,7 +250,8 @@ def _resumed(checkpoint: str | None, identity: dict) -> tuple[FitSettings, float
         check_identity(blob.get("identity", {}), identity, checkpoint)
     except ValueError as exc:
         raise FitError(str(exc)) from None
-    return FitSettings.from_dict(blob["settings"]), float(blob["state"]["seconds"])
+    state = blob["state"]
+    return FitSettings.from_dict(blob["settings"]), float(state["seconds"]), int(state["step"])
 
 
 # ------------------------------------------------------------------ outputs

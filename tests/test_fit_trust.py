@@ -55,6 +55,7 @@ def test_resume_alone_continues_with_the_checkpoints_settings(data, tmp_path):
     assert code == 0, text
     code, text = _run("fit", HIER, data, "--out", out, "--resume", "--steps", 60)
     assert code == 0, text
+    assert f"resuming at step 40 of 60 from {out / 'checkpoint.pt'}" in text
     record = json.loads((out / "fit.json").read_text())
     assert record["settings"]["lr"] == 0.02 and record["settings"]["batch"] == 16
     assert _trace_steps(out)[-1] == 60
