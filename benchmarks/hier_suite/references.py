@@ -133,6 +133,20 @@ def hier_linreg(d):
         numpyro.sample("y", dist.Normal(mean, sigma).to_event(1), obs=d["y"])
 
 
+def robust_regression(d):
+    """y = a + b x + where(u < w, 10 sigma o, sigma t): the mixture of
+    StudentT(df, a + b x, sigma) (weight 1 − w) and Normal(a + b x, 10 sigma) (weight w)."""
+    a = numpyro.sample("a", dist.Normal(0.0, 5.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 5.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    df = numpyro.sample("df", dist.Gamma(2.0, 0.1))
+    w = numpyro.sample("w", dist.Beta(1.0, 9.0))
+    mean = a + b * d["xc"]
+    inlier = jnp.log1p(-w) + dist.StudentT(jnp.maximum(df, 0.001), mean, sigma).log_prob(d["y"])
+    outlier = jnp.log(w) + dist.Normal(mean, 10 * sigma).log_prob(d["y"])
+    numpyro.factor("y", jnp.logaddexp(inlier, outlier).sum())
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -161,6 +175,7 @@ TWINS = {
     "extern_plate": Twin(extern_plate, ("mu", "sigma"), ("a",)),    # centred mixes better here
     "site_counts": Twin(site_counts, ("mu", "tau", "phi"), ("a",)),
     "hier_linreg": Twin(hier_linreg, ("mu_a", "mu_b", "tau_a", "tau_b", "sigma"), ("a", "b")),
+    "robust_regression": Twin(robust_regression, ("a", "b", "sigma", "df", "w"), ()),
 }
 
 

@@ -35,9 +35,10 @@ SCALING_ROWS = 16
 # maximises the ELBO (plan.init_scale).
 ELBO_INIT_SCALE = 0.1
 # Evaluating the ratio's posterior on every row for every particle of the covering
-# population costs N · K ratio evaluations a move; beyond this many it is not done.
+# population costs N · K ratio evaluations a move: a population forced on a plate
+# (`covering = "on"`) has at most this many over its particles ...
 POPULATION_MAX_ROW_EVALUATIONS = 2 ** 15
-# ... and fewer particles than this would not represent a posterior.
+# ... and no fewer particles than this, which would not represent a posterior.
 MIN_PARTICLES = 64
 # The local guide's β inputs, and the contrastive ratio's inputs, are standardised
 # anew this often (steps), so that they follow q as it narrows from the prior to the
@@ -154,6 +155,8 @@ class Plan:
                      ("simulations", self._simulations_line(seconds_per_simulation))]
             if self.population:
                 rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
+            elif "q objective" in self.reasons:     # a population the plan chose not to run
+                rows.append(("q objective", self.q_objective))
             if self.resample:
                 rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
@@ -491,15 +494,26 @@ def _ratio_updates(settings, ratio, reasons) -> int:
 def _population(view, settings, ratio, method, reasons) -> int:
     """Particles of the covering population: the ratio then gives the posterior of
     the globals up to a constant (contrastive, no locals), and the population tracks
-    it while q is fitted to it by forward KL, which keeps every mode; it needs the
-    ratio on every row for every particle, so it is sized to N."""
+    it while q is fitted to it by forward KL, which keeps every mode.
+
+    Only where the data are one row. On a plate that posterior sums N rows' ratios,
+    so an error of one sign in each adds up N-fold, and the population, which
+    explores the whole prior, finds where the errors add up most: regions the pairs
+    have barely reached, whose simulations are nothing like the data. q, fitted to
+    the population, follows it there, the pairs follow q, and nothing brings them
+    back (a chain-binomial SIR in 40 towns: a mode at R0 ≈ 12 whose exact
+    log-likelihood is thousands of nats below the truth's; docs/accuracy.md). The
+    ELBO's gradient moves q only where its pairs have trained the ratio.
+    `covering = "on"` forces the population on a plate, sized to N (the ratio on
+    every row for every particle)."""
     if settings.covering == "off" or ratio != "contrastive" or view.z_blocks or not view.g_shapes:
         return 0
-    affordable = POPULATION_MAX_ROW_EVALUATIONS // max(view.n_rows, 1)
-    if settings.covering == "auto" and affordable < MIN_PARTICLES:
-        reasons["q objective"] = f"{view.n_rows} rows: the population would be too costly; ELBO only"
+    if settings.covering == "auto" and view.has_plate:
+        reasons["q objective"] = (f"no covering population: the ratio's posterior sums {view.n_rows} "
+                                  "rows' errors, and a population would find where they add up most")
         return 0
     reasons["q objective"] = "the ratio's posterior is known up to a constant: q covers every mode"
+    affordable = POPULATION_MAX_ROW_EVALUATIONS // max(view.n_rows, 1)
     return min(settings.simulations, max(affordable, MIN_PARTICLES))
 
 

@@ -66,7 +66,7 @@ class FitSettings:
     spread: float = 1.0        # ratio sees β = q draw + spread · sd(q) · noise
     anneal: float = 0.0        # likelihood tempered over this fraction of q steps (rows grow geometrically)
     # fit q to the ratio's posterior by forward KL over a particle population (mode-
-    # covering) where that posterior is known up to a constant: "auto" (when affordable), "on", "off"
+    # covering) where that posterior is known up to a constant: "auto" (data of one row), "on", "off"
     covering: str = "auto"
     # where the ratio's posterior of the globals is known up to a constant (the covering
     # population's models) and the data are one row, the posterior draws are q's

@@ -111,9 +111,10 @@ def test_resample_off_keeps_q_draws():
 
 def test_a_plate_of_rows_keeps_q_draws():
     """On a plate the ratio's posterior sums N rows' ratios, whose errors q's averaged
-    steps average out: the linear regression (N = 500) has the population, not the
-    resampling, and the plan says why."""
+    steps average out: the linear regression (N = 500) with a population forced on
+    it still keeps q's draws, and the plan says why."""
     data, _ = models.linreg_data()
-    plan = Trainer(models.linear_regression(), data, FitSettings(steps=10, simulations=128)).plan
+    plan = Trainer(models.linear_regression(), data,
+                   FitSettings(steps=10, simulations=128, covering="on")).plan
     assert plan.population and not plan.resample
     assert "500 rows" in plan.reasons["posterior draws"]

@@ -87,16 +87,20 @@ def test_network_weights_are_read_through_the_prediction():
         _plan(hier_gauss(), hier_gauss_data(n=20)[0], ratio_inputs="prediction")
 
 
-def test_the_covering_population_is_sized_by_its_cost():
-    """The ratio's posterior costs N × K ratio evaluations a move: one observation
-    gets `simulations` particles, many rows fewer, too many rows none."""
+def test_the_covering_population_is_for_data_of_one_row():
+    """One observation gets `simulations` particles. On a plate the ratio's
+    posterior sums N rows' errors, so q keeps the ELBO and the plan says why;
+    `covering = "on"` forces a population there, sized by its cost (N × K ratio
+    evaluations a move, at least 64 particles)."""
     obs, _ = sbibm_task("gaussian_linear")
     assert _plan(gaussian_linear(), obs).population == 512
     data, _ = linreg_data(n=200)
-    assert 64 <= _plan(linear_regression(), data).population < 512
-    data, _ = linreg_data(n=5000)
     plan = _plan(linear_regression(), data)
-    assert plan.population == 0 and plan.q_objective == "elbo" and "too costly" in plan.reasons["q objective"]
+    assert plan.population == 0 and plan.q_objective == "elbo"
+    assert "200 rows' errors" in plan.reasons["q objective"]
+    assert "q objective      elbo  (no covering population" in plan.describe()
+    assert _plan(linear_regression(), data, covering="on").population == 2 ** 15 // 200
+    data, _ = linreg_data(n=5000)
     assert _plan(linear_regression(), data, covering="on").population == 64
     assert _plan(gaussian_linear(), obs, covering="off").population == 0
     assert _plan(hier_gauss(), hier_gauss_data(n=20)[0]).population == 0     # locals: no π(β)
