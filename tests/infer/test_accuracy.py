@@ -81,7 +81,7 @@ def test_linear_regression():
     runs no covering population). At CI's 1,000 steps q is still too wide (w[0]'s
     sd 1.41–1.48× the exact one on seeds 0 and 1, with 256 or 512 simulations an
     update), so this test runs 2,000 steps with 256: means within 0.18 sd, sds
-    0.99–1.13× (seeds 0 and 1; the default 3,000 × 512: within 0.10 sd, 0.99–1.04×,
+    0.99–1.13× (seeds 0 and 1; the default 3,000 × 512: within 0.11 sd, 0.99–1.04×,
     docs/accuracy.md). The draws are q's: on a plate the plan does not resample."""
     data, truth = models.linreg_data()
     result = fit(models.linear_regression(), data, FitSettings(steps=2000, simulations=256))
