@@ -13,7 +13,7 @@ from himdsl.infer.elements import ElementLayout
 
 
 def _model(body: str, data: str = "data y : real[K]", head: str = ""):
-    source = f"model m\nconst K = 4\n{data}\n{head}latent mu ~ Normal(0, 1)\nlatent s ~ HalfNormal(1)\n" \
+    source = f"model m\nconst K = 4\nconst times = [0.0, 1.0, 2.0, 3.0]\n{data}\n{head}latent mu ~ Normal(0, 1)\nlatent s ~ HalfNormal(1)\n" \
              f"plate n over y {{\n{body}\n}}\n"
     return himdsl.load("m.him", source=source).module()
 
@@ -35,6 +35,11 @@ TIED = {
     "a layer": "noise e ~ Normal(0, 1) [K]\nobserve y = dense(e, K) + mu",
     "an explicit density": "observe y ~ Normal(mu, s) [K]",
     "no noise at all": "observe y = mu + s * x",
+    "noise whose argument varies along the values (a constant per value)":
+        "noise c ~ Poisson(50 * exp(-exp(mu) * times)) [K]\nobserve y = c",
+    "noise whose argument varies along the values (a let per value)":
+        "let rate = exp(mu) * times\nnoise e ~ Normal(rate, 1) [K]\nobserve y = e",
+    "a constant per value added to the values": "noise e ~ Normal(0, 1) [K]\nobserve y = e * s + times",
 }
 
 

@@ -119,12 +119,15 @@ class _Walk:
             return _Kind(True, shape)
         return _Kind(False, shape)
 
-    def _combined(self, args, shape: tuple) -> _Kind:
-        """Arguments broadcast element-wise to `shape`: per value if any is, and then
-        every per-value one must have the first axis (the same rank) and every other
-        must not reach it."""
+    def _combined(self, args, shape: tuple, along_values: bool = False) -> _Kind:
+        """Arguments broadcast element-wise to `shape`: per value if any is (or
+        `along_values`: shape's first axis is the values', as a noise's [K, ...] is),
+        and then every per-value one must have the first axis (the same rank) and
+        every other must not reach it: a constant or `let` that varies along the
+        values (`Poisson(c0 * exp(-k * times)) [K]`) makes them independent but not
+        alike, and a value scored without its place would mix the others' laws."""
         kinds = [self.expression(a) for a in args]
-        if not any(k.per_value for k in kinds):
+        if not along_values and not any(k.per_value for k in kinds):
             return _Kind(False, shape)
         for k in kinds:
             if k.per_value and len(k.shape) != len(shape):
@@ -174,5 +177,5 @@ class _Walk:
             dist = symbol.stmt.dist
             if dist is None:
                 raise _NotElementwise
-            self._combined(list(dist.args) + [k.value for k in dist.kwargs], shape)
+            self._combined(list(dist.args) + [k.value for k in dist.kwargs], shape, along_values=True)
         return _Kind(True, shape)
