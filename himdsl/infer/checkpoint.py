@@ -17,6 +17,7 @@ import torch
 from ..atomic import write_atomically
 from .result import TraceRow
 
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot continue this fit (damaged, another model, data set,
     version or settings); the message is user-facing."""
@@ -51,7 +52,7 @@ def read_checkpoint(path: str, device="cpu") -> dict:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported alike
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                         "it is damaged or was written by another version") from None
+                              "it is damaged or was written by another version") from None
 
 
 def check_identity(saved: dict, current: dict, path: str) -> None:
@@ -60,8 +61,8 @@ def check_identity(saved: dict, current: dict, path: str) -> None:
                       ("data_sha256", "data file")):
         if saved.get(key) and current.get(key) and saved[key] != current[key]:
             raise CheckpointError(f"checkpoint {path} was written for a different {what}: sha256 "
-                             f"{saved[key][:12]}.. there, {current[key][:12]}.. now; resume with "
-                             "the model and data it was written for, or fit into a new --out folder")
+                                  f"{saved[key][:12]}.. there, {current[key][:12]}.. now; resume with "
+                                  "the model and data it was written for, or fit into a new --out folder")
 
 
 def load_checkpoint(trainer, path: str) -> None:
@@ -74,7 +75,7 @@ def load_checkpoint(trainer, path: str) -> None:
             mod.load_state_dict(blob["modules"][key])
         except RuntimeError as exc:     # its networks have other shapes
             raise CheckpointError(f"checkpoint {path} was written by another version of himdsl ({key}: "
-                             f"{str(exc).splitlines()[0]}); fit into a new --out folder") from None
+                                  f"{str(exc).splitlines()[0]}); fit into a new --out folder") from None
     if trainer.q_opt is not None:
         _load_optimiser(trainer.q_opt, blob["q_opt"], path)
     if trainer.ratio is not None:
@@ -108,11 +109,11 @@ def _check_settings(trainer, blob: dict, path: str) -> None:
     changed = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if changed:
         raise CheckpointError(f"checkpoint {path} was written with different settings "
-                         f"({', '.join(changed)}); resume with the same settings "
-                         f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+                              f"({', '.join(changed)}); resume with the same settings "
+                              f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
     if blob["state"]["step"] > trainer.settings.steps:
         raise CheckpointError(f"checkpoint {path} is at step {blob['state']['step']}, past the "
-                         f"{trainer.settings.steps} steps asked for")
+                              f"{trainer.settings.steps} steps asked for")
 
 
 def _state_dict(state) -> dict:
