@@ -33,6 +33,8 @@ over the data's distribution then add only as √N.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .elements import ElementLayout
@@ -157,19 +159,29 @@ class ContrastiveRatio(RatioLearner):
         self.calibration.set_supports(self._supports(prior, rows))
 
     def _supports(self, prior: dict, rows: dict) -> list:
-        """The support of each coordinate of θ (its latent's prior's; the real line
-        for computed inputs), in θ's order: locals, then globals."""
+        """The support of each coordinate of θ, in θ's order: a latent's is its
+        prior's, wherever the ratio reads it (as a parent or as a likelihood input:
+        a positive input calibrated on its own value drove a fit's df to 1e23); a
+        computed input's (a `let`, the prediction) is the real line."""
         real = torch.distributions.constraints.real
-        if self.plan.ratio_inputs != "parents":
+        if self.plan.ratio_inputs == "prediction":
             return [real] * self.theta_dim
+        model = self.view.model
+        if self.plan.ratio_inputs == "inputs":
+            reads = [(n, math.prod(model.nodes[n].shape)) for n in model.likelihood_inputs]
+        else:
+            reads = [(b.name, b.width) for b in self.z_parents] + \
+                    [(n, self.view.g_flat_dims[n]) for n in self.g_parents]
         with forked_rng(self.view.device):
-            local = self.view.local_priors(prior, rows) if self.z_parents else {}
+            local = self.view.local_priors(prior, rows) \
+                if any(n in model.local_names for n, _ in reads) else {}
         supports = []
-        for block in self.z_parents:
-            dist = local.get(block.name)
-            supports += [dist.support if dist is not None else real] * block.width
-        for name in self.g_parents:
-            supports += [self.view.model.prior(name, prior).support] * self.view.g_flat_dims[name]
+        for name, width in reads:
+            if name in model.global_names:
+                dist = model.prior(name, prior)
+            else:
+                dist = local.get(name)
+            supports += [dist.support if dist is not None else real] * width
         return supports
 
     # ------------------------------------------------------------ training

@@ -70,6 +70,39 @@ def test_the_ratio_reads_each_parents_support():
     assert trainer.ratio.calibration.kind.tolist() == [0, 1]
 
 
+ROBUST = """
+model robust
+data xc : real
+data y : real
+latent a ~ Normal(0, 5)
+latent b ~ Normal(0, 5)
+latent sigma ~ HalfNormal(2)
+latent df ~ Gamma(2, 0.1)
+latent w ~ Beta(1, 9)
+plate n over y {
+    noise t ~ StudentT(df, 0, 1)
+    noise u ~ Uniform(0, 1)
+    noise o ~ Normal(0, 1)
+    let loc = a + b * xc
+    observe y = loc + where(u < w, 10 * sigma * o, sigma * t)
+}
+"""
+
+
+def test_a_latent_the_ratio_reads_as_a_likelihood_input_keeps_its_support():
+    """Read as a likelihood input beside a `let`, sigma and df (positive) are
+    calibrated in their logs and w (in (0, 1)) in its logit; the let is itself.
+    Calibrated on df's own value, a fit's q(df) ran to 1e23."""
+    rng = np.random.default_rng(0)
+    xc = rng.normal(size=40)
+    data = {"xc": xc, "y": 1 + 2 * xc + 0.5 * rng.standard_t(8, size=40)}
+    trainer = Trainer(compiled("robust.him", ROBUST), data,
+                      FitSettings(steps=2, batch=8, particles=4, simulations=64))
+    assert trainer.plan.ratio_inputs == "inputs"
+    reads = dict(zip(trainer.view.model.likelihood_inputs, trainer.ratio.calibration.kind.tolist()))
+    assert reads == {"sigma": 1, "df": 1, "w": 2, "loc": 0}
+
+
 def test_on_the_real_line_the_calibration_is_the_plain_mean_score():
     """Where every coordinate is θ itself the calibration is bit for bit the mean of
     ∂r/∂θ (a product with ones would reorder a strided mean's sum and move a fit)."""
