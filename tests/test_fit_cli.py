@@ -45,7 +45,7 @@ def test_fit_writes_every_output_file(hier_fit):
     code, text, out = hier_fit
     assert code == 0, text
     assert "plan:" in text and "contrastive, reads z" in text and "beta[0]" in text
-    assert "checks passed: q not collapsed, simulations finite, data in range" in text
+    assert "checks passed: q not collapsed, q no wider than the prior, simulations finite, data in range" in text
     posterior = np.load(out / "posterior.npz")
     assert posterior["beta"].shape == (300, 2)
     local = np.load(out / "locals.npz")
@@ -56,7 +56,7 @@ def test_fit_writes_every_output_file(hier_fit):
     assert [r["name"] for r in rows] == ["beta[0]", "beta[1]"]
     # the verdict below the table, as fit printed it (stansummary's comment lines)
     verdict = [line[2:] for line in lines if line.startswith("#")]
-    assert verdict[0] == "checks passed: q not collapsed, simulations finite, data in range"
+    assert verdict[0] == "checks passed: q not collapsed, q no wider than the prior, simulations finite, data in range"
     assert all(line.split()[0] in ("OK", "LOOK") for line in verdict[1:]) and len(verdict) > 1
     assert all(line in text for line in verdict[1:])
     assert list(rows[0]) == ["name", "Mean", "MCSE", "StdDev", "5%", "50%", "95%"]    # stansummary's

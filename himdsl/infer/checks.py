@@ -19,6 +19,11 @@ Each check is named for what a passed check verified, and fails when:
 * **q not collapsed**: q's sd in some coordinate is below 1/1000 of the prior's spread
   shrunk by √N (no plausible N rows pin a value that tightly), or q sits at the edge
   of a bounded prior's support (10 prior sds out).
+* **q no wider than the prior**: q's spread (interquartile, unconstrained) in some
+  coordinate is over WIDER_FACTOR times the prior's. A posterior is on average no
+  wider than its prior (the law of total variance); a q far wider was pushed outward
+  by a ratio that grows without bound where it was never trained (a fit's q(df) ran
+  to 1e23 so, every other check passed).
 * **simulations finite**: more than half of the ratio's simulations were NaN or inf
   (an extern's rows that raised count among them: externs.py).
 * **data in range**: over a tenth of the data rows lie more than FAR_SDS robust sds
@@ -41,12 +46,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .proposals import iqr_sd
+
 SEPARATION_ACCURACY = 0.9
 DRIFT_SDS = 0.3
 DRIFT_T = 4.0
 JITTER_SDS = 2.0
 COLLAPSE_FACTOR = 1e-3
 EDGE_SDS = 10.0
+WIDER_FACTOR = 5.0
 MAX_DROPPED = 0.5
 FAR_SDS = 10.0
 # or beyond every one of the PREDICTIVE_DRAWS simulations by BEYOND_SDS spreads: past
@@ -198,6 +206,34 @@ def q_collapse(trainer) -> Check | None:
     return Check("q not collapsed", True, ratio, f"q's smallest sd is {ratio:.2g} of the prior's spread")
 
 
+def q_within_prior(trainer) -> Check | None:
+    if not trainer.view.g_shapes or trainer.proposal is None:
+        return None
+    with torch.no_grad():
+        u = trainer.result().global_guide.rsample(MOMENT_DRAWS)[2]
+    factor = iqr_sd(u) / trainer.proposal.u_prior_spread.clamp_min(1e-12)
+    worst = int(factor.argmax())
+    value = float(factor[worst])
+    if value > WIDER_FACTOR:
+        name = coordinate_names(trainer.global_guide)[worst]
+        return Check("q no wider than the prior", False, value,
+                     f"q's spread in `{name}` is {value:.1f}x the prior's (unconstrained): a posterior is "
+                     "no wider than its prior on average, so the ratio pushed q where it was never "
+                     "trained")
+    return Check("q no wider than the prior", True, value,
+                 f"q's widest spread is {value:.2g} of the prior's")
+
+
+def coordinate_names(guide) -> list[str]:
+    """The name of each unconstrained coordinate of q: `beta[1]`, `sigma`."""
+    names = []
+    for block in guide.blocks:
+        for name in block:
+            width = math.prod(guide.u_shapes[name])
+            names += [f"{name}[{i}]" for i in range(width)] if guide.u_shapes[name] else [name]
+    return names
+
+
 def _at_edge(trainer, u: torch.Tensor) -> str | None:
     """The first bounded global whose q draws lie mostly beyond EDGE_SDS prior sds
     from the prior's centre, in unconstrained space."""
@@ -319,4 +355,4 @@ def q_matches_ratio(trainer) -> Check | None:
 
 
 # Every check, in the order the verdict lists them; each returns None where it does not apply.
-CHECKS = (ratio_separation, q_drift, q_collapse, simulation_failures, data_in_range, q_matches_ratio)
+CHECKS = (ratio_separation, q_drift, q_collapse, q_within_prior, simulation_failures, data_in_range, q_matches_ratio)

@@ -31,7 +31,10 @@ class GlobalProposal:
     def __init__(self, view, guide, spread: float):
         self.view, self.guide, self.spread = view, guide, spread
         u_prior = guide.flat_u(view.prior_globals(PRIOR_DRAWS))
-        self.u_prior_sd = robust_sd(u_prior)
+        # the prior's spread as it is (the checks compare q with it), and bounded (the
+        # widening's cap and band)
+        self.u_prior_spread = iqr_sd(u_prior)
+        self.u_prior_sd = self.u_prior_spread.clamp(1e-3, 10.0)
 
     @torch.no_grad()
     def width(self, u: Tensor) -> Tensor:
@@ -58,7 +61,7 @@ class GlobalProposal:
         return u, sd
 
 
-def robust_sd(u: Tensor) -> Tensor:
+def iqr_sd(u: Tensor) -> Tensor:
     """Interquartile spread of draws [S, D] per coordinate, as a normal sd."""
     q25, q75 = torch.quantile(u, 0.25, 0), torch.quantile(u, 0.75, 0)
-    return ((q75 - q25) / 1.349).clamp(1e-3, 10.0)
+    return (q75 - q25) / 1.349

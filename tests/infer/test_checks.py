@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import torch
 
 from himdsl.infer import FitSettings, fit
-from himdsl.infer.checks import MomentTrace, q_drift, ratio_separation
+from himdsl.infer.checks import MomentTrace, q_drift, q_within_prior, ratio_separation
 from himdsl.infer.result import TraceRow
 from tests.infer.models import compiled, hier_gauss, hier_gauss_data
 
@@ -46,6 +46,35 @@ def test_a_drift_the_averaged_q_would_lag_by_fails_the_fit():
         rows = [(k, torch.tensor([per_point * i, 0.0]) + 0.001 * (-1) ** i, sd)
                 for i, k in enumerate(range(2300, 3001, 50))]
         assert q_drift(_stub(moments=rows)).ok is ok
+
+
+class _Guide:
+    """q(u) = N(0, diag(sd²)) over globals mu (one coordinate) and beta (two)."""
+    blocks = [["mu", "beta"]]
+    u_shapes = {"mu": (), "beta": (2,)}
+
+    def __init__(self, sd):
+        self.sd = torch.tensor(sd)
+
+    def rsample(self, num):
+        u = self.sd * torch.randn(num, 3, generator=torch.Generator().manual_seed(0))
+        return {}, None, u
+
+
+def _wide_stub(sd):
+    guide = _Guide(sd)
+    return SimpleNamespace(view=SimpleNamespace(g_shapes={"mu": (), "beta": (2,)}),
+                           proposal=SimpleNamespace(u_prior_spread=torch.ones(3)),
+                           global_guide=guide, result=lambda: SimpleNamespace(global_guide=guide))
+
+
+def test_a_q_far_wider_than_the_prior_fails_the_fit():
+    """A posterior is no wider than its prior on average; one coordinate of q 8x the
+    prior's spread is named, and q within 3x of it (a prior-data conflict under a heavy
+    tailed prior can widen a posterior so) passes."""
+    check = q_within_prior(_wide_stub([0.1, 0.2, 8.0]))
+    assert not check.ok and "`beta[1]`" in check.message and 7.0 < check.value < 9.0
+    assert q_within_prior(_wide_stub([0.1, 3.0, 0.2])).ok
 
 
 def test_a_fit_too_short_to_reach_a_global_in_the_priors_tail_is_flagged():
