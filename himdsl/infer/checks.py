@@ -209,7 +209,7 @@ def q_collapse(trainer) -> Check | None:
 def q_within_prior(trainer) -> Check | None:
     if not trainer.view.g_shapes or trainer.proposal is None:
         return None
-    with torch.no_grad():
+    with torch.no_grad(), forked_rng(trainer.view.device):     # the fit's draws stay as they were
         u = trainer.result().global_guide.rsample(MOMENT_DRAWS)[2]
     factor = iqr_sd(u) / trainer.proposal.u_prior_spread.clamp_min(1e-12)
     worst = int(factor.argmax())

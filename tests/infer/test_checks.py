@@ -63,7 +63,7 @@ class _Guide:
 
 def _wide_stub(sd):
     guide = _Guide(sd)
-    return SimpleNamespace(view=SimpleNamespace(g_shapes={"mu": (), "beta": (2,)}),
+    return SimpleNamespace(view=SimpleNamespace(g_shapes={"mu": (), "beta": (2,)}, device=torch.device("cpu")),
                            proposal=SimpleNamespace(u_prior_spread=torch.ones(3)),
                            global_guide=guide, result=lambda: SimpleNamespace(global_guide=guide))
 
