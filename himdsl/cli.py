@@ -476,8 +476,11 @@ class ProgressBar:
         rate = row.step / max(row.seconds, 1e-9)
         # no ELBO yet while the warm-up trains only the ratio
         elbo = "(warm-up)" if math.isnan(row.elbo) else f"{row.elbo:.4g}"
-        line = (f"[{bar}] {row.step}/{total}  ELBO {elbo}  ratio loss {row.ratio_loss:.3f}  "
-                f"acc {row.ratio_acc:.2f}  {rate:.0f} steps/s  {_clock((total - row.step) / max(rate, 1e-9))} left")
+        # a fit with the exact likelihood (method vi) has no ratio to report
+        ratio = ("" if math.isnan(row.ratio_loss) and math.isnan(row.ratio_acc)
+                 else f"ratio loss {row.ratio_loss:.3f}  acc {row.ratio_acc:.2f}  ")
+        line = (f"[{bar}] {row.step}/{total}  ELBO {elbo}  {ratio}"
+                f"{rate:.0f} steps/s  {_clock((total - row.step) / max(rate, 1e-9))} left")
         if self.live:
             sys.stderr.write("\r" + line)
             sys.stderr.flush()

@@ -330,6 +330,10 @@ def log_weights(fit, draws: int) -> tuple[torch.Tensor, dict]:
 
 
 def _surrogate_elbo(fit) -> float | None:
+    """The trace's ELBO over its final quarter, where a ratio stood in for the
+    likelihood (with the exact likelihood, method vi, the trace's ELBO is not a surrogate)."""
+    if getattr(fit.result.plan, "ratio", None) is None:
+        return None
     trace = [r.elbo for r in fit.result.trace if r.step > 0.75 * fit.settings.steps and math.isfinite(r.elbo)]
     return float(np.mean(trace)) if trace else None
 

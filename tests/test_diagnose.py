@@ -155,6 +155,15 @@ def test_a_trained_q_passes_importance_sampling(right):
     assert abs(report.weighted_shift["mu"]) < 0.1
 
 
+def test_a_fit_with_the_exact_likelihood_has_no_surrogate_elbo(right):
+    """normal_mean is explicit (method vi): its trace's ELBO is the exact one, not
+    LFVI's surrogate, so the line shows only the ELBO with the exact likelihood."""
+    folder, _ = right
+    report = importance_sampling(open_fit(folder), draws=1000)
+    assert report.elbo_surrogate is None
+    assert "surrogate" not in importance_line(report)[2]
+
+
 def test_an_implicit_likelihood_has_no_importance_weights(tmp_path):
     y = np.random.default_rng(0).normal(0.5, 1.0, ROWS)
     folder = _fit(tmp_path, NORMAL_MEAN_IMPLICIT, y, "implicit", steps=100)

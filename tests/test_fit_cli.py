@@ -281,6 +281,17 @@ def test_progress_bar_says_warm_up_instead_of_a_nan_elbo(capsys):
     assert "ELBO -3.25" in err
 
 
+def test_progress_bar_of_a_fit_without_a_ratio_shows_none(capsys):
+    """Method vi uses the exact likelihood: its rows have no ratio loss or accuracy."""
+    from himdsl.cli import ProgressBar
+    from himdsl.infer.result import TraceRow
+
+    bar = ProgressBar(10)
+    bar.update(TraceRow(10, -3.25, float("nan"), float("nan"), 0.2))
+    err = capsys.readouterr().err
+    assert "ELBO -3.25  50 steps/s" in err and "ratio" not in err and "nan" not in err
+
+
 def test_progress_bar_says_how_long_is_left(capsys):
     """At the rate so far: 2 of 10 steps in 4 s leave 8 steps at 0.5 a second."""
     from himdsl.cli import ProgressBar
