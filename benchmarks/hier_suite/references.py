@@ -147,6 +147,16 @@ def robust_regression(d):
     numpyro.factor("y", jnp.logaddexp(inlier, outlier).sum())
 
 
+def dose_response(d):
+    """dead = floor(u < sigmoid(eta)), u ~ Uniform(0, 1): Bernoulli(logits=eta)."""
+    a0 = numpyro.sample("a0", dist.Normal(0.0, 2.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 2.0))
+    sg = numpyro.sample("sg", dist.HalfNormal(1.0))
+    r = numpyro.sample("r", dist.Normal(0.0, 1.0).expand([6]).to_event(1))
+    eta = a0 + sg * r[d["batch"]] + b * d["dose"]
+    numpyro.sample("dead", dist.Bernoulli(logits=eta), obs=d["dead"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -176,6 +186,8 @@ TWINS = {
     "site_counts": Twin(site_counts, ("mu", "tau", "phi"), ("a",)),
     "hier_linreg": Twin(hier_linreg, ("mu_a", "mu_b", "tau_a", "tau_b", "sigma"), ("a", "b")),
     "robust_regression": Twin(robust_regression, ("a", "b", "sigma", "df", "w"), ()),
+    "robust_regression_let": Twin(robust_regression, ("a", "b", "sigma", "df", "w"), ()),
+    "dose_response": Twin(dose_response, ("a0", "b", "sg", "r"), ()),
 }
 
 
@@ -191,9 +203,11 @@ def run_nuts(twin: Twin, data: dict) -> tuple[dict, dict]:
 
 
 def diagnostics(twin: Twin, draws: dict) -> dict:
-    """Split R-hat and ESS of every global; the worst over each local's rows."""
+    """Split R-hat and ESS of every global (the worst over a vector's elements); the
+    worst over each local's rows."""
     stats = summary(draws, group_by_chain=True)
-    out = {"globals": {name: {"r_hat": _round(stats[name]["r_hat"]), "ess": _round(stats[name]["n_eff"], 0)}
+    out = {"globals": {name: {"r_hat": _round(np.max(stats[name]["r_hat"])),
+                              "ess": _round(np.min(stats[name]["n_eff"]), 0)}
                        for name in twin.globals}}
     out["locals"] = {name: {"max_r_hat": _round(np.max(stats[name]["r_hat"])),
                             "min_ess": _round(np.min(stats[name]["n_eff"]), 0)} for name in twin.locals}
