@@ -75,6 +75,7 @@ def test_a_csv_with_a_header_is_read_as_columns(tmp_path):
     ("x,x\n1,2\n", "the header names column `x` more than once"),
     ("x,x[0]\n1,2\n", r"the header has both `x` and `x\[...\]` columns"),
     ("x[0],x[2]\n1,2\n", r"columns `x\[...\]` must be numbered 0 to 1, got 0, 2"),
+    ("x\n", r"its first line \(`x`\) names columns and no line of values follows"),
 ])
 def test_csv_mistakes_name_the_line_and_column(tmp_path, content, message):
     with pytest.raises(DataError, match=message):

@@ -118,6 +118,10 @@ def read_csv(path: str) -> dict[str, np.ndarray]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the CSV file ({exc})") from None
     header = [h.strip() for h in rows[0][1]]
+    if len(rows) == 1:
+        raise DataError(f"{path}: read as a CSV file, its first line (`{','.join(header)}`) names "
+                        "columns and no line of values follows; an .npz archive or a CSV file "
+                        "with rows was expected")
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
         raise DataError(f"{path}: the header names column `{twice[0]}` more than once")
