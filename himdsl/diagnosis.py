@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .atomic import write_atomically, write_text_atomically
+from .infer.exact_weights import log_weights as exact_log_weights, unavailable
 from .infer.importance import khat_threshold, psis
 from .runtime.data import to_numpy
 
@@ -48,7 +49,6 @@ ROW_INTERVAL = 0.9           # per-row central predictive interval
 ROW_SHARE_MAX = 0.2          # flag when more rows than this lie outside it (nominal 0.1)
 OUTLYING_ROWS = 5            # rows listed as the most outlying
 IMPORTANCE_DRAWS = 1000      # S draws of q for the importance weights
-ROW_CHUNK = 256              # rows scored at once for the importance weights
 PLOT_FEATURES = 6            # features drawn in ppc.png
 OUTPUT_FILES = {"report": "diagnose.json", "plot": "ppc.png"}
 
@@ -289,44 +289,19 @@ def importance_sampling(fit, draws: int = IMPORTANCE_DRAWS) -> Importance:
 
 
 def _no_exact_weights(fit) -> str | None:
-    module, result = fit.module, fit.result
-    if result is None:
+    if fit.result is None:
         return "q's density is in checkpoint.pt, which the folder does not have"
-    implicit = [n for n in module.observed_names if n not in module.explicit_observed]
-    implicit += [n for n in module.local_names if n not in module.explicit_locals]
-    if implicit:
-        return (f"the likelihood is implicit (`{implicit[0]}` has no density in closed form), so "
-                "there are no exact importance weights")
-    from .infer.families import PointMass
-    from .infer.local_guide import ImplicitLocalGuide
-
-    if any(isinstance(f, PointMass) for f in result.global_guide.families):
-        return "a global is a point estimate, which has no density to weigh against"
-    if isinstance(result.local_guide, ImplicitLocalGuide):
-        return "the local guide is implicit (it has no density)"
-    return None
+    return unavailable(fit.module, fit.result.global_guide, fit.result.local_guide)
 
 
 def log_weights(fit, draws: int) -> tuple[torch.Tensor, dict]:
     """log p(x, z, β) − log q(z, β) at `draws` draws of q: ([S], the globals drawn)."""
     from .infer.data import ModelView
-    from .infer.objective import Objective
 
-    result, module = fit.result, fit.module
-    view = ModelView(module, fit.data)
-    # the fit's objective with the exact likelihood in place of the ratio (method vi)
-    plan = replace(result.plan, method="vi", ratio=None)
-    objective = Objective(view, plan, result.global_guide, result.local_guide, None, None, [], None)
-    if view.g_shapes:
-        globals, log_q, _ = result.global_guide.rsample(draws)
-        total = module.log_prior(globals) - log_q
-    else:
-        globals, total = {}, torch.zeros(draws, device=view.device)
-    for start in range(0, view.n_rows, ROW_CHUNK):
-        idx = torch.arange(start, min(start + ROW_CHUNK, view.n_rows), device=view.device)
-        rows = view.rows(idx if view.has_plate else None)
-        total = total + objective.row_terms(globals, rows, draws).sum(-1)
-    return total, {n: to_numpy(v) for n, v in globals.items()}
+    result = fit.result
+    log_w, globals = exact_log_weights(fit.module, ModelView(fit.module, fit.data), result.plan,
+                                       result.global_guide, result.local_guide, draws)
+    return log_w, {n: to_numpy(v) for n, v in globals.items()}
 
 
 def _surrogate_elbo(fit) -> float | None:

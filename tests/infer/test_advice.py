@@ -84,3 +84,35 @@ def test_the_locals_means_check_measures_their_error_against_the_exact_posterior
     check = {c.name: c for c in result.verdict.advice()}["locals' means"]
     assert actual > 0.2 and not check.ok and "run more steps" in check.message
     assert check.value == pytest.approx(actual, rel=0.1)
+
+
+NORMAL_MEAN = """
+model normal_mean
+data y : real
+latent mu ~ Normal(0, 1)
+plate n over y {
+    observe y ~ Normal(mu, 1)
+}
+"""
+
+
+def test_a_fit_with_the_exact_likelihood_weighs_q_against_the_exact_posterior():
+    """y ~ N(mu, 1): a fitted q passes; the same q at 0.2 of its width has weights
+    with a Pareto tail k = 1 − 0.2² ≈ 0.96 and is flagged (advice: the fit stands)."""
+    from tests.infer.models import compiled
+    from himdsl.infer import Trainer
+    from himdsl.infer.advice import exact_importance
+
+    y = torch.randn(40, generator=torch.Generator().manual_seed(0)) + 0.5
+    trainer = Trainer(compiled("normal_mean.him", NORMAL_MEAN), {"y": y.numpy()},
+                      FitSettings(steps=300, seed=1, guide={"mu": "normal"}))
+    assert trainer.plan.method == "vi"
+    result = trainer.run()
+    check = next(c for c in result.verdict.checks if c.name == "q against the exact posterior")
+    assert check.ok and check.advisory and check.value < 0.5
+    narrow = trainer.result()
+    with torch.no_grad():
+        narrow.global_guide.families[0].log_scale.add_(math.log(0.2))
+    trainer.result = lambda verdict=False: narrow
+    check = exact_importance(trainer)
+    assert not check.ok and check.value > 0.7 and "q misses part of it" in check.message
