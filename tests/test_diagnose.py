@@ -20,19 +20,10 @@ from himdsl.diagnosis import (Statistic, diagnose, flag_statistics, importance_l
                               predictive_p)
 from himdsl.fit_folder import open_fit
 from himdsl.fitting import UntrustedFit
+from tests.infer.models import NORMAL_MEAN
 
 runner = CliRunner()
 
-# y_n ~ N(mu, 1), mu ~ N(0, 1): p(mu | y) = N(sum y / (N + 1), 1 / (N + 1)), and
-# y ~ N(0, I + 1 1^T) marginally.
-NORMAL_MEAN = """
-model normal_mean
-data y : real
-latent mu ~ Normal(0, 1)
-plate n over y {
-    observe y ~ Normal(mu, 1)
-}
-"""
 # the same model written as a simulator: no exact likelihood
 NORMAL_MEAN_IMPLICIT = """
 model normal_mean_implicit

@@ -249,3 +249,15 @@ def wide_prior_data(n: int = 200, seed: int = 0) -> tuple[dict, dict]:
         mean = float((w * grid).sum())
         moments[name] = (mean, float(np.sqrt((w * (grid - mean) ** 2).sum())))
     return {"y": y.astype(np.float32)}, moments
+
+
+# y_n ~ N(mu, 1), mu ~ N(0, 1): p(mu | y) = N(sum y / (N + 1), 1 / (N + 1)), and
+# y ~ N(0, I + 1 1^T) marginally; every density known (method vi).
+NORMAL_MEAN = """
+model normal_mean
+data y : real
+latent mu ~ Normal(0, 1)
+plate n over y {
+    observe y ~ Normal(mu, 1)
+}
+"""

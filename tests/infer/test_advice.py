@@ -71,7 +71,7 @@ def test_the_locals_means_check_measures_their_error_against_the_exact_posterior
     sds off the exact posterior along the ridge, and one Newton step of each row's
     ELBO measures that (0.416 for 0.409 when written)."""
     from benchmarks import collinear_locals
-    from tests.infer.models import compiled
+    from tests.infer.models import NORMAL_MEAN, compiled
     from dataclasses import replace
 
     from himdsl.infer.trainer import Trainer
@@ -86,20 +86,10 @@ def test_the_locals_means_check_measures_their_error_against_the_exact_posterior
     assert check.value == pytest.approx(actual, rel=0.1)
 
 
-NORMAL_MEAN = """
-model normal_mean
-data y : real
-latent mu ~ Normal(0, 1)
-plate n over y {
-    observe y ~ Normal(mu, 1)
-}
-"""
-
-
 def test_a_fit_with_the_exact_likelihood_weighs_q_against_the_exact_posterior():
     """y ~ N(mu, 1): a fitted q passes; the same q at 0.2 of its width has weights
     with a Pareto tail k = 1 − 0.2² ≈ 0.96 and is flagged (advice: the fit stands)."""
-    from tests.infer.models import compiled
+    from tests.infer.models import NORMAL_MEAN, compiled
     from himdsl.infer import Trainer
     from himdsl.infer.advice import exact_importance
 
