@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .atomic import write_atomically, write_text_atomically
+from .infer.result import scalar_labels
 from .provenance import data_sha256, model_identity
 
 RANK_DRAWS = 99                  # L: posterior draws a rank is taken among (ranks 0..99)
@@ -51,14 +52,6 @@ class CalibrationError(Exception):
 
 
 # ------------------------------------------------------------------ statistics
-def scalar_labels(shapes: dict[str, tuple]) -> list[str]:
-    """`beta[0]`, `beta[1]`, `tau`: one label per scalar, as summary.csv names them."""
-    labels = []
-    for name, shape in shapes.items():
-        labels += [f"{name}[{', '.join(map(str, i))}]" if shape else name for i in np.ndindex(*shape)]
-    return labels
-
-
 def flatten(values: dict[str, np.ndarray], shapes: dict[str, tuple], lead: int) -> np.ndarray:
     """The globals as one array [*lead axes, P] in `scalar_labels` order."""
     parts = [np.asarray(values[n], dtype=np.float64) for n in shapes]

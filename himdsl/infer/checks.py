@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .proposals import iqr_sd
+from .result import scalar_labels
 
 SEPARATION_ACCURACY = 0.9
 DRIFT_SDS = 0.3
@@ -215,23 +216,14 @@ def q_within_prior(trainer) -> Check | None:
     worst = int(factor.argmax())
     value = float(factor[worst])
     if value > WIDER_FACTOR:
-        name = coordinate_names(trainer.global_guide)[worst]
+        guide = trainer.global_guide
+        name = scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b})[worst]
         return Check("q no wider than the prior", False, value,
                      f"q's spread in `{name}` is {value:.1f}x the prior's (unconstrained): a posterior is "
                      "no wider than its prior on average, so the ratio pushed q where it was never "
                      "trained")
     return Check("q no wider than the prior", True, value,
                  f"q's widest spread is {value:.2g} of the prior's")
-
-
-def coordinate_names(guide) -> list[str]:
-    """The name of each unconstrained coordinate of q: `beta[1]`, `sigma`."""
-    names = []
-    for block in guide.blocks:
-        for name in block:
-            width = math.prod(guide.u_shapes[name])
-            names += [f"{name}[{i}]" for i in range(width)] if guide.u_shapes[name] else [name]
-    return names
 
 
 def _at_edge(trainer, u: torch.Tensor) -> str | None:

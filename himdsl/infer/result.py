@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,14 +149,20 @@ class FitResult:
         return summarise(self.posterior(num_draws))
 
 
+def scalar_labels(shapes: dict[str, tuple]) -> list[str]:
+    """`beta[0]`, `beta[1]`, `tau`: one label per scalar, as summary.csv names them."""
+    labels = []
+    for name, shape in shapes.items():
+        labels += [f"{name}[{', '.join(map(str, i))}]" if shape else name for i in np.ndindex(*shape)]
+    return labels
+
+
 def summarise(posterior: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Mean, sd, 5%, 50% and 95% of every scalar of these draws: {"beta[0]": {...}}."""
     table = {}
     for name, draws in posterior.items():
         flat = draws.reshape(draws.shape[0], -1)
-        shape = draws.shape[1:]
-        for j, index in enumerate(itertools.product(*(range(d) for d in shape))):
-            label = f"{name}[{', '.join(map(str, index))}]" if shape else name
+        for j, label in enumerate(scalar_labels({name: draws.shape[1:]})):
             col = flat[:, j]
             q05, q50, q95 = np.quantile(col, [0.05, 0.5, 0.95])
             table[label] = {"mean": float(col.mean()), "sd": float(col.std()),
