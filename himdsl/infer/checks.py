@@ -32,12 +32,15 @@ Each check is named for what a passed check verified, and fails when:
   rows the fitted model simulates itself (measured the same way): the
   model cannot produce the data, and a ratio that never saw such data says nothing
   about them (its inputs are clipped), so q stays near the prior and looks fine.
-* **q matches the ratio** (where the plan resamples q's draws to the ratio's
-  posterior π, importance.py): the Pareto k̂ of the weights π / q is above PSIS's
-  bound. q was fitted to π, so a heavy tail of weights means q missed part of it
-  (its tails too light somewhere, or a mode left out): a variational fit with
-  k̂ > 0.7 is not a reliable posterior (Yao et al. 2018, "Yes, but did it work?"),
-  and neither q's draws nor their resampling can be trusted.
+* **q matches the ratio** (where the ratio's posterior π of the globals is known
+  up to a constant: the plan resamples q's draws to it on one row, and weighs
+  `plan.weigh_draws` of them on a plate; importance.py): the Pareto k̂ of the
+  weights π / q is above PSIS's bound. q was fitted to π, so a heavy tail of
+  weights means q missed part of it (its tails too light somewhere, or a mode left
+  out): a variational fit with k̂ > 0.7 is not a reliable posterior (Yao et al.
+  2018, "Yes, but did it work?"), and neither q's draws nor their resampling can be
+  trusted. On a plate π also carries the ratio's error summed over N rows, so a
+  failure there says q and π disagree, one of them or both wrong.
 """
 from __future__ import annotations
 
@@ -46,6 +49,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .covering import ratio_posterior
+from .importance import weigh
 from .proposals import iqr_sd
 from .result import scalar_labels
 
@@ -330,10 +335,10 @@ def _beyond_range(values: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
 
 
 def q_matches_ratio(trainer) -> Check | None:
-    """The Pareto k̂ of the fit's draws' importance weights (module docstring)."""
+    """The Pareto k̂ of q's importance weights to the ratio's posterior (module docstring)."""
     report = trainer.resampling
     if report is None:
-        return None
+        return _q_matches_ratio_on_plate(trainer)
     if report.used:
         return Check("q matches the ratio", True, report.khat,
                      f"q's draws importance-resampled to the ratio's posterior (Pareto k̂ {report.khat:.2f} "
@@ -344,6 +349,29 @@ def q_matches_ratio(trainer) -> Check | None:
                  f"have Pareto k̂ {report.khat:.2f} > {report.threshold:.2f} (its tails are too light "
                  "somewhere, or it left out a mode), so neither q nor its resampling is a posterior; "
                  "run more steps, and compare with `himdsl calibrate`")
+
+
+def _q_matches_ratio_on_plate(trainer) -> Check | None:
+    """k̂ of `plan.weigh_draws` of q's draws weighed against Σ_n r(x_n, β) and the prior."""
+    draws = getattr(trainer.plan, "weigh_draws", 0)
+    if not draws:
+        return None
+    guide = trainer.result().global_guide
+    _, log_posterior_u = ratio_posterior(trainer.model, guide, trainer.ratio)
+    with torch.no_grad(), forked_rng(trainer.view.device):
+        report = weigh(guide, log_posterior_u, draws)[2]
+    rows = trainer.view.n_rows
+    if report.used:
+        return Check("q matches the ratio", True, report.khat,
+                     f"q agrees with the posterior the ratio defines over {rows:,} rows (Pareto k̂ "
+                     f"{report.khat:.2f} <= {report.threshold:.2f} over {draws:,} draws)")
+    return Check("q matches the ratio", False, report.khat,
+                 f"q and the posterior the ratio defines over {rows:,} rows disagree: the importance "
+                 f"weights of q's draws have Pareto k̂ {report.khat:.2f} > {report.threshold:.2f}. "
+                 "Either q leaves out part of it (a skewed global's tail, which a Gaussian q cannot "
+                 f"hold: with `batch = {rows}` every step sees every row and q can be a flow), or the "
+                 "ratio's error, summed over the rows, moved it (run more steps); neither is a "
+                 "posterior to trust")
 
 
 # Every check, in the order the verdict lists them; each returns None where it does not apply.

@@ -17,7 +17,7 @@ import time
 import torch
 
 from .contrastive import ContrastiveRatio
-from .covering import Covering
+from .covering import Covering, ratio_posterior
 from .empirical import EmpiricalRatio
 from .local_guide import LOCAL_FAMILIES
 from .plan import SCALING_DRAWS, SCALING_ROWS, scaling_simulations
@@ -65,13 +65,8 @@ def make_covering(model, view, plan, global_guide, ratio) -> Covering | None:
     pairs it centres)."""
     if not plan.population:
         return None
-
-    def prior_u(u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """The globals of unconstrained u and the prior's log density at u [K]."""
-        globals, logdet = global_guide.constrain(u)
-        return globals, model.log_prior(globals) + logdet
-
-    covering = Covering(view, global_guide, ratio.log_lik_all, prior_u, plan.population)
+    prior_u, log_posterior_u = ratio_posterior(model, global_guide, ratio)
+    covering = Covering(view, global_guide, log_posterior_u, prior_u, plan.population)
     ratio.covering = covering
     return covering
 

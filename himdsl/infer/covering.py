@@ -7,7 +7,7 @@ mode-covering KL(π ‖ q) = −Σ_k w̄_k log q(u_k) + const, with the ELBO (re
 kept at weight 1 / COVERING_WEIGHT as a tie-breaker: both are minimised by q = π,
 but reverse KL alone keeps one mode of a multimodal posterior (docs/lfvi.md).
 
-    covering = Covering(view, guide, ratio, prior_log_density, particles=512)
+    covering = Covering(view, guide, log_posterior_u, prior_u, particles=512)
     covering.track()                   # one SMC step towards the current π
     loss = covering.forward_kl()       # differentiable in q
 """
@@ -29,19 +29,31 @@ COVERING_WEIGHT = 1000.0
 DEFENSIVE_PRIOR = 0.1
 
 
+def ratio_posterior(model, global_guide, ratio):
+    """(prior_u, log_posterior_u) for the posterior the contrastive ratio implies when
+    it reads the globals alone: π(u) ∝ p(β(u)) |∂β/∂u| exp(Σ_n r(x_n, β(u))).
+    prior_u(u) gives the globals and the prior's log density at u [K];
+    log_posterior_u(u) gives log π(u) up to a constant [K]."""
+
+    def prior_u(u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        globals, logdet = global_guide.constrain(u)
+        return globals, model.log_prior(globals) + logdet
+
+    def log_posterior_u(u: Tensor) -> Tensor:
+        globals, log_prior = prior_u(u)
+        return log_prior + ratio.log_lik_all(globals)
+
+    return prior_u, log_posterior_u
+
+
 class Covering:
     """The population behind the covering term and its proposal."""
 
-    def __init__(self, view, guide, log_lik_all, prior_u, particles: int):
+    def __init__(self, view, guide, log_posterior_u, prior_u, particles: int):
         self.view, self.guide = view, guide
-        self.log_lik_all = log_lik_all        # (globals) -> Σ_n r(x_n, β) per draw [K]
-        self.prior_u = prior_u                # (u) -> (globals, log prior density at u [K])
+        self.log_posterior_u = log_posterior_u    # (u) -> log π(u) up to a constant [K]
+        self.prior_u = prior_u                    # (u) -> (globals, log prior density at u [K])
         self.population = ParticlePosterior(guide.flat_u(view.prior_globals(particles)))
-
-    def log_posterior_u(self, u: Tensor) -> Tensor:
-        """log π(u) up to a constant [K]."""
-        globals, log_prior = self.prior_u(u)
-        return log_prior + self.log_lik_all(globals)
 
     def track(self) -> None:
         """Reweight, resample and move the population towards the current π."""

@@ -72,23 +72,30 @@ def psis(log_w: np.ndarray) -> tuple[np.ndarray, float]:
 def resample(guide, log_target, num: int) -> tuple[Tensor, Resampling]:
     """`num` draws of u: q's draws resampled to exp(log_target) where the weights
     are trusted, else q's own (module docstring); with the report."""
-    pool = POOL * num
+    u, weights, report = weigh(guide, log_target, POOL * num)
+    if not report.used:
+        return u[:num], report
+    index = torch.as_tensor(_systematic(weights, num), device=u.device)
+    return u[index[torch.randperm(num, device=u.device)]], report
+
+
+@torch.no_grad()
+def weigh(guide, log_target, pool: int) -> tuple[Tensor, np.ndarray | None, Resampling]:
+    """`pool` draws of q's u, their Pareto-smoothed normalised weights to
+    exp(log_target) (None where some weight is NaN or +inf, or fewer than two are
+    finite: k̂ is then inf), and the report."""
     u = torch.cat([guide.rsample(min(CHUNK, pool - i))[2] for i in range(0, pool, CHUNK)])
     log_w = torch.cat([log_target(part) - guide.log_prob_u(part) for part in u.split(CHUNK)])
     log_w = log_w.double().cpu().numpy()
     kept = np.isfinite(log_w)                 # a target of zero (−inf) weighs nothing
     threshold = khat_threshold(pool)
     if np.isnan(log_w).any() or np.isposinf(log_w).any() or kept.sum() < 2:
-        return u[:num], Resampling(pool, math.inf, threshold, 0.0)
+        return u, None, Resampling(pool, math.inf, threshold, 0.0)
     smoothed, khat = psis(log_w[kept])
     weights = np.zeros(pool)
     weights[kept] = np.exp(smoothed - smoothed.max())
     weights /= weights.sum()
-    report = Resampling(pool, khat, threshold, float(1 / np.square(weights).sum()))
-    if not report.used:
-        return u[:num], report
-    index = torch.as_tensor(_systematic(weights, num), device=u.device)
-    return u[index[torch.randperm(num, device=u.device)]], report
+    return u, weights, Resampling(pool, khat, threshold, float(1 / np.square(weights).sum()))
 
 
 def _systematic(weights: np.ndarray, num: int) -> np.ndarray:

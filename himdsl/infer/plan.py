@@ -40,6 +40,12 @@ ELBO_INIT_SCALE = 0.1
 POPULATION_MAX_ROW_EVALUATIONS = 2 ** 15
 # ... and no fewer particles than this, which would not represent a posterior.
 MIN_PARTICLES = 64
+# On a plate, the check "q matches the ratio" weighs this many of q's draws against
+# the ratio's posterior, fewer where N rows would cost more than WEIGH_ROW_EVALUATIONS
+# network passes in all, and none below MIN_WEIGHED (k̂'s bound is then too loose)
+WEIGH_DRAWS = 4000
+WEIGH_ROW_EVALUATIONS = 2 ** 21
+MIN_WEIGHED = 500
 # The local guide's β inputs, and the contrastive ratio's inputs, are standardised
 # anew this often (steps), so that they follow q as it narrows from the prior to the
 # posterior (the guide by q's draws, the ratio by its training pairs).
@@ -110,6 +116,9 @@ class Plan:
     # the posterior draws are q's importance-resampled to the ratio's posterior of the
     # globals, known up to a constant where the covering population is, on one row (importance.py)
     resample: bool = False
+    # q's draws weighed against the ratio's posterior on a plate, for the check "q
+    # matches the ratio" alone (0: none; checks.py)
+    weigh_draws: int = 0
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -238,6 +247,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         local_covariance=_local_covariance(view, local_guide, reasons),
         polish_locals=_polish_locals(local_guide, ratio, reasons),
         resample=_resample(view, settings, population, families, reasons),
+        weigh_draws=_weigh_draws(view, ratio, families),
         reasons=reasons,
     )
 
@@ -535,6 +545,19 @@ def _resample(view, settings, population: int, families, reasons: dict) -> bool:
     reasons["posterior draws"] = ("the ratio's posterior is known up to a constant; q, broader "
                                   "than it, is the proposal; PSIS's k̂ checks the weights")
     return True
+
+
+def _weigh_draws(view, ratio, families) -> int:
+    """q's draws to weigh against the ratio's posterior on a plate, where it is known
+    up to a constant (the contrastive ratio reads the globals alone, none a point
+    estimate): q is fitted to it by the ELBO, which leaves out what a Gaussian q
+    cannot hold (a skewed global's tail), and PSIS's k̂ sees that. The posterior
+    draws stay q's (`_resample` says why); a k̂ beyond its bound fails the fit."""
+    known = ratio == "contrastive" and not view.z_blocks and view.g_shapes
+    if not (known and view.has_plate) or any(f == "point" for _, f in families):
+        return 0
+    draws = min(WEIGH_DRAWS, WEIGH_ROW_EVALUATIONS // view.n_rows)
+    return draws if draws >= MIN_WEIGHED else 0
 
 
 def _budget(view, settings, ratio) -> int | None:

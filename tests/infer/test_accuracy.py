@@ -82,10 +82,12 @@ def test_linear_regression():
     sd 1.41–1.48× the exact one on seeds 0 and 1, with 256 or 512 simulations an
     update), so this test runs 2,000 steps with 256: means within 0.18 sd, sds
     0.99–1.13× (seeds 0 and 1; the default 3,000 × 512: within 0.11 sd, 0.99–1.04×,
-    docs/accuracy.md). The draws are q's: on a plate the plan does not resample."""
+    docs/accuracy.md). The draws are q's: on a plate the plan does not resample, but
+    q is weighed against the ratio's posterior, and agrees with it."""
     data, truth = models.linreg_data()
     result = fit(models.linear_regression(), data, FitSettings(steps=2000, simulations=256))
     assert result.plan.ratio == "contrastive" and result.plan.q_objective == "elbo" and result.verdict.ok
+    assert "q matches the ratio" in result.verdict.passed()
     err, ratio = _errors(result.posterior(4000)["w"], truth["w_mean"], truth["w_sd"])
     print(f"linreg: mean err {err}, sd ratio {ratio}")
     _assert_globals(err, ratio)

@@ -1,5 +1,6 @@
 """q's draws importance-resampled to the ratio's posterior (himdsl/infer/importance.py),
 against known densities, and as a fit's plan and trust checks use it."""
+import copy
 import math
 from types import SimpleNamespace
 
@@ -118,3 +119,43 @@ def test_a_plate_of_rows_keeps_q_draws():
                    FitSettings(steps=10, simulations=128, covering="on")).plan
     assert plan.population and not plan.resample
     assert "500 rows" in plan.reasons["posterior draws"]
+
+
+def test_on_a_plate_q_is_weighed_against_the_ratio_posterior_and_a_narrow_q_fails():
+    """On a plate the draws stay q's, yet k̂ of q's weights to the ratio's posterior
+    (the prior times Σ_n r over every row) still tells a q that leaves out part of
+    it: the linear regression (N = 500, globals only; minibatches of 100 rows, so q
+    is a full-rank normal) passes, and the same q at a twentieth of its width fails,
+    naming the rows and what to try."""
+    data, _ = models.linreg_data()
+    trainer = Trainer(models.linear_regression(), data,
+                      FitSettings(steps=300, simulations=128, seed=0, batch=100))
+    result = trainer.run()
+    assert trainer.plan.weigh_draws == 4000 and not trainer.plan.resample
+    line = {c.name: c for c in result.verdict.checks}["q matches the ratio"]
+    assert line.ok and "over 500 rows" in line.message and "4,000 draws" in line.message
+    narrow = copy.deepcopy(result.global_guide)
+    with torch.no_grad():
+        for family in narrow.families:
+            family.log_diag += math.log(0.05)
+            family.off_diag *= 0.05
+    trainer.result = lambda: SimpleNamespace(global_guide=narrow)
+    check = q_matches_ratio(trainer)
+    assert not check.ok and not check.advisory and check.value > 0.7
+    assert "batch = 500" in check.message and "disagree" in check.message
+
+
+def test_only_a_ratio_of_the_globals_alone_on_a_plate_is_weighed():
+    """The ratio's posterior is known up to a constant where the contrastive ratio
+    reads the globals alone: not with locals, not with a point-estimated global; on
+    many rows fewer draws are weighed, and none where k̂'s bound would be too loose."""
+    data, _ = models.linreg_data()
+    plan = lambda m, d, **s: Trainer(m, d, FitSettings(steps=10, simulations=128, **s)).plan  # noqa: E731
+    assert plan(models.linear_regression(), data, guide={"w": "point"}).weigh_draws == 0
+    assert plan(models.hier_gauss(), models.hier_gauss_data()[0]).weigh_draws == 0
+    tasks, _ = models.sbibm_task("two_moons")
+    assert plan(models.two_moons(), tasks).weigh_draws == 0          # one row: resampled instead
+    big, _ = models.linreg_data(n=2000)
+    assert plan(models.linear_regression(), big).weigh_draws == 2 ** 21 // 2000
+    huge, _ = models.linreg_data(n=5000)
+    assert plan(models.linear_regression(), huge).weigh_draws == 0
