@@ -365,13 +365,14 @@ def _q_matches_ratio_on_plate(trainer) -> Check | None:
         return Check("q matches the ratio", True, report.khat,
                      f"q agrees with the posterior the ratio defines over {rows:,} rows (Pareto k̂ "
                      f"{report.khat:.2f} <= {report.threshold:.2f} over {draws:,} draws)")
+    flow = (f"; with `batch = {rows}` every step sees every row and q can be a flow, whose fit "
+            "the checks judge again" if trainer.settings.batch < rows else "")
     return Check("q matches the ratio", False, report.khat,
                  f"q and the posterior the ratio defines over {rows:,} rows disagree: the importance "
                  f"weights of q's draws have Pareto k̂ {report.khat:.2f} > {report.threshold:.2f}. "
-                 "Either q leaves out part of it (a skewed global's tail, which a Gaussian q cannot "
-                 f"hold: with `batch = {rows}` every step sees every row and q can be a flow), or the "
-                 "ratio's error, summed over the rows, moved it (run more steps); neither is a "
-                 "posterior to trust")
+                 "Either q leaves out part of it (a skewed global's tail, which a normal q cannot "
+                 "hold), or the ratio's error, summed over the rows, moved it; so neither can be "
+                 f"trusted as the posterior. Run more steps{flow}")
 
 
 # Every check, in the order the verdict lists them; each returns None where it does not apply.
