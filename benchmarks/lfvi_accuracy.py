@@ -1,6 +1,6 @@
 """Full-size accuracy of himdsl.infer on the known-answer models (docs/accuracy.md).
 
-    python benchmarks/lfvi_accuracy.py [hier_gauss linreg point] [--seed N] [--steps N --simulations M]
+    python benchmarks/lfvi_accuracy.py [hier_gauss linreg point] [--seed N] [--steps N --simulations M] [--batch B]
 
 Prints one JSON line per model: the errors the targets are stated in, and seconds.
 The sbibm tasks (two_moons, gaussian_linear, ...) are benchmarks/sbibm_suite.py's.
@@ -73,11 +73,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="optimisation steps (the default's unless given)")
     parser.add_argument("--simulations", type=int, help="ratio simulations an update")
+    parser.add_argument("--batch", type=int, help="data rows a step (a comparison with the default's 64)")
     args = parser.parse_args(argv)
     unknown = set(args.models) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
-    sizes = {k: v for k, v in (("steps", args.steps), ("simulations", args.simulations)) if v is not None}
+    sizes = {k: v for k, v in (("steps", args.steps), ("simulations", args.simulations), ("batch", args.batch))
+             if v is not None}
     for name in args.models or list(BENCHMARKS):
         start = time.perf_counter()
         out = BENCHMARKS[name](FitSettings(seed=args.seed, **sizes))

@@ -157,6 +157,24 @@ def dose_response(d):
     numpyro.sample("dead", dist.Bernoulli(logits=eta), obs=d["dead"])
 
 
+def poisson_regression(d):
+    """k ~ Poisson(exp(a + b1 x1 + b2 x2 + log(expo))), observed as y."""
+    a = numpyro.sample("a", dist.Normal(0.0, 2.0))
+    b1 = numpyro.sample("b1", dist.Normal(0.0, 1.0))
+    b2 = numpyro.sample("b2", dist.Normal(0.0, 1.0))
+    log_rate = a + b1 * d["x1"] + b2 * d["x2"] + jnp.log(d["expo"])
+    numpyro.sample("y", dist.Poisson(jnp.exp(log_rate)), obs=d["y"])
+
+
+def hetero_regression(d):
+    """y = a + b x + sigma exp(d x) eps, eps ~ Normal(0, 1): Normal(a + b x, sigma exp(d x))."""
+    a = numpyro.sample("a", dist.Normal(0.0, 5.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 5.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    slope = numpyro.sample("d", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(a + b * d["x"], sigma * jnp.exp(slope * d["x"])), obs=d["y"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -188,6 +206,8 @@ TWINS = {
     "robust_regression": Twin(robust_regression, ("a", "b", "sigma", "df", "w"), ()),
     "robust_regression_let": Twin(robust_regression, ("a", "b", "sigma", "df", "w"), ()),
     "dose_response": Twin(dose_response, ("a0", "b", "sg", "r"), ()),
+    "poisson_regression": Twin(poisson_regression, ("a", "b1", "b2"), ()),
+    "hetero_regression": Twin(hetero_regression, ("a", "b", "sigma", "d"), ()),
 }
 
 
