@@ -255,8 +255,8 @@ def test_a_param_without_a_gradient_is_left_untrained_and_named(tmp_path):
     model.write_text(ARGMAX)
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(30, 3)), y=np.ones(30))
     out = tmp_path / "fit"
-    code, text = _run("fit", model, tmp_path / "d.npz", "--out", out, "--steps", 20, *SHORT)
-    assert code == 0, text
+    code, text = _run("fit", model, tmp_path / "d.npz", "--out", out, "--steps", 300, *SHORT)
+    assert code == 0, text          # a trusted fit: 20 steps leave q far from the ratio's posterior
     assert "untrained        w" in text
     assert json.loads((out / "fit.json").read_text())["plan"]["untrained"] == ["w"]
 
