@@ -549,7 +549,7 @@ def _resample(view, settings, population: int, families, reasons: dict) -> bool:
 
 def _weigh_draws(view, ratio, families) -> int:
     """q's draws to weigh against the ratio's posterior on a plate, where it is known
-    up to a constant (the contrastive ratio reads the globals alone, none a point
+    up to a constant (a contrastive ratio in a model without locals, no global a point
     estimate): q is fitted to it by the ELBO, which leaves out what a Gaussian q
     cannot hold (a skewed global's tail), and PSIS's k̂ sees that. The posterior
     draws stay q's (`_resample` says why); a k̂ beyond its bound fails the fit."""
