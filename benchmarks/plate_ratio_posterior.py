@@ -56,10 +56,11 @@ def main(argv: list[str]) -> int:
     if trainer.view.z_blocks or trainer.plan.ratio != "contrastive":
         parser.error(f"{args.model} has locals or no contrastive ratio: its ratio defines no posterior of the globals")
     result = trainer.run()
-    draws, khat = resampled_draws(trainer, result, args.weighed, hier_suite.GLOBAL_DRAWS)
     keys = ("c2st", "mean_error_in_sd", "sd_ratio")
-    for label, scores in (("q", hier_suite.score_globals(result.posterior(hier_suite.GLOBAL_DRAWS), reference)),
-                          ("resampled", hier_suite.score_globals(draws, reference))):
+    # q's draws first, as the suite draws them (the weighing below moves the random stream)
+    q_scores = hier_suite.score_globals(result.posterior(hier_suite.GLOBAL_DRAWS), reference)
+    draws, khat = resampled_draws(trainer, result, args.weighed, hier_suite.GLOBAL_DRAWS)
+    for label, scores in (("q", q_scores), ("resampled", hier_suite.score_globals(draws, reference))):
         print(label, json.dumps({k: scores.get(k) for k in keys}))
     print(f"khat {khat:.3f} over {args.weighed:,} draws; checks ok: {result.verdict.ok}")
     return 0
