@@ -234,13 +234,14 @@ def _newton_steps(objective, view, rows: dict, draws: int) -> torch.Tensor:
 
 @torch.no_grad()
 def exact_importance(trainer) -> Check | None:
+    """Pareto k̂ of q's importance weights to the exact posterior (module docstring)."""
     if trainer.plan.method != "vi":
         return None
     result = trainer.result()
     draws = min(EXACT_DRAWS, EXACT_WORK // max(trainer.view.n_rows, 1))
     if draws < EXACT_MIN_DRAWS or unavailable(trainer.model, result.global_guide, result.local_guide):
         return None
-    with torch.no_grad(), forked_rng(trainer.view.device):
+    with forked_rng(trainer.view.device):
         log_w, _ = log_weights(trainer.model, trainer.view, trainer.plan, result.global_guide,
                                result.local_guide, draws)
     if not bool(torch.isfinite(log_w).all()):

@@ -353,12 +353,12 @@ def q_matches_ratio(trainer) -> Check | None:
 
 def _q_matches_ratio_on_plate(trainer) -> Check | None:
     """k̂ of `plan.weigh_draws` of q's draws weighed against Σ_n r(x_n, β) and the prior."""
-    draws = getattr(trainer.plan, "weigh_draws", 0)
+    draws = trainer.plan.weigh_draws
     if not draws:
         return None
     guide = trainer.result().global_guide
     _, log_posterior_u = ratio_posterior(trainer.model, guide, trainer.ratio)
-    with torch.no_grad(), forked_rng(trainer.view.device):
+    with forked_rng(trainer.view.device):          # weigh() runs without gradients
         report = weigh(guide, log_posterior_u, draws)[2]
     rows = trainer.view.n_rows
     if report.used:
