@@ -75,6 +75,7 @@ class Trainer:
         self.params = [p for n, p in model.named_parameters()
                        if p.requires_grad and n not in model.untrained_params]
         self.plan = make_plan(self.view, s, bool(self.params))
+        self.settings = s = replace(s, batch=self.plan.batch)
         families = {n: f for n, f in s.guide.items() if n in model.global_names}
         self.global_guide = GlobalGuide(model, families, full_batch(self.view, s)).to(self.view.device)
         self.local_guide = make_local_guide(model, self.view, self.plan, s)
@@ -133,6 +134,7 @@ class Trainer:
         self.schedule.set_lr(k, [(self.q_opt, self.settings.lr),
                                  (self.ratio.opt if self.ratio else None, self.settings.ratio_lr)])
         q_active = self.q_opt is not None and k >= self.plan.warmup_steps
+        self.global_guide.set_shaping(k >= self.plan.flow_shape_from)
         draws = self._q_draws() if q_active else None
         if self.ratio is not None:
             self._ratio_step(k, out)
@@ -272,6 +274,7 @@ class Trainer:
         """The fit so far, with q's parameters averaged over the final steps (and the
         trust checks' verdict when `verdict`)."""
         guides = self.average.averaged_copies(self.guides())
+        guides["global"].set_shaping(True)      # splines still at the identity if not yet shaping
         target = self.covering.log_posterior_u if self.plan.resample else None
         result = FitResult(self.model, guides["global"], guides.get("local"), self.state.trace,
                            self.mode, self.settings, self.state.seconds, self.plan, target)

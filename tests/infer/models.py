@@ -37,6 +37,22 @@ def linear_regression():
     return compiled("linear_regression")
 
 
+EXPLICIT_LINREG = """
+model linreg_explicit
+data f : real[3]
+data y : real
+latent w ~ Normal(0, 1) [3]
+plate n over y {
+    observe y ~ Normal(sum(f * w), 0.5)
+}
+"""
+
+
+def explicit_linear_regression():
+    """The linear regression with its likelihood written explicitly: exact VI."""
+    return compiled("linreg_explicit.him", EXPLICIT_LINREG)
+
+
 def two_moons():
     return compiled("two_moons")
 

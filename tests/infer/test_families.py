@@ -77,6 +77,23 @@ def test_flow_density_consistent_and_log_det_matches_autograd(dim):
         assert torch.allclose(flow.log_prob(push(e)[None])[0], expected, atol=1e-6)
 
 
+def test_a_flow_not_yet_shaping_is_its_normal_part():
+    """Moments first: with shaping off the splines are skipped (and get no gradient),
+    whatever their parameters, and q is N(loc, diag(scale²))."""
+    torch.manual_seed(3)
+    flow = NormalizingFlow(3).double()
+    _randomise(flow, 0.3)
+    flow.shaping = False
+    normal = MultivariateNormal(flow.loc, scale_tril=torch.diag(flow.log_scale.exp()))
+    u, log_q = flow.rsample(8)
+    assert torch.allclose(log_q, normal.log_prob(u), atol=1e-8)
+    assert torch.allclose(flow.log_prob(u), normal.log_prob(u), atol=1e-8)
+    log_q.sum().backward()
+    assert all(p.grad is None for p in flow.layers.parameters())
+    flow.shaping = True
+    assert not torch.allclose(flow.log_prob(u), normal.log_prob(u), atol=1e-3)
+
+
 def test_flow_starts_as_identity():
     flow = NormalizingFlow(2)
     u = torch.randn(10, 2)

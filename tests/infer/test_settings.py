@@ -6,9 +6,8 @@ import torch
 from himdsl.infer import FitSettings, RatioSettings, Trainer, fit
 from himdsl.infer.plan import LOCAL_SAMPLES
 from himdsl.infer.ratio import classifier_loss, pair_loss
-from tests.infer.models import (compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+from tests.infer.models import (explicit_linear_regression, gaussian_linear, hier_gauss, hier_gauss_data,
                                 sbibm_task)
-from tests.infer.test_trainer import EXPLICIT_LINREG
 
 TINY = dict(steps=20, batch=16, particles=4, simulations=32, log_every=10)
 
@@ -67,7 +66,7 @@ def test_ratio_mode_method_guide_inputs_and_gradient():
     assert _hier(guide={"z": "implicit"}).plan.local_guide == "implicit"
     assert _hier(global_gradient="elbo").plan.global_gradient == "elbo"
     data = {"f": torch.randn(20, 3), "y": torch.randn(20)}
-    explicit = Trainer(compiled("linreg.him", EXPLICIT_LINREG), data, FitSettings(method="lfvi", **TINY))
+    explicit = Trainer(explicit_linear_regression(), data, FitSettings(method="lfvi", **TINY))
     assert explicit.plan.method == "lfvi"
     assert _hier(ratio_inputs="parents").plan.ratio_inputs == "parents"
 

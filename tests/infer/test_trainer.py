@@ -12,22 +12,12 @@ import torch
 import himdsl
 
 from himdsl.infer import FitSettings, NonFiniteLossError, RatioSettings, Trainer, fit
-from tests.infer.models import (NARROW, compiled, gaussian_linear, hier_gauss, hier_gauss_data,
+from tests.infer.models import (NARROW, compiled, explicit_linear_regression, gaussian_linear,
+                                hier_gauss, hier_gauss_data,
                                 linear_regression, linreg_data, point_regression,
                                 point_regression_data, sbibm_task, two_moons)
 
 TINY = dict(steps=40, batch=16, particles=4, simulations=32, log_every=10)
-
-EXPLICIT_LINREG = """
-model linreg_explicit
-data f : real[3]
-data y : real
-latent w ~ Normal(0, 1) [3]
-plate n over y {
-    observe y ~ Normal(sum(f * w), 0.5)
-}
-"""
-
 
 def test_settings_validation_names_the_key():
     with pytest.raises(ValueError, match="steps"):
@@ -248,11 +238,23 @@ def test_reuse_adds_ratio_updates_on_stored_simulations():
 
 def test_method_vi_fits_an_explicit_model():
     data, truth = linreg_data(n=200)
-    module = compiled("linreg.him", EXPLICIT_LINREG)
+    module = explicit_linear_regression()
     result = fit(module, data, FitSettings(steps=600, guide={"w": "mvnormal"}))
     assert result.plan.method == "vi" and result.plan.ratio is None
     w = result.posterior(2000)["w"]
     assert np.all(np.abs(w.mean(0) - truth["w_mean"]) < 0.5 * truth["w_sd"] + 0.01)
+
+
+def test_a_flow_fitted_to_every_row_keeps_the_posteriors_width():
+    """q starts 40 posterior sds from a 500-row regression's posterior: a flow whose
+    splines shaped q from the first step pinned w[0]'s mass against a spline's bound
+    (sd 0.01 of the exact one); fitted moments first, then shape, it has every sd."""
+    data, truth = linreg_data(n=500)
+    result = fit(explicit_linear_regression(), data, FitSettings(steps=1200, batch=500, seed=0))
+    assert result.plan.global_families == ((("w",), "flow"),) and result.plan.flow_shape_from == 400
+    w = result.posterior(8000)["w"]
+    assert np.all(np.abs(w.std(0) / truth["w_sd"] - 1) < 0.1)
+    assert np.all(np.abs(w.mean(0) - truth["w_mean"]) < 0.2 * truth["w_sd"])
 
 
 def test_reported_elbo_leaves_out_the_covering_term(monkeypatch):
@@ -286,9 +288,9 @@ def test_non_finite_covering_term_stops_the_run_at_its_step():
 
 def test_explicit_model_is_fitted_by_vi_without_being_told():
     data, _ = linreg_data(n=50)
-    trainer = Trainer(compiled("linreg.him", EXPLICIT_LINREG), data, FitSettings(**TINY))
+    trainer = Trainer(explicit_linear_regression(), data, FitSettings(**TINY))
     assert trainer.plan.method == "vi" and trainer.ratio is None and trainer.mode == "exact"
-    forced = Trainer(compiled("linreg.him", EXPLICIT_LINREG), data, FitSettings(method="lfvi", **TINY))
+    forced = Trainer(explicit_linear_regression(), data, FitSettings(method="lfvi", **TINY))
     assert forced.plan.method == "lfvi" and forced.plan.ratio == "contrastive"
     with pytest.raises(ValueError, match="method vi needs"):
         Trainer(linear_regression(), data, FitSettings(method="vi", **TINY))
