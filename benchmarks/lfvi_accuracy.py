@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="optimisation steps (the default's unless given)")
     parser.add_argument("--simulations", type=int, help="ratio simulations an update")
-    parser.add_argument("--batch", type=int, help="data rows a step (default: the plan's rule)")
+    parser.add_argument("--batch", type=int, help="data rows a step (a comparison with the default's 64)")
     args = parser.parse_args(argv)
     unknown = set(args.models) - set(BENCHMARKS)
     if unknown:

@@ -13,7 +13,7 @@ docs/lfvi.md explains them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from .data import ModelView
 from .families import AUTO_FLOW_MAX_DIMS, FlowSpec, global_blocks
@@ -46,11 +46,6 @@ MIN_PARTICLES = 64
 WEIGH_DRAWS = 4000
 WEIGH_ROW_EVALUATIONS = 2 ** 21
 MIN_WEIGHED = 500
-# Rows a q step reads when `batch` is not set: every row in a model without local
-# latents (ratio not empirical) where particles × N is at most this many row passes
-# of the likelihood or ratio a step, else DEFAULT_BATCH.
-FULL_BATCH_ROW_EVALUATIONS = 2 ** 14
-DEFAULT_BATCH = 64
 # The local guide's β inputs, and the contrastive ratio's inputs, are standardised
 # anew this often (steps), so that they follow q as it narrows from the prior to the
 # posterior (the guide by q's draws, the ratio by its training pairs).
@@ -110,7 +105,6 @@ class Plan:
     warmup_steps: int
     average_from: int
     rows: int
-    batch: int = DEFAULT_BATCH       # rows a q step reads (settings.batch, resolved)
     steps: int = 0
     threads: int | None = None       # CPU threads for torch (None: torch's choice)
     untrained: tuple[str, ...] = ()  # point estimates no gradient reaches: left at their start
@@ -177,8 +171,6 @@ class Plan:
                 rows.append(("q objective", self.q_objective))
             if self.resample:
                 rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"))
-        if "rows a step" in self.reasons:
-            rows.append(("rows a step", f"all {self.batch}"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
         shape = f", the flow's shape from step {self.flow_shape_from}" if self.flow_shape_from else ""
         rows.append(("schedule", f"warm-up {self.warmup_steps} steps{shape}, average from step {self.average_from}"))
@@ -217,7 +209,6 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
     model = view.model
     method = _method(model, settings, reasons)
     ratio = _ratio_mode(model, view, settings, method, has_params, reasons)
-    settings = replace(settings, batch=_rows_per_step(view, settings, ratio, reasons))
     inputs = _ratio_inputs(model, view, settings, ratio, reasons)
     exact_prior = bool(view.z_blocks) and set(model.local_names) <= set(model.explicit_locals)
     local_guide = _local_guide(model, view, settings, method, reasons)
@@ -254,7 +245,6 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         warmup_steps=warmup,
         average_from=int(settings.steps * (1 - settings.average)),
         rows=view.n_rows,
-        batch=settings.batch,
         steps=settings.steps,
         threads=_threads(view, settings, reasons),
         untrained=_untrained(model, reasons),
@@ -482,26 +472,8 @@ def _coordinates(model, local_guide) -> tuple[str, ...]:
 
 
 def full_batch(view, settings) -> bool:
-    """Every q step sees every row (no plate, or N ≤ batch; `settings.batch` resolved)."""
+    """Every q step sees every row (no plate, or N ≤ batch)."""
     return not view.has_plate or settings.batch >= view.n_rows
-
-
-def _rows_per_step(view, settings, ratio, reasons) -> int:
-    """`batch` as set, else every row where that is cheap and there are no locals: a
-    row is then read once per draw of q, the q step's gradient is exact up to q's
-    draws, and q(β) may be a flow (families.auto_family); a minibatch's noise grows as
-    N / batch, and a normal q on dose_response (400 rows, read 64 at a time) left out
-    a skewed tail (sg's sd 0.59–0.65 of NUTS's)."""
-    if settings.batch is not None:
-        return settings.batch
-    n = view.n_rows
-    every_row = (view.has_plate and not view.z_blocks and ratio != "empirical"
-                 and (settings.particles if view.g_shapes else 1) * n <= FULL_BATCH_ROW_EVALUATIONS)
-    if not every_row:
-        return DEFAULT_BATCH
-    reasons["rows a step"] = (f"no local latents: each of the {n} rows is read once per draw of q, "
-                              f"{settings.particles} x {n} <= {FULL_BATCH_ROW_EVALUATIONS:,} passes a step")
-    return n
 
 
 def _global_families(view, settings, reasons) -> tuple[tuple[tuple[str, ...], str], ...]:

@@ -49,7 +49,7 @@ class FitSettings:
     """Everything `fit` needs besides the model and data."""
 
     steps: int = 3000
-    batch: int | None = None   # None: the plan's rule (plan.py, `_rows_per_step`)
+    batch: int = 64
     particles: int = 16
     lr: float = 1e-2
     ratio_lr: float = 1e-3
@@ -117,11 +117,11 @@ class FitSettings:
         """Raise ValueError naming the first bad setting."""
         _check(isinstance(self.reuse, int) and self.reuse >= 0,
                f"setting `reuse` must be a whole number >= 0, got {self.reuse!r}")
-        for key in ("ratio_updates", "local_samples", "batch"):      # None: the plan's rule
+        for key in ("ratio_updates", "local_samples"):      # None: the plan's rule
             value = getattr(self, key)
             _check(value is None or (isinstance(value, int) and value >= 1),
                    f"setting `{key}` must be a positive integer, got {value!r}")
-        for key in ("steps", "particles", "samples",
+        for key in ("steps", "batch", "particles", "samples",
                     "simulations", "log_every", "checkpoint_every"):
             _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
                    f"fit setting `{key}` must be a positive integer, got {getattr(self, key)!r}")

@@ -75,7 +75,6 @@ class Trainer:
         self.params = [p for n, p in model.named_parameters()
                        if p.requires_grad and n not in model.untrained_params]
         self.plan = make_plan(self.view, s, bool(self.params))
-        self.settings = s = replace(s, batch=self.plan.batch)
         families = {n: f for n, f in s.guide.items() if n in model.global_names}
         self.global_guide = GlobalGuide(model, families, full_batch(self.view, s)).to(self.view.device)
         self.local_guide = make_local_guide(model, self.view, self.plan, s)

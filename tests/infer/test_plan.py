@@ -186,25 +186,15 @@ def test_a_budget_caps_the_planned_simulations_and_the_line_says_how_long():
     assert "; `budget` caps them" in unbudgeted.describe(0.001)
 
 
-def test_a_model_without_locals_reads_every_row_where_that_is_cheap():
-    """No locals: each row is read once per draw of q, so a step reads all N rows
-    while particles × N ≤ 2^14, and q(β) is then a flow; with locals, more rows, or
-    `batch` set, steps read `batch` rows (64 unless set) and q is a full-rank normal."""
+
+def test_a_flow_fitted_by_the_elbo_shapes_q_after_its_moments():
+    """Moments first where the ELBO fits a flow (a third of q's steps in); a flow
+    fitted to the covering population, and any other family, from the start."""
     data, _ = linreg_data(n=500)
-    plan = _plan(linear_regression(), data)
-    assert plan.batch == 500 and plan.global_families == ((("w",), "flow"),)
-    assert "500 rows is read once per draw of q" in plan.reasons["rows a step"]
-    assert "rows a step" in plan.describe() and plan.flow_shape_from == 300 + 2700 // 3
-    assert _plan(linear_regression(), data, particles=64).batch == 64        # 64 × 500 > 2^14
-    assert _plan(linear_regression(), linreg_data(n=1100)[0]).batch == 64
-    explicit = _plan(linear_regression(), data, batch=100)
-    assert explicit.batch == 100 and explicit.global_families == ((("w",), "mvnormal"),)
-    assert "rows a step" not in explicit.reasons and explicit.flow_shape_from == 0
-    local = _plan(hier_gauss(), hier_gauss_data(n=200)[0])
-    assert local.batch == 64 and "rows a step" not in local.reasons
-
-
-def test_the_trainer_reads_the_plans_rows_a_step():
-    trainer = Trainer(linear_regression(), linreg_data(n=300)[0], FitSettings(steps=10))
-    assert trainer.settings.batch == 300 and len(trainer.batch_rows()["y"]) == 300
-    assert trainer.global_guide.kinds == ["flow"]
+    whole = _plan(linear_regression(), data, batch=500)
+    assert whole.global_families == ((("w",), "flow"),) and whole.q_objective == "elbo"
+    assert whole.flow_shape_from == 300 + 2700 // 3 and "the flow's shape from step 1200" in whole.describe()
+    assert _plan(linear_regression(), data).flow_shape_from == 0            # minibatches: mvnormal
+    obs, _ = sbibm_task("gaussian_linear")
+    covering = _plan(gaussian_linear(), obs)
+    assert covering.q_objective == "covering" and covering.flow_shape_from == 0
