@@ -186,7 +186,8 @@ class Plan:
         if self.budget:
             line += " (the budget), stored and reused"
         if seconds_per_simulation is not None:
-            line += f", about {_duration(self.simulations * seconds_per_simulation)} of simulating"
+            wait = _duration(self.simulations * seconds_per_simulation)
+            line += f", {wait if wait == 'under a second' else 'about ' + wait} of simulating"
         if not self.budget and self.ratio == "contrastive":
             line += "; `budget` caps them"
         return line

@@ -184,6 +184,7 @@ def test_a_budget_caps_the_planned_simulations_and_the_line_says_how_long():
     assert "1,664 rows in all (the budget), stored and reused, about 1.8 h of simulating" in text
     unbudgeted = _plan(compiled("narrow.him", NARROW), {"x": np.array([3.0, -2.0])}, steps=40)
     assert "; `budget` caps them" in unbudgeted.describe(0.001)
+    assert ", under a second of simulating" in unbudgeted.describe(1e-9)
 
 
 
