@@ -175,6 +175,14 @@ def hetero_regression(d):
     numpyro.sample("y", dist.Normal(a + b * d["x"], sigma * jnp.exp(slope * d["x"])), obs=d["y"])
 
 
+def gamma_wait(d):
+    """y = exp(a + b x) g, g ~ Gamma(k, 1): Gamma(k, rate exp(−(a + b x)))."""
+    a = numpyro.sample("a", dist.Normal(0.0, 2.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    k = numpyro.sample("k", dist.LogNormal(0.0, 1.0))
+    numpyro.sample("y", dist.Gamma(k, jnp.exp(-(a + b * d["x"]))), obs=d["y"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -208,6 +216,7 @@ TWINS = {
     "dose_response": Twin(dose_response, ("a0", "b", "sg", "r"), ()),
     "poisson_regression": Twin(poisson_regression, ("a", "b1", "b2"), ()),
     "hetero_regression": Twin(hetero_regression, ("a", "b", "sigma", "d"), ()),
+    "gamma_wait": Twin(gamma_wait, ("a", "b", "k"), ()),
 }
 
 
