@@ -31,7 +31,8 @@ DEFENSIVE_PRIOR = 0.1
 
 def ratio_posterior(model, global_guide, ratio):
     """(prior_u, log_posterior_u) for the posterior the contrastive ratio implies in a
-    model without locals (it reads globals, or values computed from them alone): π(u) ∝ p(β(u)) |∂β/∂u| exp(Σ_n r(x_n, β(u))).
+    model without locals (it reads globals, or values computed from them alone):
+    π(u) ∝ p(β(u)) |∂β/∂u| exp(Σ_n r(x_n, β(u))).
     prior_u(u) gives the globals and the prior's log density at u [K];
     log_posterior_u(u) gives log π(u) up to a constant [K]."""
 

@@ -186,22 +186,21 @@ class Plan:
         if self.budget:
             line += " (the budget), stored and reused"
         if seconds_per_simulation is not None:
-            wait = _duration(self.simulations * seconds_per_simulation)
-            line += f", {wait if wait == 'under a second' else 'about ' + wait} of simulating"
+            line += f", {_wait(self.simulations * seconds_per_simulation)} of simulating"
         if not self.budget and self.ratio == "contrastive":
             line += "; `budget` caps them"
         return line
 
 
-def _duration(seconds: float) -> str:
-    """3 s, 12 min, 2.5 h: a wait as a user reads it."""
+def _wait(seconds: float) -> str:
+    """"under a second", "about 12 min", "about 2.5 h": a wait as a user reads it."""
     if seconds < 1:
         return "under a second"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"about {seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
