@@ -38,13 +38,14 @@ def simulate_dataset(model, rows: int | None = None, draws: int = 1, given: dict
     fixed = _given(module, given)
     if params:
         load_point_estimates(module, params)
-    cov = _covariates(module, covariates)
+    given_covariates = _covariates(module, covariates)
+    cov = as_tensors(given_covariates, module)
     rows = _rows(module, rows, cov)
     with torch.no_grad():
         globals_ = globals_from(draws) if globals_from else module.sample_globals(draws, fixed)
         _check_support(module, globals_, fixed)
         sim = module.simulate(globals_, cov, rows, draws)
-    return _outputs(module, sim, globals_, cov, draws)
+    return _outputs(module, sim, globals_, given_covariates, draws)
 
 
 def _given(module: HimModule, given: dict | None) -> dict:
@@ -88,15 +89,16 @@ def _describe(support) -> str:
     return str(support)
 
 
-def _covariates(module: HimModule, covariates: dict | None) -> dict:
+def _covariates(module: HimModule, covariates: dict | None) -> dict[str, np.ndarray]:
+    """The covariates as the user gave them (checked): the simulated data set carries
+    them unchanged, in their own dtype, and the simulator reads them as tensors."""
     if not module.covariate_names:
         return {}
     if not covariates:
         names = ", ".join(f"`{n}`" for n in module.covariate_names)
         raise DataError(f"model `{module.model_name}` conditions on covariates {names}: "
                         "pass them with --data FILE.npz")
-    checked = validate_data(module, covariates, "--data", names=module.covariate_names)
-    return as_tensors(checked, module)
+    return validate_data(module, covariates, "--data", names=module.covariate_names)
 
 
 def _rows(module: HimModule, rows: int | None, cov: dict) -> int | None:
@@ -131,7 +133,7 @@ def load_point_estimates(module: HimModule, params: dict) -> None:
 def _outputs(module: HimModule, sim: dict, globals_: dict, cov: dict, draws: int) -> tuple[dict, dict]:
     squeeze = (lambda a: a[0]) if draws == 1 else (lambda a: a)
     data = {name: _as_data(module, name, squeeze(to_numpy(sim[name]))) for name in module.observed_names}
-    data.update({name: to_numpy(value) for name, value in cov.items()})
+    data.update(cov)
     truth = {name: squeeze(to_numpy(value)) for name, value in globals_.items()}
     truth.update({name: squeeze(to_numpy(sim[name])) for name in module.local_names})
     truth.update({name: to_numpy(p) for name, p in module.named_parameters()})

@@ -105,6 +105,9 @@ def test_cli_data_supplies_covariates_and_rows(tmp_path):
     assert code == 0, text
     data = np.load(out)
     assert data["y"].shape == (30,) and data["f"].shape == (30, 3)
+    # the user's covariates come back as given (float64, every bit), not rounded to float32
+    np.testing.assert_array_equal(data["f"], np.load(covariates)["f"])
+    assert data["f"].dtype == np.float64
     residual = data["y"] - data["f"] @ np.array([1, -0.5, 0.25])
     assert abs(residual.std() - 0.5) < 0.2
 
