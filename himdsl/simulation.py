@@ -45,6 +45,7 @@ def simulate_dataset(model, rows: int | None = None, draws: int = 1, given: dict
         globals_ = globals_from(draws) if globals_from else module.sample_globals(draws, fixed)
         _check_support(module, globals_, fixed)
         sim = module.simulate(globals_, cov, rows, draws)
+    _check_shapes(module, sim, draws, rows)
     return _outputs(module, sim, globals_, given_covariates, draws)
 
 
@@ -72,6 +73,10 @@ def _check_support(module: HimModule, globals_: dict, fixed: dict) -> None:
             shown = value.tolist()
             raise DataError(f"--given {name}={shown}: outside the support of its prior "
                             f"{type(prior).__name__} ({_describe(prior.support)})")
+        # a boundary torch counts as support can still have zero density (a Gamma(2, 1) at 0)
+        if not bool(torch.isfinite(prior.log_prob(globals_[name])).all()):
+            raise DataError(f"--given {name}={value.tolist()}: its prior {type(prior).__name__} has zero "
+                            "density there (a boundary of its support); give a value inside it")
 
 
 def _describe(support) -> str:
@@ -128,6 +133,18 @@ def load_point_estimates(module: HimModule, params: dict) -> None:
             raise DataError(f"--params: `{name}` has shape {list(tensor.shape)}, expected {list(own[name].shape)}")
         with torch.no_grad():
             own[name].copy_(tensor)
+
+
+def _check_shapes(module: HimModule, sim: dict, draws: int, rows: int | None) -> None:
+    """Every simulated observation and local has its declared shape, [draws, rows,
+    *shape] in the plate: a compiled expression that broadcast wrongly is a bug to
+    report, never a data set to write."""
+    for name in module.observed_names + module.local_names:
+        info = module.nodes[name]
+        expected = (draws,) + ((rows,) if info.plate else ()) + tuple(info.shape)
+        if tuple(sim[name].shape) != expected:
+            raise RuntimeError(f"the compiled simulator gave `{name}` the shape {list(sim[name].shape)} "
+                               f"for the declared {list(expected)} (draws, rows, element): a himdsl bug")
 
 
 def _outputs(module: HimModule, sim: dict, globals_: dict, cov: dict, draws: int) -> tuple[dict, dict]:

@@ -93,7 +93,19 @@ def test_lift_and_matmul_follow_numpy_on_element_axes():
     m = torch.randn(3, 2)
     out = lib.matmul(v, m, 1, 2)
     torch.testing.assert_close(out, torch.einsum("drk,kj->drj", v, m))
+    torch.testing.assert_close(lib.matmul(m.T, v, 2, 1), torch.einsum("jk,drk->drj", m.T, v))
     assert lib.lift(torch.zeros(4, 5), 0, 1).shape == (4, 5, 1)
+
+
+def test_matmul_of_two_vectors_is_one_number_per_row_and_draw():
+    """A row's covariate vector @ a global vector (lifted to [S, 1, D]): one dot
+    product per draw and row, [S, M], as numpy gives a scalar for [D] @ [D]."""
+    x = torch.randn(5, 3)                  # 5 rows, no draw axis (a covariate)
+    w = torch.randn(4, 1, 3)               # 4 draws of a global, lifted over rows
+    out = lib.matmul(x, w, 1, 1)
+    assert out.shape == (4, 5)
+    torch.testing.assert_close(out, torch.einsum("rk,dk->dr", x, w[:, 0]))
+    assert lib.matmul(torch.randn(3), torch.randn(3), 1, 1).shape == ()
 
 
 def test_dense_layer_stores_weights_in_out_and_applies_activation():

@@ -112,6 +112,22 @@ def test_cli_data_supplies_covariates_and_rows(tmp_path):
     assert abs(residual.std() - 0.5) < 0.2
 
 
+@pytest.mark.parametrize("draws", [1, 3])
+def test_a_rows_vector_at_a_global_vector_is_one_number_a_row(tmp_path, draws):
+    """`x @ b` with x : real[2] per row and a global b [2]: a dot product per row
+    (the product of two vectors once came out [rows, 1] and broadcast against the
+    noise into [rows, rows])."""
+    path = tmp_path / "dot.him"
+    path.write_text("model dot\ndata x : real[2]\ndata t : real\nlatent b ~ Normal(0, 1) [2]\n"
+                    "plate n over t {\n    noise e ~ Normal(0, 1)\n    observe t = x @ b + 0.01 * e\n}\n")
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    data, _ = simulate_dataset(himdsl.load(str(path)), draws=draws, given={"b": [1.0, -2.0]},
+                               covariates={"x": x}, seed=0)
+    expected = x @ np.array([1.0, -2.0])
+    assert data["t"].shape == ((40,) if draws == 1 else (draws, 40))
+    assert np.abs(data["t"] - expected).max() < 0.06
+
+
 def test_cli_params_set_point_estimates(tmp_path):
     truth_run = tmp_path / "a.npz"
     assert _run("simulate", "examples/deep_implicit/model.him", "-o", truth_run, "--rows", 4, "--seed", 1)[0] == 0
@@ -139,11 +155,14 @@ def test_cli_bad_options_exit_2_with_a_message(tmp_path, args, message):
 @pytest.mark.parametrize("given, message", [
     ("rho=1.5", "--given rho=1.5: outside the support of its prior Beta (values in (0, 1))"),
     ("tau=-1", "--given tau=-1.0: outside the support of its prior HalfNormal (values at or above 0)"),
+    # torch counts 0 in a Gamma's support, where a Gamma(2, 1) has no density
+    ("k=0", "--given k=0.0: its prior Gamma has zero density there"),
 ])
 def test_cli_a_given_global_outside_its_priors_support_is_refused(tmp_path, given, message):
     model = tmp_path / "m.him"
     model.write_text("data x : real\nlatent rho ~ Beta(2, 2)\nlatent tau ~ HalfNormal(1)\n"
-                     "plate n over x {\n  noise e ~ Normal(0, 1)\n  observe x = rho + tau * e\n}\n")
+                     "latent k ~ Gamma(2, 1)\n"
+                     "plate n over x {\n  noise e ~ Normal(0, 1)\n  observe x = rho + tau * e * k\n}\n")
     code, text = _run("simulate", model, "-o", tmp_path / "d.npz", "--rows", 5, "--given", given)
     assert code == 2 and message in text, text
     code, text = _run("simulate", model, "-o", tmp_path / "d.npz", "--rows", 5, "--given", "rho=0.3")

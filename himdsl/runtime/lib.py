@@ -82,12 +82,13 @@ def reshape(x, element_rank: int, shape: tuple[int, ...]):
 
 
 def matmul(a, b, rank_a: int, rank_b: int):
-    """numpy.matmul on the element axes (a vector is promoted, then squeezed)."""
+    """numpy.matmul on the element axes (a vector is promoted, then squeezed:
+    b's axis first, which leaves a's last when both were vectors)."""
     a = a.unsqueeze(-2) if rank_a == 1 else a
     b = b.unsqueeze(-1) if rank_b == 1 else b
     out = torch.matmul(a, b)
     out = out.squeeze(-1) if rank_b == 1 else out
-    return out.squeeze(-2) if rank_a == 1 else out
+    return out.squeeze(-1 if rank_b == 1 else -2) if rank_a == 1 else out
 
 
 def compare(result) -> torch.Tensor:
