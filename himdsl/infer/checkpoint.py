@@ -40,7 +40,7 @@ def save_checkpoint(trainer, path: str) -> None:
         "plan": trainer.plan.to_dict(),
         "rng": _rng_states(),
         "population": trainer.covering.state_dict() if trainer.covering else None,
-        "ratio_state": ratio.state_dict() if ratio else None,
+        "ratio_state": ratio.state_dict() if hasattr(ratio, "state_dict") else None,
         "identity": dict(trainer.identity),
     }
     write_atomically(path, lambda stream: torch.save(blob, stream))

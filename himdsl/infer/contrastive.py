@@ -105,11 +105,9 @@ class ContrastiveRatio(RatioLearner):
 
     def state_dict(self) -> dict:
         """Checkpoint state beyond the modules: the stored pairs and counters."""
-        return {**super().state_dict(), "store": self.store.state_dict(), "dropped": self.dropped,
-                "simulated": self.simulated}
+        return {"store": self.store.state_dict(), "dropped": self.dropped, "simulated": self.simulated}
 
     def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
         self.store.load_state_dict(state["store"])
         self.dropped, self.simulated = state["dropped"], state["simulated"]
 
@@ -203,7 +201,7 @@ class ContrastiveRatio(RatioLearner):
             batch = store.sample()
         if self._rescale_due(k):
             self._restandardise(k, *batch)
-        self.last = self._learn(*batch)
+        self.last = self._learn(k, *batch)
         self._calibrate(k, batch)
         if store.check(k, self.net, self._held_out_loss):
             self.sync_optimiser()       # the best state may have had fewer networks
@@ -266,12 +264,12 @@ class ContrastiveRatio(RatioLearner):
     def replay(self, k: int) -> tuple[Tensor, Tensor]:
         """An update on the pairs of an earlier step (valid: the pair loss's optimum does
         not depend on where the pairs were drawn), for an expensive simulator."""
-        return self._learn(*self.store.sample())
+        return self._learn(k, *self.store.sample())
 
-    def _learn(self, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor):
+    def _learn(self, k: int, x: Tensor, theta: Tensor, partner: Tensor, ok: Tensor):
         logit_true = self.log_lik(x, theta, averaged=False)
         logit_other = self.log_lik(x, theta[partner], averaged=False)
-        return self.learn(*self._judge(logit_true, logit_other, ok))
+        return self.learn(k, *self._judge(logit_true, logit_other, ok))
 
     def _judge(self, logit_true: Tensor, logit_other: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
         """The pair (or single) loss over the finite simulations, and the accuracy."""

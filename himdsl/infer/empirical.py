@@ -83,7 +83,7 @@ class EmpiricalRatio(RatioLearner):
             g = view.g_flat(globals) if view.g_shapes else torch.zeros(draws, 0, device=view.device)
             b = self.beta_inputs(globals, rows, g)
         logit_p, logit_q = self._logits(sim, rows, g, b, draws)
-        return self.learn(*classifier_loss(logit_p, logit_q, self.settings.ratio.loss))
+        return self.learn(k, *classifier_loss(logit_p, logit_q, self.settings.ratio.loss))
 
     @torch.no_grad()
     def held_out_margins(self, u: Tensor | None) -> Tensor:

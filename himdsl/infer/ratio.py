@@ -389,22 +389,14 @@ class RatioLearner:
         network's own (what trains)."""
         return (self.average.average if averaged else self.net)(features)
 
-    def learn(self, loss: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
+    def learn(self, k: int, loss: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
         """One optimiser step on `loss`; returns (loss, accuracy) detached."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), RATIO_GRAD_CLIP)
         self.opt.step()
-        self.average.update()
+        self.average.update(k)
         return loss.detach(), acc
-
-    def state_dict(self) -> dict:
-        """Checkpoint state beyond the modules: where the moving average's ramp is."""
-        return {"average": self.average.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "average" in state:      # checkpoints written before the ramp counted updates
-            self.average.load_state_dict(state["average"])
 
     def modules(self) -> dict[str, nn.Module]:
         """What a checkpoint holds."""

@@ -125,12 +125,8 @@ def _copies_with(modules: dict[str, torch.nn.Module], values: dict[str, Tensor])
 
 class RatioAverage:
     """An exponential moving average of the ratio network's parameters, which the q
-    step reads: it damps the optimiser's noise in r. At the average's k-th update
-    (counted from its start, k = 1, 2, ...) the decay is min(decay, (1 + k) / (10 + k)),
-    so early on the average follows the network. Counted in updates, not in steps:
-    a step makes several updates, and counted in steps the ramp stayed below 0.998
-    for 4,490 steps, so that no `ratio_ema` of 0.997 or more took effect in a fit of
-    the default 3,000 steps."""
+    step reads: it damps the optimiser's noise in r. At update k the decay is
+    min(decay, (1 + k) / (10 + k)), so early on the average follows the network."""
 
     def __init__(self, net: torch.nn.Module, decay: float):
         self.decay = decay
@@ -141,23 +137,14 @@ class RatioAverage:
     def restart(self) -> None:
         """Start the average at the network as it is now (buffers included: call it
         after the network's input scaling is fitted)."""
-        self.updates = 0
         if self.decay > 0:
             self.average = copy.deepcopy(self.net)
             for p in self.average.parameters():
                 p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self) -> None:
+    def update(self, k: int) -> None:
         if self.average is self.net:
             return
-        self.updates += 1
-        k = self.updates
         decay = min(self.decay, (1 + k) / (10 + k))
         torch._foreach_lerp_(list(self.average.parameters()), list(self.net.parameters()), 1 - decay)
-
-    def state_dict(self) -> dict:
-        return {"updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = state["updates"]

@@ -110,35 +110,6 @@ def test_anneal_average_and_ratio_ema():
     assert _hier(ratio_ema=0.5).ratio.average.average is not _hier(ratio_ema=0.5).ratio.net
 
 
-@pytest.mark.parametrize("decay", [0.998, 0.9995])
-def test_ratio_ema_sets_the_averages_decay_once_its_ramp_has_passed_it(decay):
-    """The average's decay is min(ratio_ema, (1 + k) / (10 + k)) at its k-th update
-    (k = 1, 2, ...):
-    after a step change of the network, the average has moved 1 − Π decay_k of it.
-    Counted in steps (several updates each) the ramp kept any ratio_ema above 0.997
-    from taking effect within 4,490 steps."""
-    from himdsl.infer.schedule import RatioAverage
-
-    net = torch.nn.Linear(1, 1, bias=False)
-    torch.nn.init.zeros_(net.weight)
-    average = RatioAverage(net, decay)
-    with torch.no_grad():
-        net.weight.fill_(1.0)
-    updates = 6000
-    for _ in range(updates):
-        average.update()
-    kept = torch.tensor([min(decay, (1 + k) / (10 + k)) for k in range(1, updates + 1)], dtype=torch.float64).prod()
-    assert float(average.average.weight) == pytest.approx(1 - float(kept), rel=1e-4)
-    assert average.state_dict() == {"updates": updates}
-
-
-def test_the_ratio_average_counts_every_update_of_a_step():
-    trainer = _hier(ratio_ema=0.998, steps=3)
-    trainer.run()
-    assert trainer.plan.ratio_updates > 1
-    assert trainer.ratio.average.updates == 3 * trainer.plan.ratio_updates
-
-
 def test_covering_and_budget():
     assert _linear(covering="off").covering is None and _linear().covering is not None
     trainer = _linear(budget=1024 + 64, simulations=32, steps=10)
