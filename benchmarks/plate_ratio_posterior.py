@@ -4,10 +4,16 @@ importance-resampled to the posterior the ratio defines (the prior times
 exp(Σ_n r(x_n, β)), which on a plate the fit weighs for its check but does not
 draw from), with the weights' Pareto k̂.
 
-    python benchmarks/plate_ratio_posterior.py dose_response [--seed 0] [--weighed 40000]
+    python benchmarks/plate_ratio_posterior.py dose_response [--seed 0] [--weighed 40000] [--every 250] [--curvature]
 
 Which of the two is nearer NUTS says whether q (its family, its fitting) or the
-ratio is what a missed target comes from.
+ratio is what a missed target comes from. With `--every K`, both are also scored
+every K steps after the warm-up (4,000 draws weighed; means and sds only), with the
+random stream restored after each look, so that the fit is the default one: how
+q and the ratio's posterior move while the ratio trains. With `--curvature`, the
+ratio's summed log likelihood is set against the exact one (the NumPyro twin of
+references.py) at 2,000 NUTS draws: each fitted by a quadratic in q's coordinates,
+the curvature along the likelihood's principal directions, exact and the ratio's.
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import hier_suite  # noqa: E402
+from benchmarks.metrics import marginal_scores  # noqa: E402
+
+LOOK_DRAWS = 4_000
 
 
 def resampled_draws(trainer, result, weighed: int, num: int) -> tuple[dict, float]:
@@ -40,11 +49,102 @@ def resampled_draws(trainer, result, weighed: int, num: int) -> tuple[dict, floa
     return {name: value.numpy() for name, value in globals.items()}, report.khat
 
 
+def marginals(draws: dict, reference: dict) -> str:
+    """Each global's mean error (reference sds) and sd ratio, on one line."""
+    names = hier_suite.reference_globals(reference)
+    ours = np.concatenate([np.asarray(draws[n]).reshape(len(draws[n]), -1) for n in names], 1)
+    theirs = np.concatenate([np.asarray(reference[n]).reshape(len(reference[n]), -1) for n in names], 1)
+    error, ratio = marginal_scores(ours, theirs)
+    widths = [np.asarray(reference[n]).reshape(len(reference[n]), -1).shape[1] for n in names]
+    columns = [n if w == 1 else f"{n}[{i}]" for n, w in zip(names, widths) for i in range(w)]
+    return "  ".join(f"{c} {e:+.2f} x{r:.2f}" for c, e, r in zip(columns, error, ratio))
+
+
+def trajectory_callback(trainer, reference: dict, every: int):
+    """A fit callback that prints q's and the ratio's posterior every `every` steps
+    after the warm-up, leaving the fit's random stream as it found it."""
+    def look(row) -> None:
+        if row.step % every or row.step <= trainer.plan.warmup_steps:
+            return
+        state = torch.get_rng_state()
+        result = trainer.result()
+        with torch.no_grad():
+            q = {k: v.numpy() for k, v in result.global_guide.rsample(LOOK_DRAWS)[0].items()}
+        draws, khat = resampled_draws(trainer, result, LOOK_DRAWS, LOOK_DRAWS)
+        torch.set_rng_state(state)
+        print(f"step {row.step}: q  {marginals(q, reference)}  |  ratio's  {marginals(draws, reference)}"
+              f"  (k̂ {khat:.2f})", flush=True)
+    return look
+
+
+def exact_log_likelihood(name: str, data: dict, draws: dict) -> np.ndarray:
+    """Σ_n log p(x_n | β) at each of `draws` ({global: [K, ...]}), from the model's
+    NumPyro twin (references.py), whose likelihood is the simulator's, explicit."""
+    import importlib.util
+
+    import jax
+    from numpyro.handlers import substitute, trace
+
+    spec = importlib.util.spec_from_file_location("hier_suite_references", hier_suite.SUITE / "references.py")
+    references = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(references)
+    model = references.TWINS[name].model
+
+    def one(values):
+        sites = trace(substitute(model, data=values)).get_trace(data)
+        return sum(site["fn"].log_prob(site["value"]).sum() for site in sites.values()
+                   if site["type"] == "sample" and site.get("is_observed"))
+
+    return np.asarray(jax.vmap(one)({k: np.asarray(v, np.float64) for k, v in draws.items()}))
+
+
+def quadratic_fit(u: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, float]:
+    """The Hessian [D, D] of the least-squares quadratic in u [K, D] through `value`
+    [K], and the residual's sd (what no quadratic explains)."""
+    centred = u - u.mean(0)
+    dim = u.shape[1]
+    pairs = [(i, j) for i in range(dim) for j in range(i, dim)]
+    design = np.concatenate([np.ones((len(u), 1)), centred,
+                             np.stack([centred[:, i] * centred[:, j] for i, j in pairs], 1)], 1)
+    coef, *_ = np.linalg.lstsq(design, value, rcond=None)
+    hessian = np.zeros((dim, dim))
+    for c, (i, j) in zip(coef[1 + dim:], pairs):
+        hessian[i, j] = hessian[j, i] = 2 * c if i == j else c
+    return hessian, float((value - design @ coef).std())
+
+
+def curvature(trainer, name: str, data: dict, reference: dict, num: int = 2_000) -> str:
+    """The ratio's summed log likelihood against the exact one over `num` NUTS draws,
+    each fitted by a quadratic in q's coordinates u: the exact curvature along its own
+    principal directions (least curved first) beside the ratio's along the same
+    directions. A ratio flatter than the likelihood along a direction leaves the
+    posterior too wide there; a residual of several nats, a ratio that is not smooth."""
+    from himdsl.infer.covering import ratio_posterior
+
+    names = hier_suite.reference_globals(reference)
+    index = np.random.default_rng(0).permutation(len(reference[names[0]]))[:num]
+    draws = {n: reference[n][index] for n in names}
+    prior_u, log_posterior_u = ratio_posterior(trainer.model, trainer.global_guide, trainer.ratio)
+    with torch.no_grad():
+        u = trainer.global_guide.flat_u({n: torch.as_tensor(v, dtype=torch.float32) for n, v in draws.items()})
+        ratio_ll = (log_posterior_u(u) - prior_u(u)[1]).double().numpy()
+    exact_hessian, exact_residual = quadratic_fit(u.double().numpy(), exact_log_likelihood(name, data, draws))
+    ratio_hessian, ratio_residual = quadratic_fit(u.double().numpy(), ratio_ll)
+    curv, directions = np.linalg.eigh(-exact_hessian)
+    along = np.diag(directions.T @ -ratio_hessian @ directions)
+    return (f"curvature along the likelihood's principal directions (least curved first): exact "
+            f"{np.array2string(curv, precision=1)}, ratio {np.array2string(along, precision=1)}; "
+            f"residual sd exact {exact_residual:.2f}, ratio {ratio_residual:.2f} nats")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=hier_suite.available_models())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weighed", type=int, default=40_000, help="q's draws weighed")
+    parser.add_argument("--every", type=int, default=0, help="also look every K steps after the warm-up")
+    parser.add_argument("--curvature", action="store_true",
+                        help="the ratio's log likelihood against the exact one (NumPyro twin) at NUTS draws")
     args = parser.parse_args(argv)
     import himdsl
     from himdsl.infer import FitSettings
@@ -55,7 +155,7 @@ def main(argv: list[str]) -> int:
     trainer = Trainer(module, data, FitSettings(seed=args.seed))
     if trainer.view.z_blocks or trainer.plan.ratio != "contrastive":
         parser.error(f"{args.model} has locals or no contrastive ratio: its ratio defines no posterior of the globals")
-    result = trainer.run()
+    result = trainer.run(trajectory_callback(trainer, reference, args.every) if args.every else None)
     keys = ("c2st", "mean_error_in_sd", "sd_ratio")
     # q's draws first, as the suite draws them (the weighing below moves the random stream)
     q_scores = hier_suite.score_globals(result.posterior(hier_suite.GLOBAL_DRAWS), reference)
@@ -63,6 +163,8 @@ def main(argv: list[str]) -> int:
     for label, scores in (("q", q_scores), ("resampled", hier_suite.score_globals(draws, reference))):
         print(label, json.dumps({k: scores.get(k) for k in keys}))
     print(f"khat {khat:.3f} over {args.weighed:,} draws; checks ok: {result.verdict.ok}")
+    if args.curvature:
+        print(curvature(trainer, args.model, data, reference))
     return 0
 
 

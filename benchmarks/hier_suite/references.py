@@ -119,6 +119,18 @@ def site_counts(d):
         numpyro.sample("y", dist.GammaPoisson(phi, rate[:, None]).to_event(1), obs=d["y"])
 
 
+def site_visits(d):
+    """Poisson(e^log_lam g) with g ~ Gamma(phi, phi): GammaPoisson(phi, phi e^-log_lam)."""
+    mu = numpyro.sample("mu", dist.Normal(1.0, 1.0))
+    beta = numpyro.sample("beta", dist.Normal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    phi = numpyro.sample("phi", dist.LogNormal(1.0, 1.0))
+    with numpyro.plate("site", len(d["y"])):
+        log_lam = numpyro.sample("log_lam", dist.Normal(mu + beta * d["elev"], sigma))
+        rate = phi * jnp.exp(-log_lam)
+        numpyro.sample("y", dist.GammaPoisson(phi, rate[:, None]).to_event(1), obs=d["y"])
+
+
 def hier_linreg(d):
     """y = a_g + b_g x + sigma e: Normal(a_g + b_g x, sigma)."""
     mu_a = numpyro.sample("mu_a", dist.Normal(0.0, 5.0))
@@ -183,6 +195,14 @@ def gamma_wait(d):
     numpyro.sample("y", dist.Gamma(k, jnp.exp(-(a + b * d["x"]))), obs=d["y"])
 
 
+def weibull_surv(d):
+    """t = exp(b0 + x b) (−log u)^(1/k), u ~ Uniform(0, 1): Weibull(scale exp(b0 + x b), k)."""
+    b0 = numpyro.sample("b0", dist.Normal(0.0, 2.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    k = numpyro.sample("k", dist.Gamma(2.0, 1.0))
+    numpyro.sample("t", dist.Weibull(jnp.exp(b0 + d["x"] @ b), k), obs=d["t"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -217,6 +237,9 @@ TWINS = {
     "poisson_regression": Twin(poisson_regression, ("a", "b1", "b2"), ()),
     "hetero_regression": Twin(hetero_regression, ("a", "b", "sigma", "d"), ()),
     "gamma_wait": Twin(gamma_wait, ("a", "b", "k"), ()),
+    "gamma_wait_let": Twin(gamma_wait, ("a", "b", "k"), ()),
+    "weibull_surv": Twin(weibull_surv, ("b0", "b", "k"), ()),
+    "site_visits": Twin(site_visits, ("mu", "beta", "sigma", "phi"), ("log_lam",)),
 }
 
 

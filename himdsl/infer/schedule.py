@@ -125,8 +125,11 @@ def _copies_with(modules: dict[str, torch.nn.Module], values: dict[str, Tensor])
 
 class RatioAverage:
     """An exponential moving average of the ratio network's parameters, which the q
-    step reads: it damps the optimiser's noise in r. At update k the decay is
-    min(decay, (1 + k) / (10 + k)), so early on the average follows the network."""
+    step reads: it damps the optimiser's noise in r. An update at step k has the
+    decay min(decay, (1 + k) / (10 + k)): the average's window grows with the fit
+    (about the last ninth of its steps' updates) until `decay` caps it, which 0.998
+    does from step 4,490 on (a ramp counted in updates was tried: docs/accuracy.md,
+    "gamma_wait's ridge")."""
 
     def __init__(self, net: torch.nn.Module, decay: float):
         self.decay = decay

@@ -77,8 +77,9 @@ class FitSettings:
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
     simulations: int = 512     # simulations per contrastive ratio update
     contrast: str = "pair"     # contrastive loss: "pair" (which of two β made x) or "single"
-    # the q step reads an EMA of the ratio's parameters with this decay (0 = off; None =
-    # the plan's: 0.998 in contrastive mode, off in empirical mode)
+    # the q step reads an EMA of the ratio's parameters whose decay, (1 + k) / (10 + k) at
+    # step k, this caps (0 = off; None = the plan's: 0.998 in contrastive mode, off in
+    # empirical mode)
     ratio_ema: float | None = None
     reuse: int = 0             # extra ratio updates per step on past simulations (contrastive)
     # at most this many simulations in all (contrastive ratio): fresh pairs are drawn

@@ -110,6 +110,24 @@ def test_anneal_average_and_ratio_ema():
     assert _hier(ratio_ema=0.5).ratio.average.average is not _hier(ratio_ema=0.5).ratio.net
 
 
+@pytest.mark.parametrize("cap", [0.5, 0.99])
+def test_ratio_ema_caps_the_averages_decay(cap):
+    """Updates at step k decay by min(ratio_ema, (1 + k) / (10 + k)): after a step
+    change of the network, the average has moved 1 − Π decay of it."""
+    from himdsl.infer.schedule import RatioAverage
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    average = RatioAverage(net, cap)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    steps = range(1000, 1100)
+    for k in steps:
+        average.update(k)
+    kept = torch.tensor([min(cap, (1 + k) / (10 + k)) for k in steps], dtype=torch.float64).prod()
+    assert float(average.average.weight) == pytest.approx(1 - float(kept), rel=1e-4)
+
+
 def test_covering_and_budget():
     assert _linear(covering="off").covering is None and _linear().covering is not None
     trainer = _linear(budget=1024 + 64, simulations=32, steps=10)
