@@ -4,7 +4,7 @@ importance-resampled to the posterior the ratio defines (the prior times
 exp(Σ_n r(x_n, β)), which on a plate the fit weighs for its check but does not
 draw from), with the weights' Pareto k̂.
 
-    python benchmarks/plate_ratio_posterior.py dose_response [--seed 0] [--weighed 40000] [--every 250] [--curvature]
+    python benchmarks/plate_ratio_posterior.py dose_response [--seed 0] [--weighed 40000] [--every 250] [--curvature] [--identity]
 
 Which of the two is nearer NUTS says whether q (its family, its fitting) or the
 ratio is what a missed target comes from. With `--every K`, both are also scored
@@ -14,6 +14,9 @@ q and the ratio's posterior move while the ratio trains. With `--curvature`, the
 ratio's summed log likelihood is set against the exact one (the NumPyro twin of
 references.py) at 2,000 NUTS draws: each fitted by a quadratic in q's coordinates,
 the curvature along the likelihood's principal directions, exact and the ratio's.
+With `--identity`, Fisher's information identity is tested on the ratio itself:
+on rows simulated at q's draws, the covariance of its score in q's coordinates
+against minus its mean Hessian, equal for any likelihood; this needs no reference.
 """
 from __future__ import annotations
 
@@ -137,6 +140,48 @@ def curvature(trainer, name: str, data: dict, reference: dict, num: int = 2_000)
             f"residual sd exact {exact_residual:.2f}, ratio {ratio_residual:.2f} nats")
 
 
+def information_identity(trainer, result, num: int = 20_000) -> str:
+    """Fisher's identity for the ratio: for a likelihood, on data simulated at θ the
+    score's covariance equals minus the mean Hessian. On `num` rows simulated at q's
+    draws, in q's coordinates u: the eigenvalues of (−E ∂²r/∂u²)⁻¹ Var(∂r/∂u), all 1
+    for a likelihood (of the data or of any summary of them). One above 1 is a
+    direction where the ratio is flatter than its own score says (q too wide there);
+    below 1, sharper (q too narrow). The spread over four quarters of the rows is
+    their noise."""
+    guide, ratio, view = result.global_guide, trainer.ratio, trainer.view
+    with torch.no_grad():
+        u0 = guide.rsample(num)[2]
+        rows = ratio._rows(num // 2)
+        x = view.x_features(view.simulate_rows(guide.constrain(u0)[0], rows, None))
+    u = u0.clone().requires_grad_(True)
+    r = ratio.log_lik(x, ratio.theta(guide.constrain(u)[0], None, rows, per_row=True)).reshape(num)
+    score = torch.autograd.grad(r.sum(), u, create_graph=True)[0]
+    hessian = torch.stack([torch.autograd.grad(score[:, i].sum(), u, retain_graph=True)[0]
+                           for i in range(u.shape[1])], 1).detach().double()
+    score = score.detach().double()
+    finite = torch.isfinite(score).all(1) & torch.isfinite(hessian).flatten(1).all(1)
+    score, hessian = score[finite], hessian[finite]
+
+    def eigen(part: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ Var(s) over these rows
+        (a curvature that is not positive, as in an untrained ratio, gives some < 0)."""
+        curvature = -hessian[part].mean(0).numpy()
+        values, vectors = np.linalg.eig(np.linalg.solve((curvature + curvature.T) / 2,
+                                                        np.cov(score[part].numpy().T)))
+        order = np.argsort(values.real)
+        return values.real[order], vectors.real[:, order]
+
+    values, vectors = eigen(slice(None))
+    quarter = len(score) // 4
+    spread = np.stack([eigen(slice(q * quarter, (q + 1) * quarter))[0] for q in range(4)]).std(0)
+    names = [n for block in guide.blocks for n in block]
+    widest = vectors[:, -1] / np.abs(vectors[:, -1]).max()
+    direction = ", ".join(f"{n} {w:+.2f}" for n, w in zip(names, widest))
+    return (f"information identity over {len(score):,} rows simulated at q's draws: eigenvalues of "
+            f"(-E r'')^-1 Var(r') {np.array2string(values, precision=3)} (1 for a likelihood; quarters' sd "
+            f"{np.array2string(spread, precision=3)}); the largest along u = ({direction})")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=hier_suite.available_models())
@@ -145,6 +190,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--every", type=int, default=0, help="also look every K steps after the warm-up")
     parser.add_argument("--curvature", action="store_true",
                         help="the ratio's log likelihood against the exact one (NumPyro twin) at NUTS draws")
+    parser.add_argument("--identity", action="store_true",
+                        help="Fisher's information identity for the ratio on simulations at q's draws")
     args = parser.parse_args(argv)
     import himdsl
     from himdsl.infer import FitSettings
@@ -165,6 +212,8 @@ def main(argv: list[str]) -> int:
     print(f"khat {khat:.3f} over {args.weighed:,} draws; checks ok: {result.verdict.ok}")
     if args.curvature:
         print(curvature(trainer, args.model, data, reference))
+    if args.identity:
+        print(information_identity(trainer, result))
     return 0
 
 

@@ -24,6 +24,7 @@ from .checks import MomentTrace, check_fit
 from .components import make_covering, make_local_guide, make_ratio, standardise_inputs, start_global_guide
 from .data import ModelView
 from ..runtime.externs import ExternFailures
+from ..simulation import seed_everything
 from .divergence import DivergenceWatch, check_parameters
 from .families import GlobalGuide
 from .guide_entries import resolve_guide
@@ -65,7 +66,8 @@ class Trainer:
         s.validate()
         self.settings = s = replace(s, guide=resolve_guide(model, s.guide))
         self.identity = dict(identity or {})
-        torch.manual_seed(s.seed)
+        # externs may draw from numpy's and Python's generators: the seed is theirs too
+        seed_everything(s.seed)
         self.model = model
         # an extern's rows that raise are failed simulations, dropped and counted
         # (the simulator's own region of failure); a call whose every row raises stops the fit
