@@ -55,15 +55,23 @@ def reference_locals(reference: dict) -> list[str]:
 
 # ---- scores (pure numpy: they work on any draws, e.g. fake ones in a test)
 
-def score_globals(draws: dict, reference: dict) -> dict:
-    """C2ST of all globals jointly, and each global's mean error and sd ratio."""
+def global_marginals(draws: dict, reference: dict) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                              np.ndarray, np.ndarray]:
+    """(column names, each column's mean error in reference sds, sd ratio, the draws
+    and the reference as [n, columns] arrays) of every global, a vector's by element."""
     names = reference_globals(reference)
     q = np.concatenate([_columns(draws[n]) for n in names], axis=1)
     ref = np.concatenate([_columns(reference[n]) for n in names], axis=1)
     mean_err, sd_ratio = marginal_scores(q, ref)
-    worst_error, worst_ratio = worst_marginals(mean_err, sd_ratio)
     columns = [f"{n}[{i}]" if _columns(reference[n]).shape[1] > 1 else n
                for n in names for i in range(_columns(reference[n]).shape[1])]
+    return columns, mean_err, sd_ratio, q, ref
+
+
+def score_globals(draws: dict, reference: dict) -> dict:
+    """C2ST of all globals jointly, and each global's mean error and sd ratio."""
+    columns, mean_err, sd_ratio, q, ref = global_marginals(draws, reference)
+    worst_error, worst_ratio = worst_marginals(mean_err, sd_ratio)
     return {"c2st": round(c2st(q, ref), 4),
             "mean_error_in_sd": dict(zip(columns, np.round(mean_err, 3).tolist())),
             "sd_ratio": dict(zip(columns, np.round(sd_ratio, 3).tolist())),

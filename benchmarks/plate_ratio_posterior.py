@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import hier_suite  # noqa: E402
-from benchmarks.metrics import marginal_scores  # noqa: E402
 
 LOOK_DRAWS = 4_000
 
@@ -54,12 +53,7 @@ def resampled_draws(trainer, result, weighed: int, num: int) -> tuple[dict, floa
 
 def marginals(draws: dict, reference: dict) -> str:
     """Each global's mean error (reference sds) and sd ratio, on one line."""
-    names = hier_suite.reference_globals(reference)
-    ours = np.concatenate([np.asarray(draws[n]).reshape(len(draws[n]), -1) for n in names], 1)
-    theirs = np.concatenate([np.asarray(reference[n]).reshape(len(reference[n]), -1) for n in names], 1)
-    error, ratio = marginal_scores(ours, theirs)
-    widths = [np.asarray(reference[n]).reshape(len(reference[n]), -1).shape[1] for n in names]
-    columns = [n if w == 1 else f"{n}[{i}]" for n, w in zip(names, widths) for i in range(w)]
+    columns, error, ratio, _, _ = hier_suite.global_marginals(draws, reference)
     return "  ".join(f"{c} {e:+.2f} x{r:.2f}" for c, e, r in zip(columns, error, ratio))
 
 
