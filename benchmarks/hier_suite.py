@@ -158,14 +158,16 @@ def run_case(name: str, seed: int, steps: int | None, overrides: dict | None = N
 # ---- report
 
 COLUMNS = ("model", "seed", "globals C2ST", "worst global err (sd)", "worst sd ratio",
-           "locals RMSE (sd)", "locals sd ratio", "seconds", "verdict ok", "targets")
+           "locals RMSE (sd)", "locals sd ratio", "seconds", "checks failed", "targets")
 
 
 def table_row(row: dict) -> str:
     if "error" in row:
         cells = [row["model"], row["seed"], f"error: {row['error'].splitlines()[0][:100]}"] + [""] * 7
     else:
-        verdict = row.get("verdict", {}).get("ok", "")
+        verdict = row.get("verdict", {})
+        failed = [c["name"] for c in verdict.get("checks", []) if not c["ok"] and not c.get("advisory")]
+        verdict = ", ".join(failed) or ("none" if verdict else "")
         cells = [row["model"], row["seed"], row["c2st"], row["worst_mean_error_in_sd"], row["worst_sd_ratio"],
                  row.get("local_rmse_in_sd", ""), row.get("local_sd_ratio", ""), row["seconds"], verdict,
                  "met" if row["meets_targets"] else "missed"]

@@ -134,46 +134,17 @@ def curvature(trainer, name: str, data: dict, reference: dict, num: int = 2_000)
             f"residual sd exact {exact_residual:.2f}, ratio {ratio_residual:.2f} nats")
 
 
-def information_identity(trainer, result, num: int = 20_000) -> str:
-    """Fisher's identity for the ratio: for a likelihood, on data simulated at θ the
-    score's covariance equals minus the mean Hessian. On `num` rows simulated at q's
-    draws, in q's coordinates u: the eigenvalues of (−E ∂²r/∂u²)⁻¹ Var(∂r/∂u), all 1
-    for a likelihood (of the data or of any summary of them). One above 1 is a
-    direction where the ratio is flatter than its own score says (q too wide there);
-    below 1, sharper (q too narrow). The spread over four quarters of the rows is
-    their noise."""
-    guide, ratio, view = result.global_guide, trainer.ratio, trainer.view
-    with torch.no_grad():
-        u0 = guide.rsample(num)[2]
-        rows = ratio._rows(num // 2)
-        x = view.x_features(view.simulate_rows(guide.constrain(u0)[0], rows, None))
-    u = u0.clone().requires_grad_(True)
-    r = ratio.log_lik(x, ratio.theta(guide.constrain(u)[0], None, rows, per_row=True)).reshape(num)
-    score = torch.autograd.grad(r.sum(), u, create_graph=True)[0]
-    hessian = torch.stack([torch.autograd.grad(score[:, i].sum(), u, retain_graph=True)[0]
-                           for i in range(u.shape[1])], 1).detach().double()
-    score = score.detach().double()
-    finite = torch.isfinite(score).all(1) & torch.isfinite(hessian).flatten(1).all(1)
-    score, hessian = score[finite], hessian[finite]
+def information_identity(trainer) -> str:
+    """Fisher's identity for the ratio (himdsl/infer/identity.py, the check "ratio is a
+    likelihood") on one line: the eigenvalues, their standard errors, the direction of
+    the one furthest from 1."""
+    from himdsl.infer.identity import information_identity as identity
 
-    def eigen(part: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ Var(s) over these rows
-        (a curvature that is not positive, as in an untrained ratio, gives some < 0)."""
-        curvature = -hessian[part].mean(0).numpy()
-        values, vectors = np.linalg.eig(np.linalg.solve((curvature + curvature.T) / 2,
-                                                        np.cov(score[part].numpy().T)))
-        order = np.argsort(values.real)
-        return values.real[order], vectors.real[:, order]
-
-    values, vectors = eigen(slice(None))
-    quarter = len(score) // 4
-    spread = np.stack([eigen(slice(q * quarter, (q + 1) * quarter))[0] for q in range(4)]).std(0)
-    names = [n for block in guide.blocks for n in block]
-    widest = vectors[:, -1] / np.abs(vectors[:, -1]).max()
-    direction = ", ".join(f"{n} {w:+.2f}" for n, w in zip(names, widest))
-    return (f"information identity over {len(score):,} rows simulated at q's draws: eigenvalues of "
-            f"(-E r'')^-1 Var(r') {np.array2string(values, precision=3)} (1 for a likelihood; quarters' sd "
-            f"{np.array2string(spread, precision=3)}); the largest along u = ({direction})")
+    report = identity(trainer)
+    return (f"information identity over {report.rows:,} rows simulated at q's draws: eigenvalues of "
+            f"(-E r'')^-1 E[r' r'^T] {np.array2string(report.values, precision=3)} (1 for a likelihood; "
+            f"standard errors {np.array2string(report.errors, precision=3)}); the furthest from 1 along "
+            f"({report.describe(int(np.argmax(np.abs(np.log(np.abs(report.values))))))})")
 
 
 def main(argv: list[str]) -> int:
@@ -207,7 +178,7 @@ def main(argv: list[str]) -> int:
     if args.curvature:
         print(curvature(trainer, args.model, data, reference))
     if args.identity:
-        print(information_identity(trainer, result))
+        print(information_identity(trainer))
     return 0
 
 

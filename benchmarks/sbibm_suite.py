@@ -146,7 +146,8 @@ def fit_himdsl(module, x: np.ndarray, seed: int, budget: int | None, steps: int 
         options["steps"] = steps
     result = fit(module, {module.observed_names[0]: x}, FitSettings(**options))
     verdict = result.verdict
-    extra = {"checks_ok": verdict.ok, "failed_checks": verdict.failures()}
+    extra = {"checks_ok": verdict.ok, "failed_checks": verdict.failures(),
+             "checks": {c.name: {"value": c.value, "detail": c.detail} for c in verdict.checks}}
     draws = result.posterior(POSTERIOR_DRAWS)
     if result.resampling is not None:        # the same fit's q, before importance resampling
         with torch.no_grad():

@@ -47,9 +47,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from .covering import ratio_posterior
+from .identity import information_identity
 from .importance import weigh
 from .proposals import iqr_sd
 from .result import scalar_labels
@@ -75,6 +77,10 @@ PREDICTIVE_ROWS = 256
 # q's moments at MOMENT_POINTS steps of the final quarter (for the drift check).
 MOMENT_DRAWS = 512
 MOMENT_POINTS = 16
+# |log λ| beyond which the identity fails: an sd off by a factor √λ (or 1/√λ) more
+# than 15 %, the accuracy targets' width (2 log 1.15)
+IDENTITY_TOLERANCE = 2 * math.log(1.15)
+IDENTITY_ERRORS = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,10 +173,16 @@ def ratio_separation(trainer) -> Check | None:
                  if not ok else f"ratio accuracy {acc:.2f} over the last quarter")
 
 
+def smoke_run(trainer) -> bool:
+    """Too few steps for q's moments to be traced over the final quarter (a smoke
+    run of a few dozen steps): the checks of convergence do not apply."""
+    return len(trainer.moments.rows) < 4
+
+
 def q_drift(trainer) -> Check | None:
-    rows = trainer.moments.rows
-    if len(rows) < 4:
+    if smoke_run(trainer):
         return None
+    rows = trainer.moments.rows
     half = len(rows) // 2
     means = torch.stack([m for _, m, _ in rows])
     first, second = means[:half], means[half:]
@@ -375,5 +387,40 @@ def _q_matches_ratio_on_plate(trainer) -> Check | None:
                  f"trusted as the posterior. Run more steps{flow}")
 
 
+def ratio_is_a_likelihood(trainer) -> Check | None:
+    """Fisher's information identity on the ratio (module docstring); like q settled,
+    not for a smoke run, whose ratio has not trained."""
+    if smoke_run(trainer):
+        return None
+    with forked_rng(trainer.view.device):
+        report = information_identity(trainer)
+    if report is None:
+        return None
+    # how far each eigenvalue's interval of ± IDENTITY_ERRORS standard errors lies
+    # outside [e^-T, e^T], in log units (≤ 0 inside)
+    low = np.log(np.clip(report.values + IDENTITY_ERRORS * report.errors, 1e-6, None))
+    high = np.log(np.clip(report.values - IDENTITY_ERRORS * report.errors, 1e-6, None))
+    excess = np.maximum(-low, high) - IDENTITY_TOLERANCE
+    worst = int(np.argmax(excess))
+    value, error = float(report.values[worst]), float(report.errors[worst])
+    detail = {"eigenvalues": report.values.tolist(), "errors": report.errors.tolist(),
+              "direction": report.direction(worst), "rows": report.rows}
+    shown = f"{value:.2f} ± {error:.2f}"
+    if excess[worst] <= 0:
+        return Check("ratio is a likelihood", True, value,
+                     f"Fisher's information identity holds: eigenvalues {report.values.min():.2f} to "
+                     f"{report.values.max():.2f} (1 for a likelihood)", detail=detail)
+    return Check("ratio is a likelihood", False, value,
+                 f"the ratio is not a likelihood along ({report.describe(worst)}): on rows simulated at "
+                 f"q's draws its score's variance is {shown} times its curvature there, where a "
+                 "likelihood's is 1 (Fisher's information identity), so the posterior along that "
+                 f"direction is off, by a factor of about {math.exp(abs(math.log(max(value, 1e-6))) / 2):.1f} "
+                 "in its sd or a shift of that order. A longer fit (`--resume --steps`, twice as many) "
+                 "may resolve it, and is judged again; where it does not, the data tell that "
+                 "direction apart too weakly for the ratio",
+                 detail=detail)
+
+
 # Every check, in the order the verdict lists them; each returns None where it does not apply.
-CHECKS = (ratio_separation, q_drift, q_collapse, q_within_prior, simulation_failures, data_in_range, q_matches_ratio)
+CHECKS = (ratio_separation, q_drift, q_collapse, q_within_prior, simulation_failures, data_in_range, q_matches_ratio,
+          ratio_is_a_likelihood)

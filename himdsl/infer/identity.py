@@ -1,0 +1,155 @@
+"""Fisher's information identity, tested on the contrastive ratio: does it behave
+as a likelihood at the end of the fit? No reference posterior is needed.
+
+For any likelihood ℓ(x, θ), of the data or of any summary of them, the score's
+second moment on data simulated at θ equals minus its mean Hessian:
+E[ℓ' ℓ'ᵀ] = −E[ℓ'']. On rows simulated at q's draws of the globals (and the
+prior's draws of the locals the ratio reads), in the coordinates the posterior is
+fitted in (q's unconstrained u, the locals as they are), the eigenvalues λ of
+(−E r'')⁻¹ E[r' r'ᵀ] are all 1 for a ratio r that is a likelihood.
+
+What a λ away from 1 means: a ratio r = ℓ + ε whose error ε varies with the row
+has score variance 1 + Var(ε') against curvature 1 along a direction (in units of
+the curvature), so λ − 1 = Var(ε') / C. Summed over N independent rows, that error
+moves the posterior by a random √N·sd(ε') against a curvature N·C: by √(λ − 1)
+of the posterior's own sd, whatever N. A ratio c·ℓ, too sharp (c > 1) or too flat
+(c < 1), has λ = c and a posterior sd off by a factor 1/√c. Either way the
+posterior along that direction is wrong by a predictable amount, so the check
+fails when λ strays from 1 by more than `IDENTITY_TOLERANCE` beyond its own noise.
+
+    report = information_identity(trainer)        # None where it does not apply
+    report.values, report.errors, report.widest   # eigenvalues, standard errors, direction
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .result import scalar_labels
+
+Tensor = torch.Tensor
+IDENTITY_ROWS = 20_000
+# The rows are split into this many parts; the spread of their eigenvalues is the
+# estimate's noise.
+IDENTITY_PARTS = 4
+# A direction whose curvature is below this share of the largest carries no
+# information the ratio reads (a local it ignores): it is left out.
+FLAT_SHARE = 1e-6
+# Fewer finite rows than this a part tell nothing about the identity.
+MIN_ROWS = 100 * IDENTITY_PARTS
+
+
+@dataclass(frozen=True)
+class IdentityReport:
+    """Eigenvalues of (−E r'')⁻¹ E[r' r'ᵀ], ascending, with their standard errors and
+    eigenvectors (columns, over `labels`), and the rows used."""
+
+    values: np.ndarray
+    errors: np.ndarray
+    vectors: np.ndarray
+    labels: list[str]
+    rows: int
+
+    def direction(self, i: int) -> dict[str, float]:
+        """Eigenvector i, its largest component ±1, by coordinate label."""
+        vector = self.vectors[:, i] / np.abs(self.vectors[:, i]).max()
+        return dict(zip(self.labels, vector.tolist()))
+
+    def describe(self, i: int) -> str:
+        """Eigenvector i's components of 0.1 or more: `a +1.00, k -0.98`."""
+        return ", ".join(f"{n} {w:+.2f}" for n, w in self.direction(i).items() if abs(w) >= 0.1)
+
+
+def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | None:
+    """The identity on `num` rows simulated at q's draws (module docstring); None
+    without a contrastive ratio, or where nothing the ratio reads can be moved."""
+    if trainer.plan.ratio != "contrastive" or trainer.ratio is None:
+        return None
+    score, hessian, labels = _score_and_hessian(trainer, num)
+    if score is None or len(score) < MIN_ROWS:      # the simulations failed: "simulations finite" says so
+        return None
+    keep = _informative(hessian)
+    if not keep.any():
+        return None
+    score, hessian = score[:, keep], hessian[:, keep][:, :, keep]
+    labels = [label for label, k in zip(labels, keep.tolist()) if k]
+    values, vectors = _eigen(score, hessian)
+    part = len(score) // IDENTITY_PARTS
+    parts = np.stack([_eigen(score[p * part:(p + 1) * part], hessian[p * part:(p + 1) * part])[0]
+                      for p in range(IDENTITY_PARTS)])
+    errors = parts.std(0, ddof=1) / math.sqrt(IDENTITY_PARTS)
+    return IdentityReport(values, errors, vectors, labels, len(score))
+
+
+def _score_and_hessian(trainer, num: int):
+    """r's gradient [n, D] and Hessian [n, D, D] (float64, finite rows only) in q's
+    unconstrained globals and the real locals, with a label per coordinate; Nones
+    where r reads nothing that moves."""
+    view, ratio = trainer.view, trainer.ratio
+    guide = trainer.result().global_guide
+    u0, z0, x, rows = _simulated_rows(trainer, guide, num)
+    u = u0.clone().requires_grad_(True)
+    z = z0.clone().requires_grad_(True) if z0 is not None else None
+    globals = guide.constrain(u)[0] if view.g_shapes else {}
+    r = ratio.log_lik(x, ratio.theta(globals, z, rows, per_row=True)).reshape(len(u))
+    inputs = [u] + ([z] if z is not None else [])
+    z_columns, z_labels = _real_locals(view)
+
+    def gradient(value: Tensor, **options) -> Tensor:
+        """∂value/∂(u, the real locals) [n, D]; zero for what value does not read."""
+        grads = torch.autograd.grad(value, inputs, allow_unused=True, **options)
+        grads = [torch.zeros_like(v) if g is None else g for v, g in zip(inputs, grads)]
+        return torch.cat([grads[0]] + ([grads[1][:, 0, z_columns]] if z is not None else []), -1)
+
+    score = gradient(r.sum(), create_graph=True)
+    if score.shape[1] == 0 or not score.requires_grad:
+        return None, None, None
+    hessian = torch.stack([gradient(score[:, i].sum(), retain_graph=True) for i in range(score.shape[1])], 1)
+    hessian, score = hessian.detach().double().cpu(), score.detach().double().cpu()
+    finite = torch.isfinite(score).all(1) & torch.isfinite(hessian).flatten(1).all(1)
+    u_labels = scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b}) if view.g_shapes else []
+    return score[finite].numpy(), hessian[finite].numpy(), u_labels + (z_labels if z is not None else [])
+
+
+@torch.no_grad()
+def _simulated_rows(trainer, guide, num: int):
+    """q's draws u [n, Du], the locals drawn with them from the prior [n, 1, Dz] (or
+    None), one row simulated at each [n, 1, Fx], and the rows' data (n = num, even)."""
+    view, ratio = trainer.view, trainer.ratio
+    num = 2 * (num // 2)
+    u = guide.rsample(num)[2] if view.g_shapes else torch.zeros(num, 0, device=view.device)
+    rows = ratio._rows(num // 2)
+    sim = view.simulate_rows(guide.constrain(u)[0] if view.g_shapes else {}, rows)
+    return u, (view.z_flat(sim) if view.z_blocks else None), view.x_features(sim), rows
+
+
+def _real_locals(view) -> tuple[list[int], list[str]]:
+    """The flat columns of the real-valued locals, and their labels (a local's
+    coordinates are per row: `z` stands for any row's)."""
+    columns, labels, start = [], [], 0
+    for block in view.z_blocks:
+        if block.dtype == "real":
+            columns += list(range(start, start + block.width))
+            labels += scalar_labels({block.name: block.shape})
+        start += block.width
+    return columns, labels
+
+
+def _informative(hessian: np.ndarray) -> np.ndarray:
+    """The coordinates whose mean curvature is not negligible beside the largest."""
+    curvature = np.abs(np.diagonal(hessian.mean(0)))
+    return curvature > FLAT_SHARE * max(float(curvature.max()), 1e-300)
+
+
+def _eigen(score: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ E[s sᵀ]. A curvature that
+    is not positive (a ratio convex somewhere) gives some λ ≤ 0."""
+    curvature = -hessian.mean(0)
+    curvature = (curvature + curvature.T) / 2
+    second = score.T @ score / len(score)
+    values, vectors = np.linalg.eig(np.linalg.pinv(curvature) @ second)     # pinv: never singular
+    order = np.argsort(values.real)
+    return values.real[order], vectors.real[:, order]

@@ -1,0 +1,140 @@
+"""Fisher's information identity on the ratio: with the exact log likelihood in the
+ratio's place every eigenvalue is 1; a ratio c times too sharp or too flat gives c,
+an error that varies with the row 1 + its score's variance over the curvature, and
+the check "ratio is a likelihood" fails a ratio beyond the sd tolerance, naming the
+direction."""
+import math
+
+import pytest
+import torch
+
+from himdsl.infer import FitSettings
+from himdsl.infer.checks import ratio_is_a_likelihood
+from himdsl.infer.identity import information_identity
+from himdsl.infer.trainer import Trainer
+from tests.infer.models import compiled
+
+LOCATION_SCALE = """
+model location_scale
+data x : real
+latent mu ~ Normal(0, 1)
+latent s ~ LogNormal(0, 0.3)
+plate n over x {
+    noise e ~ Normal(0, 1)
+    observe x = mu + s * e
+}
+"""
+
+LOCAL_MEANS = """
+model local_means
+data x : real
+latent mu ~ Normal(0, 1)
+plate n over x {
+    latent z ~ Normal(mu, 1)
+    noise e ~ Normal(0, 1)
+    observe x = z + 0.5 * e
+}
+"""
+
+
+def _trainer(source: str, data: dict) -> Trainer:
+    """A contrastive fit of 80 steps (enough for the convergence checks to apply):
+    only its guide, rows and ratio's inputs are used."""
+    trainer = Trainer(compiled("m.him", source), data, FitSettings(seed=0, steps=80, ratio_inputs="parents"))
+    trainer.run()
+    assert trainer.plan.ratio == "contrastive"
+    return trainer
+
+
+def _with_ratio(trainer: Trainer, log_lik) -> Trainer:
+    """The trainer with `log_lik(x, θ)` in place of its network."""
+    trainer.ratio.log_lik = lambda x, theta, averaged=True: log_lik(x[..., 0], theta.expand(*x.shape[:2], -1))
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def location_scale() -> Trainer:
+    data = {"x": 0.7 + 1.3 * torch.randn(200, generator=torch.Generator().manual_seed(1))}
+    return _trainer(LOCATION_SCALE, data)
+
+
+def _scaled(trainer: Trainer, scale: float) -> Trainer:
+    """The trainer with `scale` times the exact log N(x | mu, s) as its ratio (θ = (mu, s))."""
+    def exact(x, theta):
+        mu, s = theta[..., 0], theta[..., 1]
+        return scale * (-s.log() - 0.5 * ((x - mu) / s) ** 2)
+    return _with_ratio(trainer, exact)
+
+
+def test_the_exact_log_likelihood_satisfies_the_identity(location_scale):
+    report = information_identity(_scaled(location_scale, 1.0))
+    assert report.values == pytest.approx([1.0, 1.0], abs=0.06)
+    assert (report.errors < 0.03).all()
+    assert ratio_is_a_likelihood(location_scale).ok
+
+
+@pytest.mark.parametrize("scale", [2.5, 1.45, 0.7, 0.3])
+def test_a_ratio_too_sharp_or_too_flat_fails_with_its_factor(location_scale, scale):
+    """c·ℓ has score variance c² against curvature c: every eigenvalue is c, and the
+    posterior's sd is off by 1/√c, beyond the 15 % tolerance for these c."""
+    report = information_identity(_scaled(location_scale, scale))
+    assert report.values == pytest.approx([scale, scale], rel=0.06)
+    check = ratio_is_a_likelihood(location_scale)
+    assert not check.ok and check.value == pytest.approx(scale, rel=0.06)
+    assert "not a likelihood" in check.message
+    factor = math.exp(abs(math.log(check.value)) / 2)         # √c or 1/√c
+    assert f"a factor of about {factor:.1f} in its sd" in check.message
+    assert factor == pytest.approx(math.sqrt(max(scale, 1 / scale)), rel=0.03)
+
+
+@pytest.mark.parametrize("scale", [1.2, 0.85])
+def test_a_ratio_within_the_sd_tolerance_passes(location_scale, scale):
+    """c = 1.2 or 0.85 leaves the sd within 10 % (1/√c): inside the 15 % tolerance."""
+    assert ratio_is_a_likelihood(_scaled(location_scale, scale)).ok
+
+
+def test_an_error_that_varies_with_the_row_shows_as_its_score_variance(location_scale):
+    """r = ℓ + a·sin(ω x) mu: the error's score a·sin(ω x) has variance a²/2 when ωx
+    is spread over many periods, against curvature 1/s² along mu: λ = 1 + a² s² / 2."""
+    a, omega = 3.0, 40.0
+    trainer = _scaled(location_scale, 1.0)
+    exact = trainer.ratio.log_lik
+
+    def noisy(x, theta, averaged=True):
+        return exact(x, theta) + a * torch.sin(omega * x[..., 0]) * theta[..., 0].expand(*x.shape[:2])
+    trainer.ratio.log_lik = noisy
+    report = information_identity(trainer)
+    with torch.no_grad():
+        s2 = float((trainer.result().global_guide.rsample(20_000)[0]["s"] ** -2).mean()) ** -1
+    assert report.values[-1] == pytest.approx(1 + a * a * s2 / 2, rel=0.1)
+    assert report.values[0] == pytest.approx(1.0, abs=0.06)
+    assert set(report.direction(1)) == {"mu", "s"} and abs(report.direction(1)["mu"]) == 1.0
+
+
+def test_locals_the_ratio_reads_are_tested_and_globals_it_does_not_are_left_out():
+    data = {"x": torch.randn(150, generator=torch.Generator().manual_seed(2))}
+    trainer = _trainer(LOCAL_MEANS, data)
+    for scale in (1.0, 3.0):
+        _with_ratio(trainer, lambda x, theta, c=scale: -c * 2.0 * (x - theta[..., 0]) ** 2)
+        report = information_identity(trainer)
+        assert report.values == pytest.approx([scale], rel=0.05)
+        assert report.labels == ["z"]        # mu moves nothing the ratio reads
+    assert not ratio_is_a_likelihood(trainer).ok and math.isfinite(ratio_is_a_likelihood(trainer).value)
+
+
+def test_a_smoke_run_is_not_judged():
+    """Like q settled, the check needs a final quarter long enough to trace q: a
+    20-step run's ratio has barely trained, and the check does not apply."""
+    data = {"x": torch.randn(50, generator=torch.Generator().manual_seed(3))}
+    trainer = Trainer(compiled("m.him", LOCATION_SCALE), data, FitSettings(seed=0, steps=20))
+    result = trainer.run()
+    assert ratio_is_a_likelihood(trainer) is None
+    assert "ratio is a likelihood" not in [c.name for c in result.verdict.checks]
+
+
+def test_a_ratio_that_is_nan_everywhere_is_left_to_the_other_checks(location_scale):
+    """No finite row, no identity to test: the check does not apply (and never stops
+    a finished fit with an error)."""
+    _with_ratio(location_scale, lambda x, theta: torch.full(x.shape, float("nan")) * theta[..., 0])
+    assert information_identity(location_scale) is None
+    assert ratio_is_a_likelihood(location_scale) is None
