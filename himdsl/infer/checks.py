@@ -410,15 +410,16 @@ def ratio_is_a_likelihood(trainer) -> Check | None:
         return Check("ratio is a likelihood", True, value,
                      f"Fisher's information identity holds: eigenvalues {report.values.min():.2f} to "
                      f"{report.values.max():.2f} (1 for a likelihood)", detail=detail)
+    off = (f"off, by a factor of about {math.exp(abs(math.log(value)) / 2):.1f} in its sd or a shift of "
+           "that order" if value > 0 else "not defined by it: the ratio curves upward there, as no "
+           "log likelihood does on average")
     return Check("ratio is a likelihood", False, value,
                  f"the ratio is not a likelihood along ({report.describe(worst)}): on rows simulated at "
                  f"q's draws its score's variance is {shown} times its curvature there, where a "
                  "likelihood's is 1 (Fisher's information identity), so the posterior along that "
-                 f"direction is off, by a factor of about {math.exp(abs(math.log(max(value, 1e-6))) / 2):.1f} "
-                 "in its sd or a shift of that order. A longer fit (`--resume --steps`, twice as many) "
-                 "may resolve it, and is judged again; where it does not, the data tell that "
-                 "direction apart too weakly for the ratio",
-                 detail=detail)
+                 f"direction is {off}. A longer fit (`--resume --steps`, twice as many) may resolve it, "
+                 "and is judged again; where it does not, the data tell that direction apart too "
+                 "weakly for the ratio", detail=detail)
 
 
 # Every check, in the order the verdict lists them; each returns None where it does not apply.

@@ -138,3 +138,11 @@ def test_a_ratio_that_is_nan_everywhere_is_left_to_the_other_checks(location_sca
     _with_ratio(location_scale, lambda x, theta: torch.full(x.shape, float("nan")) * theta[..., 0])
     assert information_identity(location_scale) is None
     assert ratio_is_a_likelihood(location_scale) is None
+
+
+def test_a_ratio_that_curves_upward_is_not_given_a_factor(location_scale):
+    """−ℓ has negative curvature: λ = −1, and the message says the ratio curves upward
+    rather than quoting a factor."""
+    check = ratio_is_a_likelihood(_scaled(location_scale, -1.0))
+    assert not check.ok and check.value == pytest.approx(-1.0, rel=0.06)
+    assert "curves upward" in check.message and "factor" not in check.message
