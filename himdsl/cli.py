@@ -317,6 +317,7 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
         tracker.finish(result.result.verdict, paths, "FINISHED")
     except UntrustedFit as exc:
         bar.close()
+        _echo_checks(exc.fit.result.verdict)        # what passed, and the advice, as on success
         paths = exc.fit.save(str(folder))
         tracker.finish(exc.fit.result.verdict, paths, "FAILED")
         typer.echo(f"wrote {', '.join(sorted(paths.values()))}", err=True)

@@ -98,6 +98,8 @@ def test_a_fit_that_fails_its_checks_exits_4_and_writes_no_posterior(tmp_path):
     code, text = _run("fit", model, tmp_path / "data.npz", "--out", out, *SHORT)
     assert code == 4, text
     assert "failed its checks" in text and "NaN or inf" in text and "Traceback" not in text
+    # the checks that passed and the advisory lines are printed as on a trusted fit
+    assert "checks passed: q not collapsed" in text and ("  OK  " in text or "  LOOK" in text)
     assert not (out / "posterior.npz").exists() and not (out / "summary.csv").exists()
     assert not (out / "posterior.nc").exists()
     assert np.load(out / "posterior_untrusted.npz")["mu"].shape == (300,)
