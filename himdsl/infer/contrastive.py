@@ -282,7 +282,7 @@ class ContrastiveRatio(RatioLearner):
         the simulation is finite: ([2P, 1, Fx], [2P, 1, Dθ], [2P], [2P, 1])."""
         view = self.view
         num = 2 * (self.plan.ratio_simulations // 2)
-        rows = self._rows(num // 2)
+        rows = self.pair_rows(num // 2)
         u_pairs, scale = self._global_pairs(num, u)
         globals = self.global_guide.constrain(u_pairs)[0] if view.g_shapes else {}
         z = self._local_pairs(globals, rows, num) if view.z_blocks else None
@@ -297,7 +297,7 @@ class ContrastiveRatio(RatioLearner):
         partner = torch.cat([torch.arange(half, num), torch.arange(half)]).to(x.device)
         return x, theta, partner, ok
 
-    def _rows(self, pairs: int) -> dict[str, Tensor]:
+    def pair_rows(self, pairs: int) -> dict[str, Tensor]:
         """Each pair's data row (its covariates, and the data the locals' proposal
         reads), both members alike: {name: [2P, ...]}."""
         view = self.view

@@ -121,7 +121,7 @@ def _simulated_rows(trainer, guide, num: int):
     view, ratio = trainer.view, trainer.ratio
     num = 2 * (num // 2)
     u = guide.rsample(num)[2] if view.g_shapes else torch.zeros(num, 0, device=view.device)
-    rows = ratio._rows(num // 2)
+    rows = ratio.pair_rows(num // 2)
     sim = view.simulate_rows(guide.constrain(u)[0] if view.g_shapes else {}, rows)
     return u, (view.z_flat(sim) if view.z_blocks else None), view.x_features(sim), rows
 
