@@ -43,3 +43,17 @@ def test_an_error_raised_while_training_is_not_blamed_on_the_users_flags(monkeyp
         cli.main()
     err = capsys.readouterr().err
     assert exit_info.value.code == 3 and "internal error (ValueError: Expected parameter df" in err
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    """`python -m himdsl` is the `himdsl` script: where the script is not on PATH
+    (a notebook's kernel, a cluster job), the module form checks a model the same way."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "himdsl", "check", "examples/hier_gauss/model.him"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "hier_gauss" in done.stdout + done.stderr
+    broken = subprocess.run([sys.executable, "-m", "himdsl", "check", "no/such/model.him"],
+                            capture_output=True, text=True, timeout=120)
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr

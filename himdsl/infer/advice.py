@@ -107,8 +107,9 @@ def ratio_calibration(trainer) -> Check | None:
                  f"on fresh simulations the ratio is calibrated (ECE {ece:.3f}, accuracy "
                  f"{accuracy:.2f})" if ok else
                  f"the ratio is miscalibrated on fresh simulations (ECE {ece:.3f}, accuracy "
-                 f"{accuracy:.2f}): its log ratio is off the likelihood's; run more steps, or give "
-                 "it more simulations (`simulations`) or a wider network (`ratio { hidden }`)",
+                 f"{accuracy:.2f}): its log ratio is off the likelihood's; train it longer "
+                 "(`--resume --steps N`, N above this fit's steps) or give it a wider network "
+                 "(`ratio { hidden }`)",
                  advisory=True, detail=reliability)
 
 
