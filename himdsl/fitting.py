@@ -190,6 +190,10 @@ def run_fit(model, data, overrides: dict | None = None, device: str = "auto", ou
     else:
         base, earlier, resumed_at = settings or settings_for(model), 0.0, None
     settings = _apply_overrides(replace(base, guide=dict(base.guide)), overrides or {}, model)
+    if resumed_at is not None and resumed_at > settings.steps:      # before the plan is shown
+        raise FitError(f"--resume: the checkpoint in {out} is at step {resumed_at}, past the "
+                       f"{settings.steps} steps asked for; to continue it ask for more (`--steps N`, "
+                       f"N above {resumed_at})")
     # externs draw from numpy's and Python's generators too (docs/language.md: `--seed`
     # seeds them); the trainer seeds only torch
     seed_everything(settings.seed)

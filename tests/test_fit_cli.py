@@ -119,6 +119,14 @@ def test_resume_continues_from_the_checkpoint(hier_data, hier_fit):
     assert int(trace[-1]["step"]) == 20
 
 
+def test_resume_asked_for_fewer_steps_than_done_is_refused_before_the_plan(hier_data, hier_fit):
+    _, _, out = hier_fit
+    code, text = _run("fit", HIER, hier_data, "--out", out, *SHORT, "--resume", "--steps", "10")
+    assert code == 2
+    assert "checkpoint" in text and "at step 20, past the 10 steps asked for" in text and "N above 20" in text
+    assert "plan:" not in text and "resuming" not in text
+
+
 def test_posterior_predictive_simulation(hier_fit, tmp_path):
     _, _, out = hier_fit
     code, text = _run("simulate", HIER, "-o", tmp_path / "pp.npz", "--posterior", out, "--rows", 5,

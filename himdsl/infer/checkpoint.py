@@ -42,6 +42,7 @@ def save_checkpoint(trainer, path: str) -> None:
         "population": trainer.covering.state_dict() if trainer.covering else None,
         "ratio_state": ratio.state_dict() if hasattr(ratio, "state_dict") else None,
         "identity": dict(trainer.identity),
+        "moments": trainer.moments.state_dict(),
     }
     write_atomically(path, lambda stream: torch.save(blob, stream))
 
@@ -87,6 +88,8 @@ def load_checkpoint(trainer, path: str) -> None:
     trainer.average.load_state_dict(blob["average"])
     if trainer.covering is not None:
         trainer.covering.load_state_dict(blob["population"])
+    if "moments" in blob:       # q's trace over the final quarter, which "q settled" judges
+        trainer.moments.load_state_dict(blob["moments"])
     if blob["settings"]["steps"] != trainer.settings.steps:
         # a longer run: the schedules follow the new length, and q's parameter
         # average restarts over its final fraction

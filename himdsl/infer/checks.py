@@ -145,6 +145,14 @@ class MomentTrace:
             u = guide.rsample(MOMENT_DRAWS)[2]
         self.rows.append((step, u.mean(0), u.std(0)))
 
+    def state_dict(self) -> dict:
+        return {"rows": [[step, mean, sd] for step, mean, sd in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The rows traced before a checkpoint that lie in this run's final quarter (a
+        resumed run to more steps has a later one)."""
+        self.rows = [(int(step), mean, sd) for step, mean, sd in state["rows"] if int(step) >= self.start]
+
 
 def forked_rng(device: torch.device):
     """A random stream forked from the fit's (the CPU's, and `device`'s when CUDA):
@@ -175,14 +183,20 @@ def ratio_separation(trainer) -> Check | None:
 
 def smoke_run(trainer) -> bool:
     """Too few steps for q's moments to be traced over the final quarter (a smoke
-    run of a few dozen steps): the checks of convergence do not apply."""
-    return len(trainer.moments.rows) < 4
+    run of a few dozen steps): the checks of convergence do not apply. Judged by the
+    steps asked for, not by the moments traced, which a resumed fit may lack."""
+    return trainer.moments.every == 0
 
 
 def q_drift(trainer) -> Check | None:
-    if smoke_run(trainer):
+    if smoke_run(trainer) or not trainer.global_guide.names:
         return None
     rows = trainer.moments.rows
+    if len(rows) < 4:       # resumed from a checkpoint that does not hold the trace
+        return Check("q settled", False, float("nan"),
+                     "q's moments over the final quarter were not traced (the fit was resumed from a "
+                     "checkpoint written by an earlier version of himdsl), so whether q settled is "
+                     "unknown: resume with more steps (`--resume --steps N`), or fit again")
     half = len(rows) // 2
     means = torch.stack([m for _, m, _ in rows])
     first, second = means[:half], means[half:]

@@ -224,6 +224,27 @@ def test_resume_extends_a_finished_run_to_more_steps(tmp_path):
             resume=True)
 
 
+def test_resuming_a_finished_fit_judges_it_as_the_fit_did(tmp_path):
+    """Resumed at its own length, a fit that has finished runs no step and must end
+    with the same verdict: q's trace over the final quarter is in the checkpoint, so
+    "q settled" and "ratio is a likelihood" are not skipped as for a smoke run (they
+    were, and an untrusted fit resumed with the same --steps came out trusted)."""
+    data, _ = hier_gauss_data(n=50)
+    path = str(tmp_path / "fit.ckpt")
+    settings = FitSettings(**dict(TINY, steps=80, checkpoint_every=20))
+    first = fit(hier_gauss(), data, settings, checkpoint_path=path)
+    again = fit(hier_gauss(), data, settings, checkpoint_path=path, resume=True)
+    judged = {c.name: c.value for c in first.verdict.checks}
+    assert {"q settled", "ratio is a likelihood"} <= set(judged)
+    assert {c.name: c.value for c in again.verdict.checks} == judged
+    blob = torch.load(path, weights_only=True)
+    del blob["moments"]                  # a checkpoint written before the trace was kept
+    torch.save(blob, path)
+    legacy = fit(hier_gauss(), data, settings, checkpoint_path=path, resume=True)
+    settled = next(c for c in legacy.verdict.checks if c.name == "q settled")
+    assert not settled.ok and "not traced" in settled.message and not legacy.verdict.ok
+
+
 def test_reuse_adds_ratio_updates_on_stored_simulations():
     from himdsl.infer.pair_store import REPLAY_STEPS
 
