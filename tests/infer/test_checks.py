@@ -17,8 +17,9 @@ def _trace(acc, steps=3000, every=50):
 def _stub(ratio="empirical", acc=0.6, moments=(), n_rows=100):
     trainer = SimpleNamespace(
         plan=SimpleNamespace(ratio=ratio), settings=FitSettings(),
-        state=SimpleNamespace(trace=_trace(acc)), moments=SimpleNamespace(rows=list(moments)),
-        view=SimpleNamespace(g_shapes={}, n_rows=n_rows), proposal=None, ratio=None)
+        state=SimpleNamespace(trace=_trace(acc)), moments=SimpleNamespace(rows=list(moments), every=50),
+        view=SimpleNamespace(g_shapes={}, n_rows=n_rows), proposal=None, ratio=None,
+        global_guide=SimpleNamespace(names=["mu"]))
     return trainer
 
 
