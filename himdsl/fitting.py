@@ -27,6 +27,7 @@ from .infer.guide_entries import LOCAL_FAMILY_NAMES
 from .infer.result import summarise
 from .provenance import data_sha256, device_name, model_identity, software_versions
 from .runtime.data import as_tensors, read_npz, to_numpy, validate_data, write_npz
+from .runtime.support import check_observed_support
 from .simulation import seed_everything
 
 OUTPUT_FILES = {
@@ -164,7 +165,9 @@ def prepare_data(module, data) -> dict:
     """Data (a path, or a dict of arrays/tensors) checked against the model."""
     arrays = read_npz(data) if isinstance(data, (str, os.PathLike)) else dict(data)
     source = str(data) if isinstance(data, (str, os.PathLike)) else "data"
-    return validate_data(module, arrays, source)
+    checked = validate_data(module, arrays, source)
+    check_observed_support(module, checked, source)
+    return checked
 
 
 def run_fit(model, data, overrides: dict | None = None, device: str = "auto", out: str | None = None,

@@ -187,6 +187,27 @@ class HimModule(nn.Module):
         finally:
             self._recorded = None
 
+    def observation_distributions(self, globals: dict[str, torch.Tensor], data: dict) -> dict:
+        """{observed name: the distribution its values are drawn from} at these globals
+        (locals drawn from their prior), for the observations written with `~` and
+        those equal to a noise written with `~` (`observe y = k`); `data` holds the
+        observed arrays and covariates."""
+        rows = self._rows_of(data) if self.plate is not None else None
+        covariates = {n: data[n] for n in self.covariate_names if n in data}
+        observed = {n: data[n] for n in self.observed_names if n in data}
+        self._recorded = {}
+        try:
+            out = self._run(globals, covariates, rows, None, fixed=observed, log_probs=None)
+            recorded = dict(self._recorded)
+        finally:
+            self._recorded = None
+        found = {}
+        for name in observed:
+            noise = [n for n in recorded if self.nodes[n].role == "noise" and out.get(n) is out.get(name)]
+            if name in recorded or noise:
+                found[name] = recorded[name] if name in recorded else recorded[noise[0]]
+        return found
+
     def log_local_prior(self, globals, locals, covariates=None) -> torch.Tensor:
         """log p(z_m | β) summed over local latents: [*S, M] (locals with known densities)."""
         return self._log_density(globals, locals, covariates or {}, self.local_names,
