@@ -288,6 +288,7 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
     """Fit a model to data by likelihood-free variational inference."""
     from .fitting import FitError, UntrustedFit, run_fit
     from .infer import NonFiniteLossError
+    from .infer.advice import SMOKE_TEST
     from .runtime.data import DataError
     from .runtime.externs import ExternError
     from .runtime.model import SimulationError
@@ -340,6 +341,9 @@ def fit(model: Optional[Path] = typer.Argument(None, metavar="MODEL.him", show_d
     for note in result.notes + tracker.notes():
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {', '.join(sorted(paths.values()))}")
+    for check in result.result.verdict.advice() if result.result.verdict is not None else ():
+        if check.name == SMOKE_TEST:        # the last word: these draws are not a posterior
+            typer.echo(f"warning: {check.message}", err=True)
 
 
 class FitTracker:

@@ -46,6 +46,8 @@ def test_fit_writes_every_output_file(hier_fit):
     assert code == 0, text
     assert "plan:" in text and "contrastive, reads z" in text and "beta[0]" in text
     assert "checks passed: q not collapsed, q no wider than the prior, simulations finite, data in range" in text
+    # the last word of a 20-step run: its draws are not a posterior
+    assert text.rstrip().splitlines()[-1].startswith("warning: 20 steps are too few to judge this fit")
     posterior = np.load(out / "posterior.npz")
     assert posterior["beta"].shape == (300, 2)
     local = np.load(out / "locals.npz")

@@ -2,6 +2,12 @@
 or what to do. Unlike the trust checks (checks.py) they do not fail a fit: each is
 a symptom worth a look rather than proof that the posterior is wrong.
 
+* **long enough to judge** (a smoke run only): a fit whose final quarter is too
+  short to trace q (under 64 steps) is not judged by "q settled" or "ratio is a
+  likelihood"; its draws test the model and the files, and this line says so
+  (`fit` repeats it as a warning), where a reader of the checks passed alone would
+  take them for a posterior.
+
 * **ratio calibration**: on fresh simulations at draws from q, which the ratio
   never trained on, a classifier at its optimum is calibrated: among the answers
   it gives with confidence c, a fraction c is right. The expected calibration
@@ -40,7 +46,7 @@ import math
 
 import torch
 
-from .checks import EDGE_SDS, Check, edge_shares, forked_rng, predictive_features
+from .checks import EDGE_SDS, MOMENT_POINTS, Check, edge_shares, forked_rng, predictive_features, smoke_run
 from .exact_weights import log_weights, unavailable
 from .importance import khat_threshold, psis
 
@@ -89,6 +95,20 @@ def expected_calibration_error(margins: torch.Tensor, bins: int = CALIBRATION_BI
             curve.append((conf, acc, count))
             ece += count * abs(conf - acc)
     return ece / max(len(margins), 1), float(correct.mean()), curve
+
+
+SMOKE_TEST = "long enough to judge"
+
+
+def smoke_test(trainer) -> Check | None:
+    if not smoke_run(trainer):
+        return None
+    steps = trainer.settings.steps
+    unjudged = "q settled" + (" and ratio is a likelihood need" if trainer.plan.ratio == "contrastive" else " needs")
+    return Check(SMOKE_TEST, False, float(steps),
+                 f"{steps} steps are too few to judge this fit ({unjudged} a final quarter of "
+                 f"{MOMENT_POINTS} steps or more): its draws are a "
+                 "smoke test of the model and the files, not a posterior", advisory=True)
 
 
 def ratio_calibration(trainer) -> Check | None:
@@ -323,5 +343,5 @@ def _upper_tail(replicates: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
     return torch.where(spread <= tolerance, exact, p)
 
 
-ADVICE = (ratio_calibration, elbo_settled, support_edge, local_means, exact_importance,
+ADVICE = (smoke_test, ratio_calibration, elbo_settled, support_edge, local_means, exact_importance,
           posterior_predictive)
