@@ -76,6 +76,7 @@ class Plan:
     # (observed array, *its element covariates) when the ratio reads one value of the
     # row at a time (its values independent given the row: graph/elements.py); else ()
     ratio_elements: tuple[str, ...]
+    ratio_covariates: tuple[str, ...]  # the data arrays the ratio reads beside the observations
     exact_local_prior: bool          # log p(z | β) enters the objective exactly
     local_guide: str | None          # None | "gaussian" | "implicit"
     local_coordinates: tuple[str, ...]   # locals whose guide works in their prior's coordinates
@@ -160,6 +161,8 @@ class Plan:
                 observed, *covariates = self.ratio_elements
                 beside = f" with its {', '.join(covariates)}" if covariates else ""
                 reads += f"; one value of {observed}{beside} at a time"
+            elif self.ratio_covariates:
+                reads += f" with the row's {', '.join(self.ratio_covariates)}"
             if self.ratio_rescale_every:
                 reads += ", in its pairs' units"
             rows += [("ratio", f"{self.ratio}, reads {reads}"),
@@ -224,6 +227,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         ratio_locals=_ratio_locals(model, ratio),
         ratio_reads=_ratio_reads(model, ratio, inputs),
         ratio_elements=_ratio_elements(model, settings, ratio, _ratio_reads(model, ratio, inputs), reasons),
+        ratio_covariates=tuple(model.covariate_names) if ratio else (),
         exact_local_prior=exact_prior and ratio != "empirical" or method == "vi",
         local_guide=local_guide, local_coordinates=coordinates,
         global_families=families,

@@ -120,8 +120,10 @@ def test_the_plan_is_printed_and_recorded():
     text = trainer.plan.describe()
     for line in ("method", "q(globals)", "q(locals)", "ratio", "ratio updates", "start", "schedule"):
         assert f"  {line} " in text
-    assert "reads logr" in text and "warm-up 10 steps" in text
+    # the ratio reads the row's covariate beside the likelihood's inputs, and says so
+    assert "reads logr with the row's exposure" in text and "warm-up 10 steps" in text
     record = json.loads(json.dumps(trainer.plan.to_dict()))
+    assert record["ratio_covariates"] == ["exposure"]
     assert record["ratio"] == "contrastive" and record["encodings"]["y"] == "signed_log1p"
     assert record["global_families"] == [{"globals": ["mu", "sigma"], "family": "flow"}]
 
