@@ -424,9 +424,12 @@ def ratio_is_a_likelihood(trainer) -> Check | None:
         return Check("ratio is a likelihood", True, value,
                      f"Fisher's information identity holds: eigenvalues {report.values.min():.2f} to "
                      f"{report.values.max():.2f} (1 for a likelihood)", detail=detail)
-    off = (f"off, by a factor of about {math.exp(abs(math.log(value)) / 2):.1f} in its sd or a shift of "
-           "that order" if value > 0 else "not defined by it: the ratio curves upward there, as no "
-           "log likelihood does on average")
+    off = (f"off, by a factor of about {math.exp(abs(math.log(value)) / 2):.1f} in its sd, most likely "
+           + ("too wide (a ratio that curves less than its score varies" if value > 1 else
+              "too narrow (a ratio that curves more than its score varies")
+           + ": the usual case in docs/accuracy.md), or moved by that order"
+           if value > 0 else "not defined by it: the ratio curves upward there, as no log likelihood "
+           "does on average")
     return Check("ratio is a likelihood", False, value,
                  f"the ratio is not a likelihood along ({report.describe(worst)}): on rows simulated at "
                  f"q's draws its score's variance is {shown} times its curvature there, where a "

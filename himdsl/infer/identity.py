@@ -13,9 +13,13 @@ has score variance 1 + Var(ε') against curvature 1 along a direction (in units 
 the curvature), so λ − 1 = Var(ε') / C. Summed over N independent rows, that error
 moves the posterior by a random √N·sd(ε') against a curvature N·C: by √(λ − 1)
 of the posterior's own sd, whatever N. A ratio c·ℓ, too sharp (c > 1) or too flat
-(c < 1), has λ = c and a posterior sd off by a factor 1/√c. Either way the
-posterior along that direction is wrong by a predictable amount, so the check
-fails when λ strays from 1 by more than `IDENTITY_TOLERANCE` beyond its own noise.
+(c < 1), has λ = c and a posterior sd off by a factor 1/√c. A ratio whose score
+varies as the likelihood's but which curves k times as much has λ = 1/k and a
+posterior sd off by √λ: the other way. The hierarchical suite's fits that failed
+the check went that way (λ > 1 too wide, λ < 1 too narrow, by about √λ;
+docs/accuracy.md), so the message gives it as the likelier reading. Either way the posterior along that
+direction is wrong by a predictable factor, so the check fails when λ strays from
+1 by more than `IDENTITY_TOLERANCE` beyond its own noise.
 
     report = information_identity(trainer)        # None where it does not apply
     report.values, report.errors, report.widest   # eigenvalues, standard errors, direction

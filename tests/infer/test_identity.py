@@ -111,6 +111,29 @@ def test_an_error_that_varies_with_the_row_shows_as_its_score_variance(location_
     assert set(report.direction(1)) == {"mu", "s"} and abs(report.direction(1)["mu"]) == 1.0
 
 
+@pytest.mark.parametrize("extra", [1.0, -0.5])
+def test_a_ratio_whose_curvature_alone_is_off_is_called_too_narrow_or_too_wide(location_scale, extra):
+    """r = ℓ − extra·(mu − m)² / (2 s²) at q's mean m: its score varies as the
+    likelihood's (the added term's score barely varies over q's narrow draws), but it
+    curves (1 + extra) times as much along mu, so λ = 1 / (1 + extra) and the
+    ratio's posterior sd is √λ times the likelihood's: too narrow for extra 1, too
+    wide for −0.5, which is how the contrastive ratio's failures have gone
+    (docs/accuracy.md)."""
+    trainer = _scaled(location_scale, 1.0)
+    exact = trainer.ratio.log_lik
+    with torch.no_grad():
+        m = float(trainer.result().global_guide.rsample(20_000)[0]["mu"].mean())
+
+    def curved(x, theta, averaged=True):
+        mu, s = theta[..., 0].expand(*x.shape[:2]), theta[..., 1].expand(*x.shape[:2])
+        return exact(x, theta) - extra * (mu - m) ** 2 / (2 * s ** 2)
+    trainer.ratio.log_lik = curved
+    check = ratio_is_a_likelihood(trainer)
+    assert not check.ok and check.value == pytest.approx(1 / (1 + extra), rel=0.08)
+    assert abs(check.detail["direction"]["mu"]) == 1.0
+    assert ("most likely too narrow" if extra > 0 else "most likely too wide") in check.message
+
+
 def test_locals_the_ratio_reads_are_tested_and_globals_it_does_not_are_left_out():
     data = {"x": torch.randn(150, generator=torch.Generator().manual_seed(2))}
     trainer = _trainer(LOCAL_MEANS, data)
