@@ -180,12 +180,8 @@ class HimModule(nn.Module):
         """{local: its prior distribution p(z | β) per draw and row} for the locals
         declared with `~` (the distribution of a local whose prior reads another local
         is the one at that local's simulated value)."""
-        self._recorded = {}
-        try:
-            self._run(globals, covariates or {}, rows, None, fixed={}, log_probs=None)
-            return {n: d for n, d in self._recorded.items() if n in self.local_names}
-        finally:
-            self._recorded = None
+        _, recorded = self._recorded_run(globals, covariates or {}, rows, fixed={})
+        return {n: d for n, d in recorded.items() if n in self.local_names}
 
     def observation_distributions(self, globals: dict[str, torch.Tensor], data: dict) -> dict:
         """{observed name: the distribution its values are drawn from} at these globals
@@ -195,18 +191,22 @@ class HimModule(nn.Module):
         rows = self._rows_of(data) if self.plate is not None else None
         covariates = {n: data[n] for n in self.covariate_names if n in data}
         observed = {n: data[n] for n in self.observed_names if n in data}
-        self._recorded = {}
-        try:
-            out = self._run(globals, covariates, rows, None, fixed=observed, log_probs=None)
-            recorded = dict(self._recorded)
-        finally:
-            self._recorded = None
+        out, recorded = self._recorded_run(globals, covariates, rows, fixed=observed)
         found = {}
         for name in observed:
-            noise = [n for n in recorded if self.nodes[n].role == "noise" and out.get(n) is out.get(name)]
+            noise = [n for n in recorded if self.nodes[n].role == "noise" and n in out and out[n] is out.get(name)]
             if name in recorded or noise:
                 found[name] = recorded[name] if name in recorded else recorded[noise[0]]
         return found
+
+    def _recorded_run(self, globals, covariates, rows, fixed) -> tuple[dict, dict]:
+        """A simulation, and the distribution of every stochastic node it drew or scored."""
+        self._recorded = {}
+        try:
+            out = self._run(globals, covariates, rows, None, fixed=fixed, log_probs=None)
+            return out, dict(self._recorded)
+        finally:
+            self._recorded = None
 
     def log_local_prior(self, globals, locals, covariates=None) -> torch.Tensor:
         """log p(z_m | β) summed over local latents: [*S, M] (locals with known densities)."""
