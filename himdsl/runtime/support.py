@@ -31,7 +31,7 @@ def check_observed_support(module: HimModule, arrays: dict, source: str = "data"
     if module.externs:          # a costly simulator is not run just for this
         return
     data = as_tensors(arrays, module)
-    device = module._anchor.device
+    device = module.device
     # a forked stream: the check's draws never change the fit's
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
