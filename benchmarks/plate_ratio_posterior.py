@@ -144,7 +144,7 @@ def information_identity(trainer) -> str:
     return (f"information identity over {report.rows:,} rows simulated at q's draws: eigenvalues of "
             f"(-E r'')^-1 E[r' r'^T] {np.array2string(report.values, precision=3)} (1 for a likelihood; "
             f"standard errors {np.array2string(report.errors, precision=3)}); the furthest from 1 along "
-            f"({report.describe(int(np.argmax(np.abs(np.log(np.abs(report.values))))))})")
+            f"{report.describe(int(np.argmax(np.abs(np.log(np.abs(report.values))))))}")
 
 
 def main(argv: list[str]) -> int:

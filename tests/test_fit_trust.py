@@ -281,6 +281,7 @@ def test_check_says_that_fit_cannot_infer_a_discrete_local(tmp_path):
     np.savez(tmp_path / "d.npz", y=np.zeros((10, 4), dtype=int))
     code, text = _run("fit", model, tmp_path / "d.npz", "--out", tmp_path / "fit", "--steps", 20)
     assert code == 2 and "only real-valued locals can be inferred" in text and "plan:" not in text
+    assert "occupancy.him:6: local latent `z` is int" in text      # where, as `check` says it
 
 
 def test_exact_vi_shows_no_ratio(tmp_path):

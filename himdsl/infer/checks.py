@@ -419,7 +419,7 @@ def ratio_is_a_likelihood(trainer) -> Check | None:
     value, error = float(report.values[worst]), float(report.errors[worst])
     detail = {"eigenvalues": report.values.tolist(), "errors": report.errors.tolist(),
               "direction": report.direction(worst), "rows": report.rows}
-    shown = f"{value:.2f} ± {error:.2f}"
+    shown = f"{value:.2f} ± {error:.1g}"
     if excess[worst] <= 0:
         return Check("ratio is a likelihood", True, value,
                      f"Fisher's information identity holds: eigenvalues {report.values.min():.2f} to "
@@ -431,7 +431,7 @@ def ratio_is_a_likelihood(trainer) -> Check | None:
            if value > 0 else "not defined by it: the ratio curves upward there, as no log likelihood "
            "does on average")
     return Check("ratio is a likelihood", False, value,
-                 f"the ratio is not a likelihood along ({report.describe(worst)}): on rows simulated at "
+                 f"the ratio is not a likelihood along {report.describe(worst)}: on rows simulated at "
                  f"q's draws its score's variance is {shown} times its curvature there, where a "
                  "likelihood's is 1 (Fisher's information identity), so the posterior along that "
                  f"direction is {off}. A longer fit (`--resume --steps`, twice as many) may resolve it, "

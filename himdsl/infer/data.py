@@ -76,8 +76,10 @@ class ModelView:
         self.n_rows = self._count_rows()
         for block in self.z_blocks:
             if block.dtype != "real":
-                raise ValueError(f"local latent `{block.name}` is {block.dtype}: "
-                                 "only real-valued locals can be inferred")
+                where = f"{model.source_file}:{model.nodes[block.name].line}: " if model.source_file else ""
+                raise ValueError(f"{where}local latent `{block.name}` is {block.dtype}: only real-valued "
+                                 "locals can be inferred; sum it out of the likelihood, or make it a `noise` "
+                                 "when it only serves to simulate")
 
     # ------------------------------------------------------------ data
     def _load(self, data: dict) -> dict[str, Tensor]:

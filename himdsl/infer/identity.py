@@ -63,8 +63,12 @@ class IdentityReport:
         return dict(zip(self.labels, vector.tolist()))
 
     def describe(self, i: int) -> str:
-        """Eigenvector i's components of 0.1 or more: `a +1.00, k -0.98`."""
-        return ", ".join(f"{n} {w:+.2f}" for n, w in self.direction(i).items() if abs(w) >= 0.1)
+        """Eigenvector i in words: `psi` where one coordinate carries it, else its
+        components of 0.1 or more, `the direction a +1.00, k -0.98`."""
+        parts = {n: w for n, w in self.direction(i).items() if abs(w) >= 0.1}
+        if len(parts) == 1:
+            return next(iter(parts))
+        return "the direction " + ", ".join(f"{n} {w:+.2f}" for n, w in parts.items())
 
 
 def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | None:
