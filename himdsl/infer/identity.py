@@ -15,9 +15,9 @@ moves the posterior by a random √N·sd(ε') against a curvature N·C: by √(�
 of the posterior's own sd, whatever N. A ratio c·ℓ, too sharp (c > 1) or too flat
 (c < 1), has λ = c and a posterior sd off by a factor 1/√c. A ratio whose score
 varies as the likelihood's but which curves k times as much has λ = 1/k and a
-posterior sd off by √λ: the other way. The hierarchical suite's fits that failed
-the check went that way (λ > 1 too wide, λ < 1 too narrow, by about √λ;
-docs/accuracy.md), so the message gives it as the likelier reading. Either way the posterior along that
+posterior sd off by √λ: the other way. All but one of the hierarchical suite's
+fits that failed the check went that way (λ > 1 too wide, λ < 1 too narrow, by
+about √λ; docs/accuracy.md), so the message gives it as the likelier reading. Either way the posterior along that
 direction is wrong by a predictable factor, so the check fails when λ strays from
 1 by more than `IDENTITY_TOLERANCE` beyond its own noise.
 
@@ -56,6 +56,8 @@ class IdentityReport:
     vectors: np.ndarray
     labels: list[str]
     rows: int
+    curvature: np.ndarray            # −E r'' per row, over `labels`
+    second: np.ndarray               # E[r' r'ᵀ] per row
 
     def direction(self, i: int) -> dict[str, float]:
         """Eigenvector i, its largest component ±1, by coordinate label."""
@@ -84,12 +86,12 @@ def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | 
         return None
     score, hessian = score[:, keep], hessian[:, keep][:, :, keep]
     labels = [label for label, k in zip(labels, keep.tolist()) if k]
-    values, vectors = _eigen(score, hessian)
+    values, vectors, curvature, second = _eigen(score, hessian)
     part = len(score) // IDENTITY_PARTS
     parts = np.stack([_eigen(score[p * part:(p + 1) * part], hessian[p * part:(p + 1) * part])[0]
                       for p in range(IDENTITY_PARTS)])
     errors = parts.std(0, ddof=1) / math.sqrt(IDENTITY_PARTS)
-    return IdentityReport(values, errors, vectors, labels, len(score))
+    return IdentityReport(values, errors, vectors, labels, len(score), curvature, second)
 
 
 def _score_and_hessian(trainer, num: int):
@@ -152,12 +154,13 @@ def _informative(hessian: np.ndarray) -> np.ndarray:
     return curvature > FLAT_SHARE * max(float(curvature.max()), 1e-300)
 
 
-def _eigen(score: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ E[s sᵀ]. A curvature that
-    is not positive (a ratio convex somewhere) gives some λ ≤ 0."""
+def _eigen(score: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ E[s sᵀ], and the two
+    matrices. A curvature that is not positive (a ratio convex somewhere) gives some
+    λ ≤ 0."""
     curvature = -hessian.mean(0)
     curvature = (curvature + curvature.T) / 2
     second = score.T @ score / len(score)
     values, vectors = np.linalg.eig(np.linalg.pinv(curvature) @ second)     # pinv: never singular
     order = np.argsort(values.real)
-    return values.real[order], vectors.real[:, order]
+    return values.real[order], vectors.real[:, order], curvature, second
