@@ -40,7 +40,9 @@ Each check is named for what a passed check verified, and fails when:
   out): a variational fit with k̂ > 0.7 is not a reliable posterior (Yao et al.
   2018, "Yes, but did it work?"), and neither q's draws nor their resampling can be
   trusted. On a plate π also carries the ratio's error summed over N rows, so a
-  failure there says q and π disagree, one of them or both wrong.
+  failure there says q and π disagree, one of them or both wrong. With q's score
+  centred (objective.py) π is the posterior q follows: the ratio's, less N times
+  the integral of its mean score on its own simulations (identity.py's plane).
 """
 from __future__ import annotations
 
@@ -385,7 +387,7 @@ def _q_matches_ratio_on_plate(trainer) -> Check | None:
     guide = trainer.result().global_guide
     _, log_posterior_u = ratio_posterior(trainer.model, guide, trainer.ratio)
     with forked_rng(trainer.view.device):          # weigh() runs without gradients
-        report = weigh(guide, log_posterior_u, draws)[2]
+        report = weigh(guide, centred_target(trainer, guide, log_posterior_u), draws)[2]
     rows = trainer.view.n_rows
     if report.used:
         return Check("q matches the ratio", True, report.khat,
@@ -399,6 +401,20 @@ def _q_matches_ratio_on_plate(trainer) -> Check | None:
                  "Either q leaves out part of it (a skewed global's tail, which a normal q cannot "
                  "hold), or the ratio's error, summed over the rows, moved it; so neither can be "
                  f"trusted as the posterior. Run more steps{flow}")
+
+
+def centred_target(trainer, guide, log_posterior_u):
+    """The posterior a centred q follows (objective.py, "Centred score"): the ratio's,
+    less N times the integral of its mean score on its own simulations, fitted as a
+    plane over q's draws (identity.py); `log_posterior_u` itself without centring."""
+    if not trainer.plan.score_centring:
+        return log_posterior_u
+    with forked_rng(trainer.view.device):
+        report = information_identity(trainer)
+    if report is None:
+        return log_posterior_u
+    integral = report.centring(trainer.view.n_rows, sum(math.prod(s) for s in guide.u_shapes.values()))
+    return lambda u: log_posterior_u(u) - integral(u)
 
 
 def ratio_is_a_likelihood(trainer) -> Check | None:

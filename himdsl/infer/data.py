@@ -148,6 +148,14 @@ class ModelView:
         return {n: self._lead(n, v, draws, m) for n, v in out.items()
                 if n in self.model.nodes and n in self._sim_names()}
 
+    def simulate_given(self, globals: dict[str, Tensor], locals: dict[str, Tensor], rows: dict[str, Tensor],
+                       draws: int) -> dict:
+        """The observations drawn from p(x | z, β) with the locals held at `locals`
+        ({name: [S, M, *shape]}): {name: [S, M, *shape]}."""
+        m = self._batch_size(rows)
+        out = self.model.simulate_given(globals, locals, self.covariates(rows) or None, rows=m)
+        return {n: self._lead(n, v, draws, m) for n, v in out.items() if n in self.model.observed_names}
+
     def simulate_rows(self, globals: dict[str, Tensor], rows: dict[str, Tensor],
                       locals: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """One simulation per row of `rows` ({name: [K, ...]}), row k at draw k of the

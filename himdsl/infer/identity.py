@@ -21,6 +21,14 @@ about √λ; docs/accuracy.md), so the message gives it as the likelier reading.
 direction is wrong by a predictable factor, so the check fails when λ strays from
 1 by more than `IDENTITY_TOLERANCE` beyond its own noise.
 
+With q's score centred (objective.py, "Centred score") q follows r' − G(u), G(u)
+the mean score on simulations at u. The identity is then that field's: G is fitted
+by a plane a + B (u − ū) over q's draws (B's error, relative to the curvature, is
+about √(N / rows), hence `slope_rows`), the curvature is −E r'' + B, and the second
+moment is the scores' about the plane. A ratio off by a function of θ alone, which
+the centring corrects, then has λ = 1; a ratio c·ℓ still has λ = c. The plane's
+integral, N (aᵀd + dᵀBd / 2), is what the centred q takes out of Σ_n r (`centring`).
+
     report = information_identity(trainer)        # None where it does not apply
     report.values, report.errors, report.widest   # eigenvalues, standard errors, direction
 """
@@ -44,6 +52,11 @@ IDENTITY_PARTS = 4
 FLAT_SHARE = 1e-6
 # Fewer finite rows than this a part tell nothing about the identity.
 MIN_ROWS = 100 * IDENTITY_PARTS
+# With q's score centred: rows for the mean score's plane per data row, at most
+# MAX_SLOPE_ROWS, simulated CHUNK_ROWS at a time (slope_rows).
+SLOPE_ROWS_PER_ROW = 2_000
+MAX_SLOPE_ROWS = 1_000_000
+CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -56,8 +69,28 @@ class IdentityReport:
     vectors: np.ndarray
     labels: list[str]
     rows: int
-    curvature: np.ndarray            # −E r'' per row, over `labels`
-    second: np.ndarray               # E[r' r'ᵀ] per row
+    curvature: np.ndarray            # −E r'' per row, over `labels` (centred: + the slope of E r')
+    second: np.ndarray               # E[r' r'ᵀ] per row (centred: about E r' at each draw)
+    mean: np.ndarray                 # E[r'] per row at the draws' centre: 0 for a likelihood
+    slope: np.ndarray                # ∂E[r']/∂u over the draws (centred; else zeros)
+    centre: np.ndarray               # the draws' mean coordinates
+    columns: list[int]               # each label's column among q's u, then the real locals
+
+    def centring(self, rows: int, width: int):
+        """N Â(u) for the globals' first `width` coordinates u [K, width] → [K]: the
+        mean score's plane integrated, what a centred q takes out of Σ_n r (zero
+        without centring, or where the globals carry no curvature)."""
+        columns = [i for i, c in enumerate(self.columns) if c < width]
+        where = [self.columns[i] for i in columns]
+        mean = torch.as_tensor(self.mean[columns])
+        slope = torch.as_tensor(self.slope[np.ix_(columns, columns)])
+        slope = (slope + slope.T) / 2
+        centre = torch.as_tensor(self.centre[columns])
+
+        def integral(u: Tensor) -> Tensor:
+            d = u[:, where].double() - centre
+            return (rows * (d @ mean + 0.5 * ((d @ slope) * d).sum(-1))).to(u.dtype)
+        return integral
 
     def direction(self, i: int) -> dict[str, float]:
         """Eigenvector i, its largest component ±1, by coordinate label."""
@@ -75,29 +108,62 @@ class IdentityReport:
 
 def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | None:
     """The identity on `num` rows simulated at q's draws (module docstring); None
-    without a contrastive ratio, or where nothing the ratio reads can be moved."""
+    without a contrastive ratio, or where nothing the ratio reads can be moved. With
+    q's score centred, the mean score's plane is fitted on `slope_rows` more rows'
+    scores (no Hessians), as many as its error on the identity needs."""
     if trainer.plan.ratio != "contrastive" or trainer.ratio is None:
         return None
-    score, hessian, labels = _score_and_hessian(trainer, num)
+    score, hessian, coords, labels = _score_and_hessian(trainer, num)
     if score is None or len(score) < MIN_ROWS:      # the simulations failed: "simulations finite" says so
         return None
     keep = _informative(hessian)
     if not keep.any():
         return None
-    score, hessian = score[:, keep], hessian[:, keep][:, :, keep]
+    score, hessian, coords = score[:, keep], hessian[:, keep][:, :, keep], coords[:, keep]
     labels = [label for label, k in zip(labels, keep.tolist()) if k]
-    values, vectors, curvature, second = _eigen(score, hessian)
-    part = len(score) // IDENTITY_PARTS
-    parts = np.stack([_eigen(score[p * part:(p + 1) * part], hessian[p * part:(p + 1) * part])[0]
-                      for p in range(IDENTITY_PARTS)])
+    if trainer.plan.score_centring:
+        score, coords = _scores(trainer, slope_rows(trainer.view.n_rows, num))
+        if score is None or len(score) < MIN_ROWS:
+            return None
+        score, coords = score[:, keep], coords[:, keep]
+    else:
+        coords = None
+    values, vectors, moments = _eigen(hessian, score, coords)
+    pieces = [(_part(hessian, p), _part(score, p), None if coords is None else _part(coords, p))
+              for p in range(IDENTITY_PARTS)]
+    parts = np.stack([_eigen(*piece)[0] for piece in pieces])
     errors = parts.std(0, ddof=1) / math.sqrt(IDENTITY_PARTS)
-    return IdentityReport(values, errors, vectors, labels, len(score), curvature, second)
+    columns = np.flatnonzero(keep).tolist()
+    return IdentityReport(values, errors, vectors, labels, len(hessian), *moments, columns)
 
 
-def _score_and_hessian(trainer, num: int):
-    """r's gradient [n, D] and Hessian [n, D, D] (float64, finite rows only) in q's
-    unconstrained globals and the real locals, with a label per coordinate; Nones
-    where r reads nothing that moves."""
+def slope_rows(n_rows: int, num: int = IDENTITY_ROWS) -> int:
+    """Rows for the mean score's plane: its slope's error, relative to the curvature,
+    is about √(N / rows) (q's draws spread over the posterior's sd, which shrinks as
+    1/√N), so SLOPE_ROWS_PER_ROW a data row keeps it near 0.02."""
+    return int(min(max(num, SLOPE_ROWS_PER_ROW * n_rows), MAX_SLOPE_ROWS))
+
+
+def _part(values: np.ndarray, p: int) -> np.ndarray:
+    size = len(values) // IDENTITY_PARTS
+    return values[p * size:(p + 1) * size]
+
+
+def _scores(trainer, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """r's gradient and the coordinates (finite rows only) on `num` rows, in chunks."""
+    scores, coords = [], []
+    for start in range(0, num, CHUNK_ROWS):
+        score, _, coord, _ = _score_and_hessian(trainer, min(CHUNK_ROWS, num - start), hessian=False)
+        if score is not None:
+            scores.append(score)
+            coords.append(coord)
+    return (np.concatenate(scores), np.concatenate(coords)) if scores else (None, None)
+
+
+def _score_and_hessian(trainer, num: int, hessian: bool = True):
+    """r's gradient [n, D], Hessian [n, D, D] (or None) and the coordinates [n, D]
+    (float64, finite rows only) in q's unconstrained globals and the real locals,
+    with a label per coordinate; Nones where r reads nothing that moves."""
     view, ratio = trainer.view, trainer.ratio
     guide = trainer.result().global_guide
     u0, z0, x, rows = _simulated_rows(trainer, guide, num)
@@ -114,14 +180,20 @@ def _score_and_hessian(trainer, num: int):
         grads = [torch.zeros_like(v) if g is None else g for v, g in zip(inputs, grads)]
         return torch.cat([grads[0]] + ([grads[1][:, 0, z_columns]] if z is not None else []), -1)
 
-    score = gradient(r.sum(), create_graph=True)
-    if score.shape[1] == 0 or not score.requires_grad:
-        return None, None, None
-    hessian = torch.stack([gradient(score[:, i].sum(), retain_graph=True) for i in range(score.shape[1])], 1)
-    hessian, score = hessian.detach().double().cpu(), score.detach().double().cpu()
-    finite = torch.isfinite(score).all(1) & torch.isfinite(hessian).flatten(1).all(1)
+    score = gradient(r.sum(), create_graph=hessian)
+    if score.shape[1] == 0 or (hessian and not score.requires_grad):
+        return None, None, None, None
+    second = (torch.stack([gradient(score[:, i].sum(), retain_graph=True) for i in range(score.shape[1])], 1)
+              .detach().double().cpu() if hessian else None)
+    coords = torch.cat([u0] + ([z0[:, 0, z_columns]] if z is not None else []), -1).double().cpu()
+    score = score.detach().double().cpu()
+    finite = torch.isfinite(score).all(1)
+    if second is not None:
+        finite &= torch.isfinite(second).flatten(1).all(1)
+        second = second[finite].numpy()
     u_labels = scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b}) if view.g_shapes else []
-    return score[finite].numpy(), hessian[finite].numpy(), u_labels + (z_labels if z is not None else [])
+    return (score[finite].numpy(), second, coords[finite].numpy(),
+            u_labels + (z_labels if z is not None else []))
 
 
 @torch.no_grad()
@@ -154,13 +226,26 @@ def _informative(hessian: np.ndarray) -> np.ndarray:
     return curvature > FLAT_SHARE * max(float(curvature.max()), 1e-300)
 
 
-def _eigen(score: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ E[s sᵀ], and the two
-    matrices. A curvature that is not positive (a ratio convex somewhere) gives some
-    λ ≤ 0."""
+def _eigen(hessian: np.ndarray, score: np.ndarray, coords: np.ndarray | None) -> tuple:
+    """Eigenvalues (ascending) and eigenvectors of (−E H)⁻¹ E[s sᵀ], and the moments
+    (curvature, second moment, mean, slope, centre). A curvature that is not positive
+    (a ratio convex somewhere) gives some λ ≤ 0.
+
+    With `coords` (q's score centred, objective.py), q follows s − G(u), G(u) the
+    mean score on simulations at u: fitted here by a plane a + B (u − ū) over the
+    draws, its curvature is −E H + B and its score's second moment is about G. For a
+    ratio off by a function of θ alone both are the likelihood's again."""
     curvature = -hessian.mean(0)
+    centre = np.zeros(score.shape[1]) if coords is None else coords.mean(0)
+    mean, slope = score.mean(0), np.zeros_like(curvature)
+    if coords is not None:
+        design = np.concatenate([np.ones((len(score), 1)), coords - centre], 1)
+        fitted = np.linalg.lstsq(design, score, rcond=None)[0]
+        mean, slope = fitted[0], fitted[1:].T
+        curvature = curvature + slope
+        score = score - design @ fitted
     curvature = (curvature + curvature.T) / 2
     second = score.T @ score / len(score)
     values, vectors = np.linalg.eig(np.linalg.pinv(curvature) @ second)     # pinv: never singular
     order = np.argsort(values.real)
-    return values.real[order], vectors.real[:, order], curvature, second
+    return values.real[order], vectors.real[:, order], (curvature, second, mean, slope, centre)

@@ -29,6 +29,17 @@ q(β)'s sds (schools with a covariate, N = 500: 1.2× the posterior's after 3,00
 steps). With one draw (w = 1) the held locals give the complete-data gradient,
 which a poor guide biases, so one draw keeps the ELBO's gradient (`"elbo"`).
 
+**Centred score (`plan.score_centring`: asked for, on a plate).** A likelihood's score has mean
+zero on its own simulations, E_{x ~ p(x | θ)}[∇_θ log p(x | θ)] = 0; the learnt
+ratio's does not quite, and summed over N rows its mean G(θ) moves q by √N of the
+posterior's sds (gamma_wait: 0.7 sd along its shape–scale ridge). So each row's
+term gains r(x̃, θ) − r(x̃, θ)|held, x̃ simulated at the same draw and row: zero in
+value, −∇r(x̃, θ) in gradient, and q follows Σ_n ∇r(x_n, θ) − N G(θ). For a
+likelihood the added part is zero on average; a ratio off by a function of θ alone
+(a score too steep away from the data's θ, which reads as too much curvature) is
+then right. score_calibration.py's constant tilt c · u(θ) cancels within the pair:
+this is its local, per-row form. The surrogate ELBO the trace reports is unchanged.
+
     objective = Objective(view, plan, guides, ratio, covering, params)
     elbo, loss = objective.step(draws, rows, temperature)
 """
@@ -127,12 +138,32 @@ class Objective:
             z, log_qz, locals_ = self._locals(globals, rows, x, g)
         if self.plan.ratio == "empirical":
             return self.ratio.row_terms(globals, rows, x, g, z, log_qz)
-        term = (self._exact_likelihood(globals, rows, locals_) if self.plan.method == "vi"
-                else self.ratio.log_lik(x, self.ratio.theta(globals, z, rows)))
+        if self.plan.method == "vi":
+            term = self._exact_likelihood(globals, rows, locals_)
+        else:
+            theta = self.ratio.theta(globals, z, rows)
+            term = self.ratio.log_lik(x, theta)
+            if self.plan.score_centring:
+                term = term - self._centring(globals, locals_ if z is not None else None, rows, s, theta)
         if z is not None:
             covs = view.covariates(rows) or None
             term = term + self.model.log_local_prior(globals, locals_, covs) - log_qz
         return term if term.dim() == 2 else term[:, None]
+
+    def _centring(self, globals: dict, locals_: dict | None, rows: dict, s: int, theta: Tensor) -> Tensor:
+        """r(x̃, θ) − its value, per row [S, M]: zero, with the gradient of r at rows x̃
+        simulated at θ itself (held), which a likelihood's is zero on average (module
+        docstring, "Centred score"). A simulation that is not finite adds nothing."""
+        view = self.view
+        with torch.no_grad():
+            held = {k: v.detach() for k, v in globals.items()}
+            sim = (view.simulate(held, rows, s) if locals_ is None
+                   else view.simulate_given(held, {k: v.detach() for k, v in locals_.items()}, rows, s))
+            x_sim = view.x_features({**view.with_data(rows, s), **sim})
+            ok = torch.isfinite(x_sim).all(-1)
+            x_sim = torch.where(ok[..., None], x_sim, torch.zeros_like(x_sim))
+        r_sim = self.ratio.log_lik(x_sim, theta) * ok
+        return r_sim - r_sim.detach()
 
     def _locals(self, globals, rows, x, g):
         """z [S, M, Dz] ~ q(z | x, β), log q (None if implicit), and z by name."""

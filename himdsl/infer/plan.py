@@ -123,6 +123,9 @@ class Plan:
     # q's flows fit their normal part alone until this step, then their splines shape
     # it too (0: from the start, or no flow; families.NormalizingFlow)
     flow_shape_from: int = 0
+    # q's gradient from the ratio has its mean on the ratio's own simulations at q's
+    # draw taken out (objective.py, "Centred score")
+    score_centring: bool = False
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -172,6 +175,10 @@ class Plan:
                 rows.append(("q objective", f"{self.q_objective}, {self.population} particles"))
             elif "q objective" in self.reasons:     # a population the plan chose not to run
                 rows.append(("q objective", self.q_objective))
+            if self.score_centring:
+                rows.append(("q's score", "centred on simulations at q's draw, every step"))
+            elif "q's score" in self.reasons:
+                rows.append(("q's score", "not centred"))
             if self.resample:
                 rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
@@ -257,6 +264,7 @@ def make_plan(view: ModelView, settings: FitSettings, has_params: bool) -> Plan:
         resample=_resample(view, settings, population, families, reasons),
         weigh_draws=_weigh_draws(view, ratio, families),
         flow_shape_from=_flow_shape_from(families, warmup, settings.steps, population),
+        score_centring=_score_centring(view, settings, ratio, reasons),
         reasons=reasons,
     )
 
@@ -565,6 +573,32 @@ def _resample(view, settings, population: int, families, reasons: dict) -> bool:
         return False
     reasons["posterior draws"] = ("the ratio's posterior is known up to a constant; q, broader "
                                   "than it, is the proposal; PSIS's k̂ checks the weights")
+    return True
+
+
+def _score_centring(view, settings, ratio, reasons: dict) -> bool:
+    """Centre q's score on a plate (objective.py, "Centred score"): N rows share the
+    globals, so a systematic error in the ratio's score moves the posterior by √N of
+    its own sds, where one row's is one error among the ratio's others. Each step
+    simulates a batch of rows at q's draw, which a simulation budget (an expensive
+    simulator, its pairs stored and reused) cannot pay for; and locals held at q's
+    draws, which only a local declared with `~` can be. Asked for with
+    `score_centring` (off by default: docs/accuracy.md says where it is measured)."""
+    if not settings.score_centring:
+        return False
+    model = view.model
+    why_not = ("it needs the contrastive ratio" if ratio != "contrastive" else
+               "one row of data: no error adds up over rows" if not view.has_plate else
+               "a local without a `~` prior cannot be held at q's draws"
+               if not set(model.local_names) <= set(model.explicit_locals) else None)
+    if why_not:
+        reasons["q's score"] = f"score_centring asked for, but {why_not}"
+        return False
+    if settings.budget is not None:
+        raise ValueError("score_centring simulates a batch of rows at every q step, which a simulation "
+                         "budget cannot pay for: set one or the other")
+    reasons["q's score"] = (f"{view.n_rows} rows share the globals: an error in the ratio's score that "
+                            "its own simulations show is taken out before it adds up over the rows")
     return True
 
 

@@ -72,6 +72,10 @@ class FitSettings:
     # population's models) and the data are one row, the posterior draws are q's
     # importance-resampled to it (PSIS; importance.py); False: q's own draws
     resample: bool = True
+    # on a plate, centre q's gradient from the contrastive ratio on the ratio's own
+    # simulations at q's draw (objective.py, "Centred score"); off by default until it
+    # is measured on the whole hierarchical suite (docs/accuracy.md)
+    score_centring: bool = False
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
@@ -135,7 +139,8 @@ class FitSettings:
         _check(self.spread >= 0, "setting `spread` must be >= 0")
         _check(self.global_gradient in (None, *GLOBAL_GRADIENTS), f"unknown global_gradient "
                f"{self.global_gradient!r}; expected one of {', '.join(GLOBAL_GRADIENTS)}")
-        _check(isinstance(self.resample, bool), f"setting `resample` must be true or false, got {self.resample!r}")
+        for key in ("resample", "score_centring"):
+            _check(isinstance(getattr(self, key), bool), f"setting `{key}` must be true or false, got {getattr(self, key)!r}")
         _check(self.covering in COVERING, f"unknown covering {self.covering!r}; expected one of "
                f"{', '.join(COVERING)}")
         _check(self.contrast in CONTRASTS, f"unknown contrast {self.contrast!r}; expected "

@@ -20,6 +20,19 @@ SBIBM = ROOT / "benchmarks" / "sbibm"
 HIER_SUITE = ROOT / "benchmarks" / "hier_suite"
 
 
+# x_n = mu + s ε_n: a plate whose two globals the ratio reads (test_identity, test_centring)
+LOCATION_SCALE = """
+model location_scale
+data x : real
+latent mu ~ Normal(0, 1)
+latent s ~ LogNormal(0, 0.3)
+plate n over x {
+    noise e ~ Normal(0, 1)
+    observe x = mu + s * e
+}
+"""
+
+
 def compiled(path_or_name: str, source: str | None = None):
     """A fresh module compiled from an example (`hier_gauss`) or from `source`."""
     if source is not None:
