@@ -183,16 +183,16 @@ def _score_and_hessian(trainer, num: int, hessian: bool = True):
     score = gradient(r.sum(), create_graph=hessian)
     if score.shape[1] == 0 or (hessian and not score.requires_grad):
         return None, None, None, None
-    second = (torch.stack([gradient(score[:, i].sum(), retain_graph=True) for i in range(score.shape[1])], 1)
-              .detach().double().cpu() if hessian else None)
+    hessians = (torch.stack([gradient(score[:, i].sum(), retain_graph=True) for i in range(score.shape[1])], 1)
+               .detach().double().cpu() if hessian else None)
     coords = torch.cat([u0] + ([z0[:, 0, z_columns]] if z is not None else []), -1).double().cpu()
     score = score.detach().double().cpu()
     finite = torch.isfinite(score).all(1)
-    if second is not None:
-        finite &= torch.isfinite(second).flatten(1).all(1)
-        second = second[finite].numpy()
+    if hessians is not None:
+        finite &= torch.isfinite(hessians).flatten(1).all(1)
+        hessians = hessians[finite].numpy()
     u_labels = scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b}) if view.g_shapes else []
-    return (score[finite].numpy(), second, coords[finite].numpy(),
+    return (score[finite].numpy(), hessians, coords[finite].numpy(),
             u_labels + (z_labels if z is not None else []))
 
 
