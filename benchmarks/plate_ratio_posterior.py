@@ -4,7 +4,7 @@ importance-resampled to the posterior the ratio defines (the prior times
 exp(Σ_n r(x_n, β)), which on a plate the fit weighs for its check but does not
 draw from), with the weights' Pareto k̂.
 
-    python benchmarks/plate_ratio_posterior.py dose_response [--seed 0] [--weighed 40000] [--every 250] [--curvature] [--identity] [--corrected]
+    python benchmarks/plate_ratio_posterior.py dose_response [--seed 0] [--weighed 40000] [--every 250] [--curvature] [--identity] [--corrected] [--spread 6]
 
 Which of the two is nearer NUTS says whether q (its family, its fitting) or the
 ratio is what a missed target comes from. With `--every K`, both are also scored
@@ -19,6 +19,9 @@ on rows simulated at q's draws, the covariance of its score in q's coordinates
 against minus its mean Hessian, equal for any likelihood; this needs no reference.
 With `--corrected`, q's draws are also scored with the curvature the ratio gave
 them replaced by the one its score's variance gives (`score_corrected`).
+With `--spread R`, k̂ of R independent weighings of the check's number of draws and
+of four times as many: how much one k̂ varies with the weighing's random stream,
+and whether the weights' tail grows further out.
 """
 from __future__ import annotations
 
@@ -177,6 +180,22 @@ def score_corrected(trainer, result, reference: dict) -> str:
     return "corrected " + json.dumps({k: scores.get(k) for k in keys})
 
 
+def khat_spread(trainer, result, repeats: int) -> str:
+    """k̂ of `repeats` independent weighings at the plate check's draws and at 4×."""
+    from himdsl.infer.covering import ratio_posterior
+    from himdsl.infer.importance import weigh
+
+    guide = result.global_guide
+    _, log_posterior_u = ratio_posterior(trainer.model, guide, trainer.ratio)
+    lines = []
+    for draws in (trainer.plan.weigh_draws, 4 * trainer.plan.weigh_draws):
+        with torch.no_grad():
+            khats = [weigh(guide, log_posterior_u, draws)[2].khat for _ in range(repeats)]
+        lines.append(f"khat over {draws:,} draws, {repeats} weighings: "
+                     + " ".join(f"{k:.2f}" for k in khats) + f"  (median {np.median(khats):.2f})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=hier_suite.available_models())
@@ -189,6 +208,8 @@ def main(argv: list[str]) -> int:
                         help="Fisher's information identity for the ratio on simulations at q's draws")
     parser.add_argument("--corrected", action="store_true",
                         help="also score q's draws with the ratio's curvature replaced by its score's variance")
+    parser.add_argument("--spread", type=int, default=0,
+                        help="k̂ of this many independent weighings at the check's draws and at 4x")
     args = parser.parse_args(argv)
     import himdsl
     from himdsl.infer import FitSettings
@@ -207,12 +228,17 @@ def main(argv: list[str]) -> int:
     for label, scores in (("q", q_scores), ("resampled", hier_suite.score_globals(draws, reference))):
         print(label, json.dumps({k: scores.get(k) for k in keys}))
     print(f"khat {khat:.3f} over {args.weighed:,} draws; checks ok: {result.verdict.ok}")
+    for check in result.verdict.checks:
+        if not check.advisory:
+            print(f"check {check.name}: {'passed' if check.ok else 'FAILED'} ({check.value:.3g})")
     if args.curvature:
         print(curvature(trainer, args.model, data, reference))
     if args.identity:
         print(information_identity(trainer))
     if args.corrected:
         print(score_corrected(trainer, result, reference))
+    if args.spread:
+        print(khat_spread(trainer, result, args.spread))
     return 0
 
 

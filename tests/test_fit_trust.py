@@ -256,7 +256,9 @@ def test_a_param_without_a_gradient_is_left_untrained_and_named(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(30, 3)), y=np.ones(30))
     out = tmp_path / "fit"
     code, text = _run("fit", model, tmp_path / "d.npz", "--out", out, "--steps", 300, *SHORT)
-    assert code == 0, text          # a trusted fit: 20 steps leave q far from the ratio's posterior
+    # the plan and fit.json name w whether or not 300 steps of these small settings are
+    # trusted (on 30 rows q is also weighed against the ratio's posterior: exit 4 if apart)
+    assert code in (0, 4), text
     assert "untrained        w" in text
     assert json.loads((out / "fit.json").read_text())["plan"]["untrained"] == ["w"]
 

@@ -92,6 +92,11 @@ def hier_linreg(rng: np.random.Generator, groups: int = 100, rows: int = 8, mu_a
     return {"x": x, "y": y}, {"mu_a": mu_a, "mu_b": mu_b, "tau_a": tau_a, "tau_b": tau_b, "sigma": sigma}
 
 
+def location_scale(rng: np.random.Generator, n: int = 150, mu: float = 1.3, sigma: float = 2.1):
+    """Normal rows around a location: the first model many users write."""
+    return {"y": mu + sigma * rng.normal(size=n)}, {"mu": mu, "sigma": sigma}
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -99,7 +104,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # name -> (generator, seed); a seed per model keeps one data set independent of the others.
 GENERATORS = {f.__name__: (f, seed) for seed, f in enumerate(
     (eight_schools, schools_1000, schools_covariate, hier_logistic, poisson_re, student_t,
-     extern_plate, site_counts, hier_linreg), start=20261)}
+     extern_plate, site_counts, hier_linreg, location_scale), start=20261)}
 
 
 def write(name: str) -> None:

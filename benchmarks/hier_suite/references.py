@@ -203,6 +203,13 @@ def weibull_surv(d):
     numpyro.sample("t", dist.Weibull(jnp.exp(b0 + d["x"] @ b), k), obs=d["t"])
 
 
+def location_scale(d):
+    """y = mu + sigma e, e ~ Normal(0, 1): Normal(mu, sigma)."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+    numpyro.sample("y", dist.Normal(mu, sigma), obs=d["y"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -240,6 +247,7 @@ TWINS = {
     "gamma_wait_let": Twin(gamma_wait, ("a", "b", "k"), ()),
     "weibull_surv": Twin(weibull_surv, ("b0", "b", "k"), ()),
     "site_visits": Twin(site_visits, ("mu", "beta", "sigma", "phi"), ("log_lam",)),
+    "location_scale": Twin(location_scale, ("mu", "sigma"), ()),
 }
 
 

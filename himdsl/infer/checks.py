@@ -40,7 +40,12 @@ Each check is named for what a passed check verified, and fails when:
   out): a variational fit with k̂ > 0.7 is not a reliable posterior (Yao et al.
   2018, "Yes, but did it work?"), and neither q's draws nor their resampling can be
   trusted. On a plate π also carries the ratio's error summed over N rows, so a
-  failure there says q and π disagree, one of them or both wrong. With q's score
+  failure there says q and π disagree, one of them or both wrong. There k̂ is the
+  median over WEIGHINGS independent weighings (one k̂ decides a fit near the bound
+  by the weighing's random stream), and where the weights are trusted their
+  moments must agree too: π's mean, per coordinate, within DRIFT_SDS of q's sd of
+  q's mean, and its sd within SD_TOLERANCE of q's (the accuracy targets' widths),
+  since a q 0.6 times as wide as π can leave k̂ just below its bound. With q's score
   centred (objective.py) π is the posterior q follows: the ratio's, less N times
   the integral of its mean score on its own simulations (identity.py's plane).
 """
@@ -54,7 +59,7 @@ import torch
 
 from .covering import ratio_posterior
 from .identity import information_identity
-from .importance import weigh
+from .importance import khat_threshold, weigh
 from .proposals import iqr_sd
 from .result import scalar_labels
 
@@ -81,8 +86,13 @@ MOMENT_DRAWS = 512
 MOMENT_POINTS = 16
 # |log λ| beyond which the identity fails: an sd off by a factor √λ (or 1/√λ) more
 # than 15 %, the accuracy targets' width (2 log 1.15)
-IDENTITY_TOLERANCE = 2 * math.log(1.15)
+SD_TOLERANCE = math.log(1.15)
+IDENTITY_TOLERANCE = 2 * SD_TOLERANCE
 IDENTITY_ERRORS = 2.0
+# Independent weighings of q's draws whose median k̂ the plate's "q matches the
+# ratio" judges: one k̂ rests on its ~3√S largest weights, a standard error near
+# (1 + k)/√(3√S) (0.12 at S = 4,000 by the bound); the median of five has half that.
+WEIGHINGS = 5
 
 
 @dataclass(frozen=True)
@@ -249,8 +259,7 @@ def q_within_prior(trainer) -> Check | None:
     worst = int(factor.argmax())
     value = float(factor[worst])
     if value > WIDER_FACTOR:
-        guide = trainer.global_guide
-        name = scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b})[worst]
+        name = u_labels(trainer.global_guide)[worst]
         return Check("q no wider than the prior", False, value,
                      f"q's spread in `{name}` is {value:.1f}x the prior's (unconstrained): a posterior is "
                      "no wider than its prior on average, so the ratio pushed q where it was never "
@@ -379,28 +388,108 @@ def q_matches_ratio(trainer) -> Check | None:
                  "run more steps, and compare with `himdsl calibrate`")
 
 
+def u_labels(guide) -> list[str]:
+    """A label per column of q's unconstrained draws, in their order (by block)."""
+    return scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b})
+
+
 def _q_matches_ratio_on_plate(trainer) -> Check | None:
-    """k̂ of `plan.weigh_draws` of q's draws weighed against Σ_n r(x_n, β) and the prior."""
+    """q against Σ_n r(x_n, β) and the prior, by WEIGHINGS weighings of
+    `plan.weigh_draws` of its draws: their median k̂, then the moments they give."""
     draws = trainer.plan.weigh_draws
     if not draws:
         return None
     guide = trainer.result().global_guide
     _, log_posterior_u = ratio_posterior(trainer.model, guide, trainer.ratio)
+    target = centred_target(trainer, guide, log_posterior_u)
     with forked_rng(trainer.view.device):          # weigh() runs without gradients
-        report = weigh(guide, centred_target(trainer, guide, log_posterior_u), draws)[2]
-    rows = trainer.view.n_rows
-    if report.used:
-        return Check("q matches the ratio", True, report.khat,
-                     f"q agrees with the posterior the ratio defines over {rows:,} rows (Pareto k̂ "
-                     f"{report.khat:.2f} <= {report.threshold:.2f} over {draws:,} draws)")
+        comparison = PosteriorComparison.weighed(guide, target, draws)
+    rows, threshold = trainer.view.n_rows, khat_threshold(draws)
+    khat, labels = comparison.khat, u_labels(guide)
     flow = (f"; with `batch = {rows}` every step sees every row and q can be a flow, whose fit "
             "the checks judge again" if trainer.settings.batch < rows else "")
-    return Check("q matches the ratio", False, report.khat,
-                 f"q and the posterior the ratio defines over {rows:,} rows disagree: the importance "
-                 f"weights of q's draws have Pareto k̂ {report.khat:.2f} > {report.threshold:.2f}. "
-                 "Either q leaves out part of it (a skewed global's tail, which a normal q cannot "
-                 "hold), or the ratio's error, summed over the rows, moved it; so neither can be "
-                 f"trusted as the posterior. Run more steps{flow}")
+    if khat > threshold:
+        return Check("q matches the ratio", False, khat,
+                     f"q and the posterior the ratio defines over {rows:,} rows disagree: the importance "
+                     f"weights of q's draws have Pareto k̂ {khat:.2f} > {threshold:.2f} "
+                     f"({comparison.describe()}). Either q leaves out part of it (a skewed global's "
+                     "tail, which a normal q cannot hold), or the ratio's error, summed over the rows, "
+                     f"moved it; so neither can be trusted as the posterior. Run more steps{flow}",
+                     detail=comparison.to_dict(labels))
+    worst = comparison.worst()
+    if worst is not None:
+        return Check("q matches the ratio", False, khat,
+                     f"q and the posterior the ratio defines over {rows:,} rows disagree along "
+                     f"`{labels[worst]}`: weighed to it, q's draws give {comparison.describe_moments(worst)} "
+                     f"(Pareto k̂ {khat:.2f}, {comparison.describe()}). q was fitted to that posterior, "
+                     "so q (its family or its fitting) or the ratio's error, summed over the rows, is off "
+                     f"by more than the width an accurate fit allows. Run more steps{flow}",
+                     detail=comparison.to_dict(labels))
+    return Check("q matches the ratio", True, khat,
+                 f"q agrees with the posterior the ratio defines over {rows:,} rows (Pareto k̂ {khat:.2f} "
+                 f"<= {threshold:.2f}, {comparison.describe()}; its means within {DRIFT_SDS} of q's sds, "
+                 f"its sds within {math.exp(SD_TOLERANCE) - 1:.0%} of q's)", detail=comparison.to_dict(labels))
+
+
+@dataclass
+class PosteriorComparison:
+    """q against a posterior known up to a constant, from independent weighings of
+    q's draws: each weighing's k̂, and, per unconstrained coordinate, the target's
+    mean less q's in q's sds and the log of its sd over q's, averaged over the
+    weighings whose weights are finite."""
+
+    draws: int
+    khats: list[float]
+    shifts: np.ndarray | None
+    log_sd_ratios: np.ndarray | None
+
+    @classmethod
+    def weighed(cls, guide, log_target, draws: int) -> "PosteriorComparison":
+        khats, shifts, log_ratios = [], [], []
+        for _ in range(WEIGHINGS):
+            u, weights, report = weigh(guide, log_target, draws)
+            khats.append(report.khat)
+            if weights is not None:
+                shift, log_ratio = _weighted_moments(u.double().cpu().numpy(), weights)
+                shifts.append(shift)
+                log_ratios.append(log_ratio)
+        mean = (lambda rows: np.mean(rows, axis=0) if rows else None)  # noqa: E731
+        return cls(draws, sorted(khats), mean(shifts), mean(log_ratios))
+
+    @property
+    def khat(self) -> float:
+        return self.khats[len(self.khats) // 2]
+
+    def worst(self) -> int | None:
+        """The coordinate whose moments differ most beyond their bounds (None: none)."""
+        if self.shifts is None:
+            return None
+        excess = np.maximum(np.abs(self.shifts) / DRIFT_SDS, np.abs(self.log_sd_ratios) / SD_TOLERANCE)
+        return int(excess.argmax()) if excess.max() > 1 else None
+
+    def describe(self) -> str:
+        return (f"the median of {len(self.khats)} weighings of {self.draws:,} draws, "
+                f"{self.khats[0]:.2f} to {self.khats[-1]:.2f}")
+
+    def describe_moments(self, i: int) -> str:
+        return (f"a posterior {math.exp(self.log_sd_ratios[i]):.2f} times as wide as q, its mean "
+                f"{self.shifts[i]:+.2f} of q's sd from q's")
+
+    def to_dict(self, labels: list[str]) -> dict:
+        out = {"draws": self.draws, "khats": [round(k, 3) if math.isfinite(k) else None for k in self.khats]}
+        if self.shifts is not None:
+            out["mean_shift_in_q_sd"] = dict(zip(labels, np.round(self.shifts, 3).tolist()))
+            out["sd_ratio"] = dict(zip(labels, np.round(np.exp(self.log_sd_ratios), 3).tolist()))
+        return out
+
+
+def _weighted_moments(u: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted draws' mean less the draws' own, in the draws' sds, and the log
+    of the weighted sd over theirs, per column of u [S, D]."""
+    mean, sd = u.mean(0), u.std(0)
+    weighted_mean = weights @ u
+    weighted_sd = np.sqrt(weights @ np.square(u - weighted_mean))
+    return (weighted_mean - mean) / sd, np.log(weighted_sd / sd)
 
 
 def centred_target(trainer, guide, log_posterior_u):

@@ -121,19 +121,25 @@ def test_a_plate_of_rows_keeps_q_draws():
     assert "500 rows" in plan.reasons["posterior draws"]
 
 
-def test_on_a_plate_q_is_weighed_against_the_ratio_posterior_and_a_narrow_q_fails():
-    """On a plate the draws stay q's, yet k̂ of q's weights to the ratio's posterior
-    (the prior times Σ_n r over every row) still tells a q that leaves out part of
-    it: the linear regression (N = 500, globals only; minibatches of 100 rows, so q
-    is a full-rank normal) passes, and the same q at a twentieth of its width fails,
-    naming the rows and what to try."""
-    data, _ = models.linreg_data()
+def test_on_a_plate_q_is_weighed_against_the_ratio_posterior_and_a_wide_or_narrow_q_fails():
+    """On a plate the draws stay q's, yet q is weighed against the ratio's posterior
+    (the prior times Σ_n r over every row). The linear regression (N = 500, globals
+    only; minibatches of 100 rows, so q is a full-rank normal) after 300 steps has a
+    q still 1.5-2.4 times as wide as the exact posterior: the weights are then light-
+    tailed (k̂ well below its bound), but their moments give a narrower posterior, and
+    the check fails naming w[0]. The same q at a twentieth of its width fails by k̂,
+    naming the rows and what to try. (At 2,000 steps it passes: test_accuracy.py.)"""
+    data, exact = models.linreg_data()
     trainer = Trainer(models.linear_regression(), data,
                       FitSettings(steps=300, simulations=128, seed=0, batch=100))
     result = trainer.run()
     assert trainer.plan.weigh_draws == 4000 and not trainer.plan.resample
-    line = {c.name: c for c in result.verdict.checks}["q matches the ratio"]
-    assert line.ok and "over 500 rows" in line.message and "4,000 draws" in line.message
+    assert result.posterior(4000)["w"].std(0)[0] > 1.4 * exact["w_sd"][0]
+    wide = {c.name: c for c in result.verdict.checks}["q matches the ratio"]
+    assert not wide.ok and wide.value < khat_threshold(4000) and "along `w[0]`" in wide.message
+    assert "5 weighings of 4,000 draws" in wide.message and wide.detail["sd_ratio"]["w[0]"] < 0.7
+    khats = wide.detail["khats"]
+    assert len(khats) == 5 and khats == sorted(khats) and wide.value == pytest.approx(khats[2], abs=1e-3)
     narrow = copy.deepcopy(result.global_guide)
     with torch.no_grad():
         for family in narrow.families:
@@ -143,6 +149,46 @@ def test_on_a_plate_q_is_weighed_against_the_ratio_posterior_and_a_narrow_q_fail
     check = q_matches_ratio(trainer)
     assert not check.ok and not check.advisory and check.value > 0.7
     assert "batch = 500" in check.message and "disagree" in check.message
+
+
+@pytest.mark.parametrize("loc, sd, off", [(0.0, 1.0, False), (0.1, 1.05, False), (0.5, 1.0, True),
+                                          (0.0, 1.5, True), (0.0, 0.8, True)])
+def test_the_weighed_moments_tell_a_shifted_or_wider_target(loc, sd, off):
+    """Weighed to a known normal target, q = N(0, 1)'s draws give its mean and sd:
+    a target 0.5 sd away, 1.5 times as wide (k̂ 0.56, below its bound) or 0.8 as wide
+    is off; one 0.1 sd away and 5 % wider is within the accuracy targets' widths."""
+    from himdsl.infer.checks import PosteriorComparison
+
+    torch.manual_seed(0)
+    comparison = PosteriorComparison.weighed(_Gaussian(1.0), lambda u: _normal_log_pdf(u[:, 0], loc, sd), 4000)
+    assert comparison.shifts[0] == pytest.approx(loc, abs=0.05)
+    assert math.exp(comparison.log_sd_ratios[0]) == pytest.approx(sd, rel=0.1)
+    assert (comparison.worst() == 0) is off
+
+
+@pytest.mark.parametrize("khats, ok", [((0.95, 0.40, 0.50, 0.60, 0.45), True),
+                                        ((0.30, 0.80, 0.90, 0.75, 0.20), False)])
+def test_on_a_plate_the_median_of_five_weighings_is_judged(monkeypatch, khats, ok):
+    """One k̂ near the bound moves with the weighing's random stream: the check judges
+    the median of five independent weighings, so one heavy weighing does not fail a
+    fit and one light one does not pass it; each weighing draws afresh."""
+    import himdsl.infer.checks as checks
+
+    data, _ = models.linreg_data()
+    trainer = Trainer(models.linear_regression(), data, FitSettings(steps=10, simulations=128, batch=100))
+    scripted, states = iter(khats), []
+
+    def weigh(guide, log_target, draws):
+        states.append(torch.get_rng_state())
+        guide.rsample(draws)
+        return None, None, SimpleNamespace(khat=next(scripted))
+
+    monkeypatch.setattr(checks, "weigh", weigh)
+    check = q_matches_ratio(trainer)
+    assert check.ok is ok and check.value == sorted(khats)[2]
+    assert check.detail == {"draws": 4000, "khats": sorted(khats)}
+    assert f"{sorted(khats)[0]:.2f} to {sorted(khats)[-1]:.2f}" in check.message
+    assert len({bytes(s.numpy()) for s in states}) == 5
 
 
 def test_only_a_ratio_of_the_globals_alone_on_a_plate_is_weighed():
