@@ -453,8 +453,7 @@ class PosteriorComparison:
                 shift, log_ratio = _weighted_moments(u.double().cpu().numpy(), weights)
                 shifts.append(shift)
                 log_ratios.append(log_ratio)
-        mean = (lambda rows: np.mean(rows, axis=0) if rows else None)  # noqa: E731
-        return cls(draws, sorted(khats), mean(shifts), mean(log_ratios))
+        return cls(draws, sorted(khats), _column_mean(shifts), _column_mean(log_ratios))
 
     @property
     def khat(self) -> float:
@@ -481,6 +480,11 @@ class PosteriorComparison:
             out["mean_shift_in_q_sd"] = dict(zip(labels, np.round(self.shifts, 3).tolist()))
             out["sd_ratio"] = dict(zip(labels, np.round(np.exp(self.log_sd_ratios), 3).tolist()))
         return out
+
+
+def _column_mean(rows: list[np.ndarray]) -> np.ndarray | None:
+    """The mean of equal-length rows (None for no rows: every weighing's weights failed)."""
+    return np.mean(rows, axis=0) if rows else None
 
 
 def _weighted_moments(u: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
