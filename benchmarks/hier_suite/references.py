@@ -210,6 +210,14 @@ def location_scale(d):
     numpyro.sample("y", dist.Normal(mu, sigma), obs=d["y"])
 
 
+def michaelis_menten(d):
+    """v = Vmax S / (Km + S) + sigma eps, eps ~ Normal(0, 1): Normal(Vmax S / (Km + S), sigma)."""
+    vmax = numpyro.sample("Vmax", dist.LogNormal(2.0, 1.0))
+    km = numpyro.sample("Km", dist.LogNormal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    numpyro.sample("v", dist.Normal(vmax * d["S"] / (km + d["S"]), sigma), obs=d["v"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -248,6 +256,7 @@ TWINS = {
     "weibull_surv": Twin(weibull_surv, ("b0", "b", "k"), ()),
     "site_visits": Twin(site_visits, ("mu", "beta", "sigma", "phi"), ("log_lam",)),
     "location_scale": Twin(location_scale, ("mu", "sigma"), ()),
+    "michaelis_menten": Twin(michaelis_menten, ("Vmax", "Km", "sigma"), ()),
 }
 
 

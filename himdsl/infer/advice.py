@@ -104,7 +104,8 @@ def smoke_test(trainer) -> Check | None:
     if not smoke_run(trainer):
         return None
     steps = trainer.settings.steps
-    unjudged = "q settled" + (" and ratio is a likelihood need" if trainer.plan.ratio == "contrastive" else " needs")
+    unjudged = "q settled" + (", ratio is a likelihood and ratio's score unbiased need"
+                              if trainer.plan.ratio == "contrastive" else " needs")
     return Check(SMOKE_TEST, False, float(steps),
                  f"{steps} steps are too few to judge this fit ({unjudged} a final quarter of "
                  f"{MOMENT_POINTS} steps or more): its draws are a "

@@ -48,6 +48,14 @@ Each check is named for what a passed check verified, and fails when:
   since a q 0.6 times as wide as π can leave k̂ just below its bound. With q's score
   centred (objective.py) π is the posterior q follows: the ratio's, less N times
   the integral of its mean score on its own simulations (identity.py's plane).
+* **ratio is a likelihood** (contrastive): Fisher's information identity fails on
+  the ratio at q's draws: the posterior's width is off along the direction named
+  (identity.py).
+* **ratio's score unbiased** (contrastive, not with q's score centred): the
+  ratio's mean score on its own simulations, summed over the N data rows, moves q's
+  mean by more than DRIFT_SDS of q's sd (beyond IDENTITY_ERRORS standard errors)
+  in some global coordinate: a likelihood's score has mean zero there, so q is off
+  by about that move (identity.py, `score_bias`).
 """
 from __future__ import annotations
 
@@ -58,10 +66,10 @@ import numpy as np
 import torch
 
 from .covering import ratio_posterior
-from .identity import information_identity
+from .identity import information_identity, score_bias
 from .importance import khat_threshold, weigh
 from .proposals import iqr_sd
-from .result import scalar_labels
+from .result import u_labels
 
 SEPARATION_ACCURACY = 0.9
 DRIFT_SDS = 0.3
@@ -388,11 +396,6 @@ def q_matches_ratio(trainer) -> Check | None:
                  "run more steps, and compare with `himdsl calibrate`")
 
 
-def u_labels(guide) -> list[str]:
-    """A label per column of q's unconstrained draws, in their order (by block)."""
-    return scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b})
-
-
 def _q_matches_ratio_on_plate(trainer) -> Check | None:
     """q against Σ_n r(x_n, β) and the prior, by WEIGHINGS weighings of
     `plan.weigh_draws` of its draws: their median k̂, then the moments they give."""
@@ -548,6 +551,35 @@ def ratio_is_a_likelihood(trainer) -> Check | None:
                  "weakly for the ratio", detail=detail)
 
 
+def ratio_score_unbiased(trainer) -> Check | None:
+    """The ratio's mean score on its own simulations, summed over the data's rows,
+    moves q's mean by less than DRIFT_SDS of q's sd beyond IDENTITY_ERRORS standard
+    errors (identity.py, `score_bias`); not for a smoke run, nor where q's score is
+    centred, which takes that mean out."""
+    if smoke_run(trainer) or trainer.plan.score_centring:
+        return None
+    with forked_rng(trainer.view.device):
+        bias = score_bias(trainer)
+    if bias is None:
+        return None
+    excess = np.abs(bias.shift) - IDENTITY_ERRORS * bias.errors
+    worst = int(np.argmax(excess))
+    shift, error, label = float(bias.shift[worst]), float(bias.errors[worst]), bias.labels[worst]
+    rows = trainer.view.n_rows
+    if excess[worst] <= DRIFT_SDS:
+        return Check("ratio's score unbiased", True, shift,
+                     f"on rows simulated at q's draws the ratio's score has mean zero within {DRIFT_SDS} of "
+                     f"q's sd, as a likelihood's does: summed over {rows:,} rows, its mean moves q by "
+                     f"{shift:+.2f} ± {error:.2f} of q's sd along `{label}`, the furthest", detail=bias.to_dict())
+    return Check("ratio's score unbiased", False, shift,
+                 f"the ratio's score is biased along `{label}`: on rows simulated at q's draws its mean, "
+                 f"where a likelihood's is zero, summed over {rows:,} rows moves the posterior by "
+                 f"{shift:+.2f} ± {error:.2f} of q's sd, so q is most likely off by about that much there "
+                 "(the ratio's error along a direction each row tells little about, summed over the rows). "
+                 "A longer fit (`--resume --steps`, twice as many) may resolve it, and is judged again",
+                 detail=bias.to_dict())
+
+
 # Every check, in the order the verdict lists them; each returns None where it does not apply.
 CHECKS = (ratio_separation, q_drift, q_collapse, q_within_prior, simulation_failures, data_in_range, q_matches_ratio,
-          ratio_is_a_likelihood)
+          ratio_is_a_likelihood, ratio_score_unbiased)

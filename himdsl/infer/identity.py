@@ -29,8 +29,16 @@ moment is the scores' about the plane. A ratio off by a function of θ alone, wh
 the centring corrects, then has λ = 1; a ratio c·ℓ still has λ = c. The plane's
 integral, N (aᵀd + dᵀBd / 2), is what the centred q takes out of Σ_n r (`centring`).
 
+The first of Bartlett's identities, E[ℓ'] = 0 on simulations at θ, asks less and
+tells where the posterior sits: a ratio whose score has mean G on its own
+simulations adds N G to the sum over the data's rows, which moves the posterior's
+mean by Σ N G (Σ its covariance, q's). `score_bias` estimates that move, per
+global coordinate in q's sds, from BIAS_ROWS_PER_ROW rows simulated a data row
+(its standard error is then about √(N / rows) = 0.05 sd, whatever N).
+
     report = information_identity(trainer)        # None where it does not apply
     report.values, report.errors, report.widest   # eigenvalues, standard errors, direction
+    bias = score_bias(trainer)                    # bias.shift, bias.errors: q's sds
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .result import scalar_labels
+from .result import scalar_labels, u_labels
 
 Tensor = torch.Tensor
 IDENTITY_ROWS = 20_000
@@ -57,6 +65,11 @@ MIN_ROWS = 100 * IDENTITY_PARTS
 SLOPE_ROWS_PER_ROW = 2_000
 MAX_SLOPE_ROWS = 1_000_000
 CHUNK_ROWS = 50_000
+# Rows for the mean score's move: its standard error in q's sds is about √(N / rows),
+# so BIAS_ROWS_PER_ROW a data row keeps it near 0.05; at most MAX_BIAS_ROWS (an
+# extern pays for every row).
+BIAS_ROWS_PER_ROW = 400
+MAX_BIAS_ROWS = 400_000
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,50 @@ class IdentityReport:
         return "the direction " + ", ".join(f"{n} {w:+.2f}" for n, w in parts.items())
 
 
+@dataclass(frozen=True)
+class ScoreBias:
+    """How far the ratio's mean score on its own simulations, summed over the data's
+    rows, moves q's mean: per global coordinate (`labels`), in q's sds, with
+    standard errors, from `rows` simulated rows."""
+
+    shift: np.ndarray
+    errors: np.ndarray
+    labels: list[str]
+    rows: int
+
+    def to_dict(self) -> dict:
+        return {"shift_in_q_sd": dict(zip(self.labels, np.round(self.shift, 3).tolist())),
+                "errors": dict(zip(self.labels, np.round(self.errors, 3).tolist())), "rows": self.rows}
+
+
+def score_bias(trainer) -> ScoreBias | None:
+    """Σ N E[r'] over the globals' coordinates (module docstring), on rows simulated
+    at q's draws; None without a contrastive ratio, where it reads no global (its
+    score there is zero), or where the simulations failed. The locals' coordinates
+    are left out: a local's error is one row's, not summed over N."""
+    view = trainer.view
+    if trainer.plan.ratio != "contrastive" or trainer.ratio is None or not view.g_shapes:
+        return None
+    n = view.n_rows
+    score, coords, labels = _scores(trainer, int(min(max(IDENTITY_ROWS, BIAS_ROWS_PER_ROW * n), MAX_BIAS_ROWS)))
+    if score is None or len(score) < MIN_ROWS:
+        return None
+    width = len(u_labels(trainer.result().global_guide))
+    score, coords = score[:, :width], coords[:, :width]
+    if not score.any():
+        return None
+    return ScoreBias(*_move(score, coords, n), labels[:width], len(score))
+
+
+def _move(score: np.ndarray, coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Σ n ḡ in q's sds per coordinate, Σ from the draws `coords`, ḡ the mean of
+    `score`, and its standard errors (the scores' covariance over their number)."""
+    covariance = np.atleast_2d(np.cov(coords, rowvar=False))
+    sd = np.sqrt(np.diag(covariance))
+    spread = n * n * covariance @ np.atleast_2d(np.cov(score, rowvar=False)) @ covariance / len(score)
+    return n * covariance @ score.mean(0) / sd, np.sqrt(np.diag(spread)) / sd
+
+
 def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | None:
     """The identity on `num` rows simulated at q's draws (module docstring); None
     without a contrastive ratio, or where nothing the ratio reads can be moved. With
@@ -122,7 +179,7 @@ def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | 
     score, hessian, coords = score[:, keep], hessian[:, keep][:, :, keep], coords[:, keep]
     labels = [label for label, k in zip(labels, keep.tolist()) if k]
     if trainer.plan.score_centring:
-        score, coords = _scores(trainer, slope_rows(trainer.view.n_rows, num))
+        score, coords, _ = _scores(trainer, slope_rows(trainer.view.n_rows, num))
         if score is None or len(score) < MIN_ROWS:
             return None
         score, coords = score[:, keep], coords[:, keep]
@@ -149,15 +206,16 @@ def _part(values: np.ndarray, p: int) -> np.ndarray:
     return values[p * size:(p + 1) * size]
 
 
-def _scores(trainer, num: int) -> tuple[np.ndarray, np.ndarray]:
-    """r's gradient and the coordinates (finite rows only) on `num` rows, in chunks."""
-    scores, coords = [], []
+def _scores(trainer, num: int) -> tuple:
+    """r's gradient and the coordinates (finite rows only) on `num` rows, in chunks,
+    and the coordinates' labels; Nones where r reads nothing that moves."""
+    scores, coords, labels = [], [], None
     for start in range(0, num, CHUNK_ROWS):
-        score, _, coord, _ = _score_and_hessian(trainer, min(CHUNK_ROWS, num - start), hessian=False)
+        score, _, coord, labels = _score_and_hessian(trainer, min(CHUNK_ROWS, num - start), hessian=False)
         if score is not None:
             scores.append(score)
             coords.append(coord)
-    return (np.concatenate(scores), np.concatenate(coords)) if scores else (None, None)
+    return (np.concatenate(scores), np.concatenate(coords), labels) if scores else (None, None, None)
 
 
 def _score_and_hessian(trainer, num: int, hessian: bool = True):
@@ -191,9 +249,8 @@ def _score_and_hessian(trainer, num: int, hessian: bool = True):
     if hessians is not None:
         finite &= torch.isfinite(hessians).flatten(1).all(1)
         hessians = hessians[finite].numpy()
-    u_labels = scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b}) if view.g_shapes else []
     return (score[finite].numpy(), hessians, coords[finite].numpy(),
-            u_labels + (z_labels if z is not None else []))
+            (u_labels(guide) if view.g_shapes else []) + (z_labels if z is not None else []))
 
 
 @torch.no_grad()

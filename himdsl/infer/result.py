@@ -157,6 +157,11 @@ def scalar_labels(shapes: dict[str, tuple]) -> list[str]:
     return labels
 
 
+def u_labels(guide) -> list[str]:
+    """A label per column of q's unconstrained draws, in their order (by block)."""
+    return scalar_labels({n: guide.u_shapes[n] for b in guide.blocks for n in b})
+
+
 def summarise(posterior: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Mean, sd, 5%, 50% and 95% of every scalar of these draws: {"beta[0]": {...}}."""
     table = {}

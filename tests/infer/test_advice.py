@@ -54,7 +54,7 @@ def test_a_good_fit_is_not_flagged_and_a_broken_one_is():
     # 50 steps leave a final quarter of 12, too short to trace q: a smoke test, said so
     smoke = broken["long enough to judge"]
     assert not smoke.ok and "50 steps are too few to judge" in smoke.message
-    assert "q settled and ratio is a likelihood need" in smoke.message
+    assert "q settled, ratio is a likelihood and ratio's score unbiased need" in smoke.message
     assert not broken["posterior predictive"].ok
     assert "outside what the fitted model simulates" in broken["posterior predictive"].message
     # after 50 steps q is still climbing: its ELBO rises between the final quarter's halves

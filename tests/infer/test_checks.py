@@ -137,7 +137,8 @@ def test_data_the_model_cannot_produce_fail_the_fit():
     failed = [c for c in result.verdict.checks if not c.ok and not c.advisory]
     assert failed[0].name == "data in range" and "cannot produce" in failed[0].message
     # beyond every simulation the ratio extrapolates, and its posterior is not q's either
-    assert {c.name for c in failed} <= {"data in range", "q matches the ratio", "ratio is a likelihood"}
+    assert {c.name for c in failed} <= {"data in range", "q matches the ratio", "ratio is a likelihood",
+                                        "ratio's score unbiased"}
     fine = fit(compiled("pinned.him", PINNED), {"x": 300 + torch.randn(50)},
                FitSettings(steps=100, batch=16, particles=8, simulations=64))
     assert next(c for c in fine.verdict.checks if c.name == "data in range").ok

@@ -2,7 +2,9 @@
 ratio's place every eigenvalue is 1; a ratio c times too sharp or too flat gives c,
 an error that varies with the row 1 + its score's variance over the curvature, and
 the check "ratio is a likelihood" fails a ratio beyond the sd tolerance, naming the
-direction."""
+direction. The first identity, a score of mean zero on its own simulations: the
+exact likelihood's moves q by nothing beyond its noise, a ratio off by c·mu moves it
+by N c sd(mu), and the check "ratio's score unbiased" fails it beyond 0.3 sd."""
 import dataclasses
 import math
 
@@ -10,8 +12,8 @@ import pytest
 import torch
 
 from himdsl.infer import FitSettings
-from himdsl.infer.checks import ratio_is_a_likelihood
-from himdsl.infer.identity import information_identity
+from himdsl.infer.checks import ratio_is_a_likelihood, ratio_score_unbiased
+from himdsl.infer.identity import information_identity, score_bias
 from himdsl.infer.trainer import Trainer
 from tests.infer.models import LOCATION_SCALE, compiled
 
@@ -162,3 +164,56 @@ def test_a_ratio_that_curves_upward_is_not_given_a_factor(location_scale):
     check = ratio_is_a_likelihood(_scaled(location_scale, -1.0))
     assert not check.ok and check.value == pytest.approx(-1.0, rel=0.06)
     assert "curves upward" in check.message and "factor" not in check.message
+
+
+def _q_moments(trainer: Trainer) -> tuple[float, float]:
+    """q's sd of mu and its correlation with log s (unconstrained), from 50,000 draws."""
+    with torch.no_grad():
+        u = trainer.result().global_guide.rsample(50_000)[2]
+    return float(u[:, 0].std()), float(torch.corrcoef(u.T)[0, 1])
+
+
+def _tilted(trainer: Trainer, shift_in_sd: float) -> Trainer:
+    """The exact log likelihood plus c·mu, c chosen so that N c, times q's variance of
+    mu, is `shift_in_sd` of q's sd of mu: a mean score c on every simulation."""
+    trainer = _scaled(trainer, 1.0)
+    exact = trainer.ratio.log_lik
+    c = shift_in_sd / (trainer.view.n_rows * _q_moments(trainer)[0])
+
+    def tilted(x, theta, averaged=True):
+        return exact(x, theta) + c * theta[..., 0].expand(*x.shape[:2])
+    trainer.ratio.log_lik = tilted
+    return trainer
+
+
+def test_the_exact_log_likelihood_has_an_unbiased_score(location_scale):
+    bias = score_bias(_scaled(location_scale, 1.0))
+    assert bias.labels == ["mu", "s"] and bias.rows == 400 * 200
+    assert bias.errors == pytest.approx([0.05, 0.05], rel=0.35)       # √(N / rows), N = 200
+    assert (abs(bias.shift) < 3 * bias.errors).all()
+    check = ratio_score_unbiased(location_scale)
+    assert check.ok and check.detail["rows"] == bias.rows
+
+
+@pytest.mark.parametrize("shift", [1.5, -0.9])
+def test_a_ratio_whose_score_is_biased_fails_with_the_move_it_makes(location_scale, shift):
+    """N c along mu moves q's mean by N Σ (c, 0): log s moves too, by mu's move times
+    their correlation in q."""
+    check = ratio_score_unbiased(_tilted(location_scale, shift))
+    assert not check.ok and check.value == pytest.approx(shift, abs=0.3)
+    assert "biased along `mu`" in check.message and f"{check.value:+.2f}" in check.message
+    correlation = _q_moments(location_scale)[1]
+    assert check.detail["shift_in_q_sd"]["s"] == pytest.approx(shift * correlation, abs=0.3)
+
+
+def test_a_bias_within_the_drift_allowed_passes(location_scale):
+    assert ratio_score_unbiased(_tilted(location_scale, 0.1)).ok
+
+
+def test_the_score_bias_leaves_out_the_locals():
+    """A ratio that reads only z, with a mean score along it: mu's score is zero and
+    z's error is one row's, so there is nothing to judge."""
+    data = {"x": torch.randn(150, generator=torch.Generator().manual_seed(2))}
+    trainer = _with_ratio(_trainer(LOCAL_MEANS, data),
+                          lambda x, theta: -2.0 * (x - theta[..., 0]) ** 2 + 5.0 * theta[..., 0])
+    assert score_bias(trainer) is None and ratio_score_unbiased(trainer) is None
