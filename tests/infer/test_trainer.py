@@ -235,7 +235,7 @@ def test_resuming_a_finished_fit_judges_it_as_the_fit_did(tmp_path):
     first = fit(hier_gauss(), data, settings, checkpoint_path=path)
     again = fit(hier_gauss(), data, settings, checkpoint_path=path, resume=True)
     judged = {c.name: c.value for c in first.verdict.checks}
-    assert {"q settled", "ratio is a likelihood", "ratio's score unbiased"} <= set(judged)
+    assert {"q settled", "ratio is a likelihood"} <= set(judged)
     assert {c.name: c.value for c in again.verdict.checks} == judged
     blob = torch.load(path, weights_only=True)
     del blob["moments"]                  # a checkpoint written before the trace was kept
