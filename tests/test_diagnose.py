@@ -159,7 +159,10 @@ def test_an_implicit_likelihood_has_no_importance_weights(tmp_path):
     y = np.random.default_rng(0).normal(0.5, 1.0, ROWS)
     folder = _fit(tmp_path, NORMAL_MEAN_IMPLICIT, y, "implicit", steps=100)
     report = diagnose(open_fit(folder), draws=50)
-    assert report.importance.khat is None and "implicit" in report.importance.reason
+    # the reason names the observation written as a simulation and how to give it a density
+    assert report.importance.khat is None
+    assert "`y` is written as a simulation" in report.importance.reason
+    assert "`~` with its distribution" in report.importance.reason
     assert report.lines()[2][0] is None
 
 

@@ -29,8 +29,9 @@ def unavailable(model, global_guide, local_guide) -> str | None:
     implicit = [n for n in model.observed_names if n not in model.explicit_observed]
     implicit += [n for n in model.local_names if n not in model.explicit_locals]
     if implicit:
-        return (f"the likelihood is implicit (`{implicit[0]}` has no density in closed form), so "
-                "there are no exact importance weights")
+        return (f"`{implicit[0]}` is written as a simulation (`=`, or `~` reading a noise or an "
+                "extern), so the fit has no density for it and no exact importance weights; where "
+                f"it has one, `~` with its distribution gives it (docs/language.md)")
     if any(isinstance(f, PointMass) for f in global_guide.families):
         return "a global is a point estimate, which has no density to weigh against"
     if isinstance(local_guide, ImplicitLocalGuide):

@@ -143,11 +143,11 @@ def score_bias(trainer) -> ScoreBias | None:
     view = trainer.view
     if trainer.plan.ratio != "contrastive" or trainer.ratio is None or not view.g_shapes:
         return None
-    n = view.n_rows
-    score, coords, labels = _scores(trainer, int(min(max(IDENTITY_ROWS, BIAS_ROWS_PER_ROW * n), MAX_BIAS_ROWS)))
+    n, guide = view.n_rows, trainer.result().global_guide
+    score, coords, labels = _scores(trainer, guide, int(min(max(IDENTITY_ROWS, BIAS_ROWS_PER_ROW * n), MAX_BIAS_ROWS)))
     if score is None or len(score) < MIN_ROWS:
         return None
-    width = len(u_labels(trainer.result().global_guide))
+    width = len(u_labels(guide))
     score, coords = score[:, :width], coords[:, :width]
     if not score.any():
         return None
@@ -170,7 +170,8 @@ def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | 
     scores (no Hessians), as many as its error on the identity needs."""
     if trainer.plan.ratio != "contrastive" or trainer.ratio is None:
         return None
-    score, hessian, coords, labels = _score_and_hessian(trainer, num)
+    guide = trainer.result().global_guide
+    score, hessian, coords, labels = _score_and_hessian(trainer, guide, num)
     if score is None or len(score) < MIN_ROWS:      # the simulations failed: "simulations finite" says so
         return None
     keep = _informative(hessian)
@@ -179,7 +180,7 @@ def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | 
     score, hessian, coords = score[:, keep], hessian[:, keep][:, :, keep], coords[:, keep]
     labels = [label for label, k in zip(labels, keep.tolist()) if k]
     if trainer.plan.score_centring:
-        score, coords, _ = _scores(trainer, slope_rows(trainer.view.n_rows, num))
+        score, coords, _ = _scores(trainer, guide, slope_rows(trainer.view.n_rows, num))
         if score is None or len(score) < MIN_ROWS:
             return None
         score, coords = score[:, keep], coords[:, keep]
@@ -206,24 +207,24 @@ def _part(values: np.ndarray, p: int) -> np.ndarray:
     return values[p * size:(p + 1) * size]
 
 
-def _scores(trainer, num: int) -> tuple:
-    """r's gradient and the coordinates (finite rows only) on `num` rows, in chunks,
-    and the coordinates' labels; Nones where r reads nothing that moves."""
+def _scores(trainer, guide, num: int) -> tuple:
+    """r's gradient and the coordinates (finite rows only) on `num` rows simulated at
+    `guide`'s draws, in chunks, and the coordinates' labels; Nones where r reads
+    nothing that moves."""
     scores, coords, labels = [], [], None
     for start in range(0, num, CHUNK_ROWS):
-        score, _, coord, labels = _score_and_hessian(trainer, min(CHUNK_ROWS, num - start), hessian=False)
+        score, _, coord, labels = _score_and_hessian(trainer, guide, min(CHUNK_ROWS, num - start), hessian=False)
         if score is not None:
             scores.append(score)
             coords.append(coord)
     return (np.concatenate(scores), np.concatenate(coords), labels) if scores else (None, None, None)
 
 
-def _score_and_hessian(trainer, num: int, hessian: bool = True):
+def _score_and_hessian(trainer, guide, num: int, hessian: bool = True):
     """r's gradient [n, D], Hessian [n, D, D] (or None) and the coordinates [n, D]
-    (float64, finite rows only) in q's unconstrained globals and the real locals,
-    with a label per coordinate; Nones where r reads nothing that moves."""
+    (float64, finite rows only) in q's (`guide`'s) unconstrained globals and the
+    real locals, with a label per coordinate; Nones where r reads nothing that moves."""
     view, ratio = trainer.view, trainer.ratio
-    guide = trainer.result().global_guide
     u0, z0, x, rows = _simulated_rows(trainer, guide, num)
     u = u0.clone().requires_grad_(True)
     z = z0.clone().requires_grad_(True) if z0 is not None else None

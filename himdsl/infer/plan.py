@@ -179,8 +179,8 @@ class Plan:
                 rows.append(("q's score", "centred on simulations at q's draw, every step"))
             elif "q's score" in self.reasons:
                 rows.append(("q's score", "not centred"))
-            if self.resample:
-                rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"))
+        rows.append(("posterior draws", "q's, importance-resampled to the ratio's posterior"
+                     if self.resample else "q's"))
         rows.append(("start", f"q at the prior's median, {self.init_scale:g} of its spread"))
         shape = f", the flow's shape from step {self.flow_shape_from}" if self.flow_shape_from else ""
         rows.append(("schedule", f"warm-up {self.warmup_steps} steps{shape}, average from step {self.average_from}"))

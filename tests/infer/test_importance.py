@@ -119,6 +119,7 @@ def test_a_plate_of_rows_keeps_q_draws():
                    FitSettings(steps=10, simulations=128, covering="on")).plan
     assert plan.population and not plan.resample
     assert "500 rows" in plan.reasons["posterior draws"]
+    assert "posterior draws  q's  (q's: the ratio's posterior sums 500 rows" in plan.describe()
 
 
 def test_on_a_plate_q_is_weighed_against_the_ratio_posterior_and_a_wide_or_narrow_q_fails():

@@ -99,6 +99,7 @@ def test_the_covering_population_is_for_data_of_one_row():
     assert plan.population == 0 and plan.q_objective == "elbo"
     assert "200 rows' errors" in plan.reasons["q objective"]
     assert "q objective      elbo  (no covering population" in plan.describe()
+    assert "\n  posterior draws  q's\n" in plan.describe()      # whether resampled or not, said
     assert _plan(linear_regression(), data, covering="on").population == 2 ** 15 // 200
     data, _ = linreg_data(n=5000)
     assert _plan(linear_regression(), data, covering="on").population == 64
