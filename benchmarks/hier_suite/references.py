@@ -218,6 +218,20 @@ def michaelis_menten(d):
     numpyro.sample("v", dist.Normal(vmax * d["S"] / (km + d["S"]), sigma), obs=d["v"])
 
 
+def pk_onecomp(d):
+    """y = dose / V exp(−exp(logk) t) exp(sigma e), e ~ Normal(0, 1) at the 5 times t:
+    LogNormal(log dose − logV − exp(logk) t, sigma)."""
+    times = jnp.array([0.5, 1.0, 2.0, 4.0, 8.0])
+    mu = numpyro.sample("mu_logk", dist.Normal(-1.5, 1.0))
+    omega = numpyro.sample("omega", dist.HalfNormal(0.5))
+    log_v = numpyro.sample("logV", dist.Normal(3.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(0.5))
+    with numpyro.plate("subj", len(d["y"])):
+        logk = numpyro.sample("logk", dist.Normal(mu, omega))
+        centre = jnp.log(100.0) - log_v - jnp.exp(logk)[:, None] * times
+        numpyro.sample("y", dist.LogNormal(centre, sigma).to_event(1), obs=d["y"])
+
+
 @dataclass(frozen=True)
 class Twin:
     """A model's NumPyro twin, its sites named as in model.him."""
@@ -257,6 +271,7 @@ TWINS = {
     "site_visits": Twin(site_visits, ("mu", "beta", "sigma", "phi"), ("log_lam",)),
     "location_scale": Twin(location_scale, ("mu", "sigma"), ()),
     "michaelis_menten": Twin(michaelis_menten, ("Vmax", "Km", "sigma"), ()),
+    "pk_onecomp": Twin(pk_onecomp, ("mu_logk", "omega", "logV", "sigma"), ("logk",), noncentred=("logk",)),
 }
 
 

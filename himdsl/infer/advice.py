@@ -218,7 +218,9 @@ def local_means(trainer) -> Check | None:
                  f"the locals' means are {error:.2f} of their sds from where each row's ELBO points "
                  f"(one Newton step with q's covariance){after}: the local guide had not converged; "
                  "run more steps" if not ok
-                 else f"the locals' means are within {error:.2f} of their sds of each row's optimum{after}",
+                 else f"the local guide converged: its means are within {error:.2f} of their sds of each "
+                 f"row's optimum under the ratio{after} (how near that is the exact posterior rests "
+                 "on the ratio)",
                  advisory=True)
 
 

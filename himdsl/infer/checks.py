@@ -181,9 +181,38 @@ def forked_rng(device: torch.device):
 
 
 def check_fit(trainer, advice=()) -> Verdict:
-    """Every check that applies to this fit, then the advisory lines `advice`."""
-    checks = [check(trainer) for check in CHECKS + tuple(advice)]
+    """Every check that applies to this fit, then the advisory lines: the one read
+    from the identity's evidence, and `advice`."""
+    checks = [check(trainer) for check in CHECKS]
+    identity = next((c for c in checks if c is not None and c.name == "ratio is a likelihood"), None)
+    checks.append(row_scatter_advice(identity, trainer.view.n_rows))
+    checks += [check(trainer) for check in advice]
     return Verdict([c for c in checks if c is not None])
+
+
+def row_scatter_advice(identity: Check | None, rows: int) -> Check | None:
+    """Advice from the identity's evidence (identity.py, `row_scatter`): how far q's
+    mean may sit from the ratio's own posterior's centre by an error of the ratio
+    that varies from row to row, one draw either way, which a single fit cannot see.
+    Advice, not a check: its sd says how far such fits scatter, not how far this one
+    landed; about half land within 0.7 of it."""
+    detail = identity.detail if identity is not None else None
+    if not detail or "row_scatter_in_q_sd" not in detail:
+        return None
+    scatter, errors = detail["row_scatter_in_q_sd"], detail["row_scatter_errors"]
+    label = max(scatter, key=lambda name: scatter[name] - IDENTITY_ERRORS * errors[name])
+    value, error = scatter[label], errors[label]
+    if value - IDENTITY_ERRORS * error <= DRIFT_SDS:
+        return Check("ratio's row errors", True, value,
+                     f"an error of the ratio that varies from row to row moves q by about ± {value:.2f} of "
+                     f"its sd along `{label}`, the most, summed over {rows:,} rows", advisory=True)
+    return Check("ratio's row errors", False, value,
+                 f"q's position along `{label}` is uncertain by about ± {value:.2f} ± {error:.2f} of its sd "
+                 "beyond its width: on rows simulated at q's draws the ratio's score varies more than its "
+                 f"curvature allows a likelihood's, the mark of an error that differs from row to row; over "
+                 f"{rows:,} rows it adds up to a move of that sd, either way, which this fit cannot see. Fit "
+                 "again with another `--seed`: fits further apart than that are off by it, and the draws of "
+                 "several fits pooled are nearer the posterior", advisory=True)
 
 
 def ratio_separation(trainer) -> Check | None:
@@ -531,6 +560,9 @@ def ratio_is_a_likelihood(trainer) -> Check | None:
     value, error = float(report.values[worst]), float(report.errors[worst])
     detail = {"eigenvalues": report.values.tolist(), "errors": report.errors.tolist(),
               "direction": report.direction(worst), "rows": report.rows}
+    if report.scatter is not None:
+        detail["row_scatter_in_q_sd"] = dict(zip(report.labels, np.round(report.scatter, 3).tolist()))
+        detail["row_scatter_errors"] = dict(zip(report.labels, np.round(report.scatter_errors, 3).tolist()))
     shown = f"{value:.2f} ± {error:.1g}"
     if excess[worst] <= 0:
         return Check("ratio is a likelihood", True, value,

@@ -12,7 +12,9 @@ What a λ away from 1 means: a ratio r = ℓ + ε whose error ε varies with the
 has score variance 1 + Var(ε') against curvature 1 along a direction (in units of
 the curvature), so λ − 1 = Var(ε') / C. Summed over N independent rows, that error
 moves the posterior by a random √N·sd(ε') against a curvature N·C: by √(λ − 1)
-of the posterior's own sd, whatever N. A ratio c·ℓ, too sharp (c > 1) or too flat
+of the posterior's own sd, whatever N (`row_scatter` gives that move's sd per
+global coordinate, where ε' is uncorrelated with the likelihood's score: the advice
+"ratio's row errors"). A ratio c·ℓ, too sharp (c > 1) or too flat
 (c < 1), has λ = c and a posterior sd off by a factor 1/√c. A ratio whose score
 varies as the likelihood's but which curves k times as much has λ = 1/k and a
 posterior sd off by √λ: the other way. All but one of the hierarchical suite's
@@ -88,6 +90,11 @@ class IdentityReport:
     slope: np.ndarray                # ∂E[r']/∂u over the draws (centred; else zeros)
     centre: np.ndarray               # the draws' mean coordinates
     columns: list[int]               # each label's column among q's u, then the real locals
+    # per label, the sd of q's move, in q's sds, that a ratio error varying from row to
+    # row adds up to over the data's rows (`row_scatter`), and its standard errors;
+    # None where the ratio reads locals
+    scatter: np.ndarray | None = None
+    scatter_errors: np.ndarray | None = None
 
     def centring(self, rows: int, width: int):
         """N Â(u) for the globals' first `width` coordinates u [K, width] → [K]: the
@@ -179,6 +186,9 @@ def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | 
         return None
     score, hessian, coords = score[:, keep], hessian[:, keep][:, :, keep], coords[:, keep]
     labels = [label for label, k in zip(labels, keep.tolist()) if k]
+    columns = np.flatnonzero(keep).tolist()
+    scatter = (_scatter_and_errors(hessian, score, coords, trainer.view.n_rows)
+               if max(columns) < len(u_labels(guide)) else (None, None))
     if trainer.plan.score_centring:
         score, coords, _ = _scores(trainer, guide, slope_rows(trainer.view.n_rows, num))
         if score is None or len(score) < MIN_ROWS:
@@ -191,8 +201,26 @@ def information_identity(trainer, num: int = IDENTITY_ROWS) -> IdentityReport | 
               for p in range(IDENTITY_PARTS)]
     parts = np.stack([_eigen(*piece)[0] for piece in pieces])
     errors = parts.std(0, ddof=1) / math.sqrt(IDENTITY_PARTS)
-    columns = np.flatnonzero(keep).tolist()
-    return IdentityReport(values, errors, vectors, labels, len(hessian), *moments, columns)
+    return IdentityReport(values, errors, vectors, labels, len(hessian), *moments, columns, *scatter)
+
+
+def row_scatter(hessian: np.ndarray, score: np.ndarray, draws: np.ndarray, n: int) -> np.ndarray:
+    """Per coordinate, the sd of the move, in q's sds, that a ratio error ε varying
+    from row to row gives q's mean over `n` rows (module docstring): where ε' is
+    uncorrelated with the likelihood's score, Var(ε') = Cov(r') − (−E r'') (its
+    positive part), and Σ_n ε'(x_n), of covariance n Var(ε'), moves the posterior's
+    mean by Σ Σ_n ε' (Σ q's covariance, from `draws`)."""
+    excess = np.atleast_2d(np.cov(score, rowvar=False)) + hessian.mean(0)
+    values, vectors = np.linalg.eigh((excess + excess.T) / 2)
+    excess = (vectors * np.clip(values, 0.0, None)) @ vectors.T
+    covariance = np.atleast_2d(np.cov(draws, rowvar=False))
+    return np.sqrt(np.diag(n * covariance @ excess @ covariance) / np.diag(covariance))
+
+
+def _scatter_and_errors(hessian: np.ndarray, score: np.ndarray, draws: np.ndarray, n: int) -> tuple:
+    parts = np.stack([row_scatter(_part(hessian, p), _part(score, p), _part(draws, p), n)
+                      for p in range(IDENTITY_PARTS)])
+    return row_scatter(hessian, score, draws, n), parts.std(0, ddof=1) / math.sqrt(IDENTITY_PARTS)
 
 
 def slope_rows(n_rows: int, num: int = IDENTITY_ROWS) -> int:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from himdsl.infer import FitSettings
-from himdsl.infer.checks import ratio_is_a_likelihood, ratio_score_unbiased
+from himdsl.infer.checks import ratio_is_a_likelihood, ratio_score_unbiased, row_scatter_advice
 from himdsl.infer.identity import information_identity, score_bias
 from himdsl.infer.trainer import Trainer
 from tests.infer.models import LOCATION_SCALE, compiled
@@ -85,22 +85,53 @@ def test_a_ratio_within_the_sd_tolerance_passes(location_scale, scale):
     assert ratio_is_a_likelihood(_scaled(location_scale, scale)).ok
 
 
-def test_an_error_that_varies_with_the_row_shows_as_its_score_variance(location_scale):
-    """r = ℓ + a·sin(ω x) mu: the error's score a·sin(ω x) has variance a²/2 when ωx
-    is spread over many periods, against curvature 1/s² along mu: λ = 1 + a² s² / 2."""
-    a, omega = 3.0, 40.0
-    trainer = _scaled(location_scale, 1.0)
-    exact = trainer.ratio.log_lik
+def _with_row_error(trainer: Trainer, a: float, omega: float = 40.0) -> Trainer:
+    """The trainer with r = ℓ + a·sin(ω x) mu as its ratio, ℓ the exact log N(x | mu, s)."""
+    exact = _scaled(trainer, 1.0).ratio.log_lik
 
     def noisy(x, theta, averaged=True):
         return exact(x, theta) + a * torch.sin(omega * x[..., 0]) * theta[..., 0].expand(*x.shape[:2])
     trainer.ratio.log_lik = noisy
+    return trainer
+
+
+def test_an_error_that_varies_with_the_row_shows_as_its_score_variance(location_scale):
+    """r = ℓ + a·sin(ω x) mu: the error's score a·sin(ω x) has variance a²/2 when ωx
+    is spread over many periods, against curvature 1/s² along mu: λ = 1 + a² s² / 2."""
+    a = 3.0
+    trainer = _with_row_error(location_scale, a)
     report = information_identity(trainer)
     with torch.no_grad():
         s2 = float((trainer.result().global_guide.rsample(20_000)[0]["s"] ** -2).mean()) ** -1
     assert report.values[-1] == pytest.approx(1 + a * a * s2 / 2, rel=0.1)
     assert report.values[0] == pytest.approx(1.0, abs=0.06)
     assert set(report.direction(1)) == {"mu", "s"} and abs(report.direction(1)["mu"]) == 1.0
+
+
+@pytest.mark.parametrize("a", [0.0, 0.25, 0.6])
+def test_an_error_that_varies_with_the_row_scatters_q_by_its_summed_score(location_scale, a):
+    """r = ℓ + a·sin(ω x) mu: the error's score along mu, a·sin(ω x), has mean zero,
+    variance a²/2 and no correlation with the likelihood's score, so summed over the
+    N = 200 rows it moves q's mean of mu by a normal of sd Σ_mu,mu √(N a² / 2), which
+    is sd(mu) √(N a² / 2) in q's sds (about 0.23 and 0.55 here): the advice says so
+    beyond 0.3. The estimate's variance carries the identity's own noise on 20,000
+    rows (the exact ratio's λ reads 0.96-1.0), about 0.03 in q's variances."""
+    n = 200
+    trainer = _with_row_error(location_scale, a)
+    check = ratio_is_a_likelihood(trainer)
+    scatter = check.detail["row_scatter_in_q_sd"]
+    advice = row_scatter_advice(check, n)
+    with torch.no_grad():
+        draws = trainer.result().global_guide.rsample(20_000)
+    sd_mu = float(draws[0]["mu"].std())
+    expected = sd_mu * math.sqrt(n * a * a / 2)
+    assert scatter["mu"] ** 2 == pytest.approx(expected ** 2, abs=0.04)
+    # s (q's log s) moves with mu as far as q correlates them
+    correlation = float(torch.corrcoef(draws[2].T)[0, 1])
+    assert scatter["s"] ** 2 == pytest.approx((correlation * expected) ** 2, abs=0.04)
+    assert advice.advisory and advice.ok == (a < 0.5)
+    if not advice.ok:
+        assert f"q's position along `mu` is uncertain by about ± {scatter['mu']:.2f}" in advice.message
 
 
 @pytest.mark.parametrize("extra", [1.0, -0.5])
