@@ -87,11 +87,34 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
 
 @app.command()
 def check(model: Path = typer.Argument(..., help="The .him model file."),
+          data: Optional[Path] = typer.Option(None, "--data", metavar="DATA.npz",
+                                              help="Also check a data file against the model, as `fit` "
+                                                   "does before training."),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a constant: NAME=VALUE.")) -> None:
-    """Report every error and warning in a model file."""
+    """Report every error and warning in a model file (and, with --data, in a data file for it)."""
     result = load_frontend(model, parse_overrides(set_))
     suffix = f" ({summary_line(result.diagnostics)})" if result.diagnostics else ""
     typer.echo(f"{model}: model `{result.model.name}` is valid{suffix}")
+    if data is not None:
+        typer.echo(_checked_data(load_model(model, parse_overrides(set_)), data))
+
+
+def _checked_data(model, data: Path) -> str:
+    """A line on a data file that the model can be fitted to (exit 2 with the data's
+    error otherwise): the checks `fit` makes before any training."""
+    from .fitting import prepare_data
+    from .runtime.data import DataError
+
+    module = instantiate(model, "cpu")
+    try:
+        arrays = prepare_data(module, data)
+    except DataError as exc:
+        fail(str(exc))
+    observed = [name for name in module.observed_names if name in arrays]
+    rows = f"{len(arrays[observed[0]]):,} rows" if module.plate is not None and observed else "one row"
+    shapes = ", ".join(f"`{name}` {list(arrays[name].shape[1 if module.plate is not None else 0:])}"
+                       for name in observed)
+    return f"{data}: data for `{model.name}` are valid ({rows}; observed {shapes})"
 
 
 @app.command()

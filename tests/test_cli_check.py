@@ -107,3 +107,24 @@ def test_set_without_value_exits_2():
     result = invoke("check", DEEP, "--set", "d")
     assert result.exit_code == 2
     assert "NAME=VALUE" in result.output
+
+
+HIER_GAUSS = str(ROOT / "examples" / "hier_gauss" / "model.him")
+
+
+def test_data_checked_against_the_model_as_fit_checks_it(tmp_path):
+    """--data runs fit's data checks without training: a valid file is described by
+    its rows and observed shapes; a wrong shape names the array and exits 2."""
+    import numpy as np
+
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, x=np.zeros((40, 2), np.float32))
+    np.savez(bad, x=np.zeros((40, 3), np.float32))
+    result = invoke("check", HIER_GAUSS, "--data", str(good))
+    assert result.exit_code == 0, result.output
+    assert f"{good}: data for `hier_gauss` are valid (40 rows; observed `x` [2])" in result.output
+    result = invoke("check", HIER_GAUSS, "--data", str(bad))
+    assert result.exit_code == 2
+    assert "array `x` has shape [40, 3]; expected [N, 2]" in result.output
+    result = invoke("check", HIER_GAUSS, "--data", str(tmp_path / "missing.npz"))
+    assert result.exit_code == 2 and "no such file" in result.output and "Traceback" not in result.output
