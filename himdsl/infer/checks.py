@@ -194,8 +194,9 @@ def row_scatter_advice(identity: Check | None, rows: int) -> Check | None:
     """Advice from the identity's evidence (identity.py, `row_scatter`): how far q's
     mean may sit from the ratio's own posterior's centre by an error of the ratio
     that varies from row to row, one draw either way, which a single fit cannot see.
-    Advice, not a check: its sd says how far such fits scatter, not how far this one
-    landed; about half land within 0.7 of it."""
+    Advice, not a check: its sd says how far such a fit may be off, not how far this
+    one is; nor can it tell that error from a ratio too sharp by a factor (λ = c
+    there too), which "ratio is a likelihood" judges."""
     detail = identity.detail if identity is not None else None
     if not detail or "row_scatter_in_q_sd" not in detail:
         return None
@@ -209,10 +210,10 @@ def row_scatter_advice(identity: Check | None, rows: int) -> Check | None:
     return Check("ratio's row errors", False, value,
                  f"q's position along `{label}` is uncertain by about ± {value:.2f} ± {error:.2f} of its sd "
                  "beyond its width: on rows simulated at q's draws the ratio's score varies more than its "
-                 f"curvature allows a likelihood's, the mark of an error that differs from row to row; over "
-                 f"{rows:,} rows it adds up to a move of that sd, either way, which this fit cannot see. Fit "
-                 "again with another `--seed`: fits further apart than that are off by it, and the draws of "
-                 "several fits pooled are nearer the posterior", advisory=True)
+                 f"curvature allows a likelihood's, which an error of the ratio that differs from row to row "
+                 f"does, adding up over the {rows:,} rows to a move of about that sd, either way, that this fit "
+                 "cannot see. A fit with another `--seed` shows whether this one moved: two fits further "
+                 "apart than that sd are off by about it", advisory=True)
 
 
 def ratio_separation(trainer) -> Check | None:
