@@ -192,8 +192,8 @@ def check_fit(trainer, advice=()) -> Verdict:
 
 def row_scatter_advice(identity: Check | None, rows: int) -> Check | None:
     """Advice from the identity's evidence (identity.py, `row_scatter`): how far q's
-    mean may sit from the ratio's own posterior's centre by an error of the ratio
-    that varies from row to row, one draw either way, which a single fit cannot see.
+    mean may sit from the posterior's by an error of the ratio that varies from row
+    to row, one draw either way, which a single fit cannot see.
     Advice, not a check: its sd says how far such a fit may be off, not how far this
     one is; nor can it tell that error from a ratio too sharp by a factor (λ = c
     there too), which "ratio is a likelihood" judges."""

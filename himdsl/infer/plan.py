@@ -197,7 +197,7 @@ class Plan:
             line += " (the budget), stored and reused"
         if seconds_per_simulation is not None:
             line += (f", {_wait(self.simulations * seconds_per_simulation)} of simulating (the simulator "
-                     "alone: training the networks takes most of a fit)")
+                     "alone; training the networks comes on top)")
         if not self.budget and self.ratio == "contrastive":
             line += "; `budget` caps them"
         return line
