@@ -11,7 +11,7 @@ and every array as [S, M, ...] (S global draws, M rows):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,8 @@ class Block:
         value = value.reshape(*value.shape[:lead], -1).float()
         if self.encoding == "signed_log1p":
             value = value.sign() * value.abs().log1p()
+        elif self.encoding == "log":        # positive values; a simulated one ≤ 0 is non-finite, dropped
+            value = value.log()
         return value
 
 
@@ -80,6 +82,21 @@ class ModelView:
                 raise ValueError(f"{where}local latent `{block.name}` is {block.dtype}: only real-valued "
                                  "locals can be inferred; sum it out of the likelihood, or make it a `noise` "
                                  "when it only serves to simulate")
+
+    def read_on_log(self, names) -> None:
+        """The networks read these observed real arrays on the log (FitSettings.log_features);
+        ValueError naming an array that is not one, or a data value that is not positive."""
+        observed = {b.name: b for b in self.x_blocks}
+        for name in names:
+            block = observed.get(name)
+            if block is None or block.dtype != "real":
+                raise ValueError(f"setting `log_features`: `{name}` is not an observed real array of the "
+                                 f"model (observed: {', '.join(observed) or 'none'})")
+            bad = (self.data[name] <= 0).reshape(len(self.data[name]), -1).any(-1).nonzero()
+            if len(bad):
+                raise ValueError(f"setting `log_features`: data array `{name}` has a value that is not "
+                                 f"positive in row {int(bad[0])}, and a log needs positive values")
+        self.x_blocks = [replace(b, encoding="log") if b.name in names else b for b in self.x_blocks]
 
     # ------------------------------------------------------------ data
     def _load(self, data: dict) -> dict[str, Tensor]:

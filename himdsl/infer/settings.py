@@ -76,6 +76,11 @@ class FitSettings:
     # simulations at q's draw (objective.py, "Centred score"); off by default until it
     # is measured on the whole hierarchical suite (docs/accuracy.md)
     score_centring: bool = False
+    # observed real arrays the networks read on the log (positive data whose noise
+    # multiplies: 0.05 and 5 are then resolved alike); not automatic until it is
+    # measured on every model it would touch (docs/accuracy.md, "Positive observations
+    # on the log")
+    log_features: tuple[str, ...] = ()
     prior_mix: float = 0.25    # fraction of prior draws in contrastive ratio training
     average: float = 0.25      # average q's parameters over this final fraction
     final_lr: float = 0.1      # learning rates decay (cosine) to this factor
@@ -139,6 +144,8 @@ class FitSettings:
         _check(self.spread >= 0, "setting `spread` must be >= 0")
         _check(self.global_gradient in (None, *GLOBAL_GRADIENTS), f"unknown global_gradient "
                f"{self.global_gradient!r}; expected one of {', '.join(GLOBAL_GRADIENTS)}")
+        _check(isinstance(self.log_features, (list, tuple)) and all(isinstance(n, str) for n in self.log_features),
+               f"setting `log_features` must be a list of observed arrays' names, got {self.log_features!r}")
         for key in ("resample", "score_centring"):
             _check(isinstance(getattr(self, key), bool), f"setting `{key}` must be true or false, got {getattr(self, key)!r}")
         _check(self.covering in COVERING, f"unknown covering {self.covering!r}; expected one of "

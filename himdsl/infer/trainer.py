@@ -73,6 +73,7 @@ class Trainer:
         # (the simulator's own region of failure); a call whose every row raises stops the fit
         model.extern_failures = ExternFailures() if getattr(model, "externs", ()) else None
         self.view = ModelView(model, data)
+        self.view.read_on_log(s.log_features)
         # a parameter the data reach only through argmax & co. has no gradient (W0171)
         self.params = [p for n, p in model.named_parameters()
                        if p.requires_grad and n not in model.untrained_params]

@@ -239,3 +239,33 @@ def test_fishers_identity_holds_the_locals_at_their_weighted_draws():
     z = drawn[0].reshape(3, 10, 4, 2)
     expected = (weights[..., None] * (z - beta.detach()[:, None, None, :])).sum((1, 2))
     torch.testing.assert_close(gradient, expected)
+
+
+POSITIVE = """
+model positive
+data y : real
+latent mu ~ Normal(0, 1)
+plate n over y {
+    noise e ~ Normal(0, 1)
+    observe y = exp(mu + 0.5 * e)
+}
+"""
+
+
+def test_log_features_read_a_positive_observation_on_the_log():
+    """`log_features` makes the networks read the array's log (the plan records the
+    encoding); an array that is not observed, or data that are not positive, are
+    refused naming it before any training."""
+    from tests.infer.models import compiled
+
+    y = torch.exp(0.3 + 0.5 * torch.randn(50, generator=torch.Generator().manual_seed(0)))
+    model = compiled("positive.him", POSITIVE)
+    trainer = Trainer(model, {"y": y}, FitSettings(steps=2, log_features=("y",)))
+    rows = trainer.view.rows(torch.arange(50))
+    assert torch.allclose(trainer.view.x_features(rows).reshape(-1), y.log())
+    assert dict(trainer.plan.encodings)["y"] == "log"
+    assert dict(Trainer(model, {"y": y}, FitSettings(steps=2)).plan.encodings)["y"] == "identity"
+    with pytest.raises(ValueError, match="`z` is not an observed real array"):
+        Trainer(model, {"y": y}, FitSettings(steps=2, log_features=("z",)))
+    with pytest.raises(ValueError, match="not positive in row 7"):
+        Trainer(model, {"y": torch.where(torch.arange(50) == 7, -1.0, y)}, FitSettings(steps=2, log_features=("y",)))
