@@ -299,8 +299,8 @@ def log_weights(fit, draws: int) -> tuple[torch.Tensor, dict]:
     from .infer.data import ModelView
 
     result = fit.result
-    log_w, globals = exact_log_weights(fit.module, ModelView(fit.module, fit.data), result.plan,
-                                       result.global_guide, result.local_guide, draws)
+    view = ModelView.of_fit(fit.module, fit.data, result.settings)
+    log_w, globals = exact_log_weights(fit.module, view, result.plan, result.global_guide, result.local_guide, draws)
     return log_w, {n: to_numpy(v) for n, v in globals.items()}
 
 

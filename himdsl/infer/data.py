@@ -83,6 +83,15 @@ class ModelView:
                                  "locals can be inferred; sum it out of the likelihood, or make it a `noise` "
                                  "when it only serves to simulate")
 
+    @classmethod
+    def of_fit(cls, model, data: dict, settings) -> "ModelView":
+        """The view a fit with these settings reads: its guides and ratio were trained
+        on these features, so every later use of them (local summaries, weights)
+        builds its view here."""
+        view = cls(model, data)
+        view.read_on_log(settings.log_features)
+        return view
+
     def read_on_log(self, names) -> None:
         """The networks read these observed real arrays on the log (FitSettings.log_features);
         ValueError naming an array that is not one, or a data value that is not positive."""

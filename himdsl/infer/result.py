@@ -86,7 +86,7 @@ class FitResult:
         (`_local_moments`)."""
         if self.local_guide is None:
             return {}
-        view = ModelView(self.model, data)
+        view = ModelView.of_fit(self.model, data, self.settings)
         most = max(draws, min(MAX_LOCAL_DRAWS, LOCAL_WORK // view.n_rows))
         parts = [self._local_moments(view, torch.arange(i, min(i + chunk, view.n_rows),
                                                         device=view.device), draws, most)

@@ -72,8 +72,7 @@ class Trainer:
         # an extern's rows that raise are failed simulations, dropped and counted
         # (the simulator's own region of failure); a call whose every row raises stops the fit
         model.extern_failures = ExternFailures() if getattr(model, "externs", ()) else None
-        self.view = ModelView(model, data)
-        self.view.read_on_log(s.log_features)
+        self.view = ModelView.of_fit(model, data, s)
         # a parameter the data reach only through argmax & co. has no gradient (W0171)
         self.params = [p for n, p in model.named_parameters()
                        if p.requires_grad and n not in model.untrained_params]

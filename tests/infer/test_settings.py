@@ -269,3 +269,35 @@ def test_log_features_read_a_positive_observation_on_the_log():
         Trainer(model, {"y": y}, FitSettings(steps=2, log_features=("z",)))
     with pytest.raises(ValueError, match="not positive in row 7"):
         Trainer(model, {"y": torch.where(torch.arange(50) == 7, -1.0, y)}, FitSettings(steps=2, log_features=("y",)))
+
+
+POSITIVE_LOCAL = """
+model positive_local
+data y : real
+latent mu ~ Normal(0, 1)
+plate n over y {
+    latent z ~ Normal(mu, 0.5)
+    noise e ~ Normal(0, 1)
+    observe y = exp(z + 0.2 * e)
+}
+"""
+
+
+def test_local_summaries_read_the_features_the_fit_trained_on():
+    """The local guide reads the rows as the fit did: a fit's locals (locals.npz)
+    are computed from the log where `log_features` asked for it, not from the values."""
+    import copy
+    import dataclasses
+
+    from tests.infer.models import compiled
+
+    y = torch.exp(0.3 + 0.5 * torch.randn(30, generator=torch.Generator().manual_seed(0)))
+    trainer = Trainer(compiled("positive_local.him", POSITIVE_LOCAL), {"y": y},
+                      FitSettings(steps=4, log_features=("y",)))
+    result = trainer.result()
+    torch.manual_seed(0)
+    on_log = result.locals({"y": y})["z_mean"]
+    torch.manual_seed(0)
+    as_values = copy.copy(result)
+    as_values.settings = dataclasses.replace(result.settings, log_features=())
+    assert not torch.allclose(torch.as_tensor(on_log), torch.as_tensor(as_values.locals({"y": y})["z_mean"]))
