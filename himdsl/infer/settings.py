@@ -122,6 +122,10 @@ class FitSettings:
             _check(not unknown, f"ratio setting(s) {', '.join(unknown)} unknown; expected "
                    f"{', '.join(RatioSettings.__dataclass_fields__)}")
             self.ratio = RatioSettings(**self.ratio)
+        # one form whether given as a list (JSON, fit.json) or a tuple, so that a resumed
+        # or replayed fit compares equal to the one that wrote its checkpoint
+        if isinstance(self.log_features, list):
+            self.log_features = tuple(self.log_features)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""

@@ -301,3 +301,13 @@ def test_local_summaries_read_the_features_the_fit_trained_on():
     as_values = copy.copy(result)
     as_values.settings = dataclasses.replace(result.settings, log_features=())
     assert not torch.allclose(torch.as_tensor(on_log), torch.as_tensor(as_values.locals({"y": y})["z_mean"]))
+
+
+def test_log_features_survive_a_round_trip_through_json():
+    """fit.json writes the setting as a list; read back it equals the tuple a fit
+    was given, so a resumed or replayed fit is not refused as changed."""
+    import json
+
+    given = FitSettings(log_features=["y"])
+    back = FitSettings.from_dict(json.loads(json.dumps(given.to_dict())))
+    assert given.log_features == back.log_features == ("y",) and back.to_dict() == given.to_dict()
